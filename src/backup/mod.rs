@@ -1,0 +1,222 @@
+//! Taking a snapshot: walk the source tree, chunk what changed, store new objects, commit.
+//!
+//! Owns: the backup pipeline and its commit order. Must not: know object paths or codecs
+//! beyond calling `codec::encode` and `Store::put`.
+//!
+//! One blocking thread walks and reads (`walker`): it chunks and hashes, so every id is known
+//! at once, and sends only objects the pool lacks to a bounded channel. Tokio tasks take them
+//! from there, compress on rayon and upload with bounded concurrency (`upload`). Chunks are
+//! recorded in the catalogue as soon as they are durable, so a killed backup resumes without
+//! uploading them again; trees are staged and become visible only when the snapshot commits,
+//! after every object below them is stored.
+
+mod pack;
+mod upload;
+mod walker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::catalogue::Catalogue;
+use crate::chunker::ChunkerParams;
+use crate::codec::{self, ObjectKind};
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::ObjectId;
+use crate::model::{self, Snapshot, Summary};
+use crate::progress::Progress;
+use crate::store::{Store, object_path};
+
+/// What to back up and how.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// Paths to back up; each becomes an entry of the snapshot's root under its base name.
+    pub paths: Vec<PathBuf>,
+    /// Labels for the snapshot.
+    pub tags: Vec<String>,
+    /// Use this snapshot to skip unchanged files instead of the latest matching one.
+    pub parent: Option<ObjectId>,
+    /// Read every file even if the parent says it is unchanged.
+    pub force: bool,
+    /// Paths never to back up (the catalogue and local backends are added automatically).
+    pub exclude: Vec<PathBuf>,
+    /// Hostname to record; defaults to this machine's.
+    pub hostname: Option<String>,
+}
+
+/// A finished backup.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    /// The new snapshot's id.
+    pub id: ObjectId,
+    /// The snapshot as stored.
+    pub snapshot: Snapshot,
+    /// Entries that could not be read or changed while read: one line each.
+    pub warnings: Vec<String>,
+}
+
+/// The parts of a repository a backup needs.
+pub(crate) struct Context<'a> {
+    pub store: &'a Store,
+    pub catalogue: Arc<Catalogue>,
+    pub params: ChunkerParams,
+    pub compression: i32,
+    pub upload_concurrency: usize,
+    pub abort: Arc<AtomicBool>,
+}
+
+/// Run a backup: see the module doc for the pipeline and commit order.
+pub(crate) async fn run(
+    ctx: Context<'_>,
+    options: BackupOptions,
+    parent: Option<(ObjectId, Snapshot)>,
+    progress: &Arc<dyn Progress>,
+) -> Result<BackupOutcome> {
+    let paths = absolute_paths(&options.paths)?;
+    let time_ns = now_ns();
+    let parent_tree = if options.force {
+        None
+    } else {
+        parent.as_ref().map(|(_, s)| s.tree)
+    };
+
+    ctx.catalogue.clear_staged()?;
+    let (uploader, jobs) = upload::Uploader::start(
+        ctx.store.clone(),
+        ctx.catalogue.clone(),
+        ctx.compression,
+        ctx.upload_concurrency,
+        ctx.abort.clone(),
+    );
+    progress.begin("backup", None, None);
+    let scan = walker::spawn_scan(paths.clone(), options.exclude.clone(), progress.clone());
+
+    let walk_progress = progress.clone();
+    let catalogue = ctx.catalogue.clone();
+    let params = ctx.params;
+    let abort = ctx.abort.clone();
+    let walk_paths = paths.clone();
+    let exclude = options.exclude.clone();
+    let walked = tokio::task::spawn_blocking(move || {
+        let mut w = walker::Walker::new(
+            params,
+            catalogue.reader()?,
+            jobs,
+            walk_progress,
+            abort,
+            exclude,
+        );
+        w.run(&walk_paths, parent_tree)
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Io, "backup walker crashed").with_source(e));
+    scan.stop();
+    // Whatever the walker did, wait for uploads in flight so none outlives the backup.
+    let uploaded = uploader.finish().await;
+    let walked = walked?;
+    let (root, mut summary, warnings) = match (walked, uploaded) {
+        (_, Err(e)) | (Err(e), _) => return Err(e),
+        (Ok(w), Ok(up)) => {
+            let mut s: Summary = w.1;
+            s.objects_added = up.objects;
+            s.bytes_added = up.plain_bytes;
+            s.stored_bytes_added = up.stored_bytes;
+            (w.0, s, w.2)
+        }
+    };
+    if ctx.abort.load(Ordering::Relaxed) {
+        return Err(Error::new(
+            ErrorKind::Interrupted,
+            "backup interrupted; uploaded data will be reused by the next backup",
+        ));
+    }
+    summary.skipped = warnings.iter().filter(|w| w.starts_with("skipped")).count() as u64;
+    progress.end();
+
+    let snapshot = Snapshot {
+        time_ns,
+        hostname: options.hostname.clone().unwrap_or_else(hostname),
+        username: username(),
+        paths: paths.iter().map(|p| p.display().to_string()).collect(),
+        tags: options.tags.clone(),
+        tree: root,
+        parent: parent.map(|(id, _)| id),
+        summary,
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let id = commit(&ctx, &snapshot).await?;
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        warnings,
+    })
+}
+
+/// Make the snapshot durable: its object on every backend is the commit point; the
+/// catalogue follows (and would catch up from the backends if we died in between).
+async fn commit(ctx: &Context<'_>, snapshot: &Snapshot) -> Result<ObjectId> {
+    let body = model::to_body(snapshot);
+    let id = ObjectId::of(&body);
+    let envelope = codec::encode(ObjectKind::Snapshot, &body, ctx.compression);
+    ctx.store
+        .put_everywhere(&object_path(ObjectKind::Snapshot, &id), &envelope)
+        .await?;
+    let catalogue = ctx.catalogue.clone();
+    let snap = snapshot.clone();
+    tokio::task::spawn_blocking(move || catalogue.commit_staged(&id, &snap))
+        .await
+        .map_err(|e| {
+            Error::new(ErrorKind::Catalogue, "catalogue commit crashed").with_source(e)
+        })??;
+    Ok(id)
+}
+
+fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        return Err(Error::config("nothing to back up: give at least one path"));
+    }
+    let mut names = std::collections::HashSet::new();
+    paths
+        .iter()
+        .map(|p| {
+            let abs =
+                std::path::absolute(p).map_err(|e| Error::io(format!("{}", p.display()), e))?;
+            std::fs::symlink_metadata(&abs).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    Error::not_found(format!("{} does not exist", p.display()))
+                }
+                _ => Error::io(format!("cannot read {}", p.display()), e),
+            })?;
+            if !names.insert(walker::top_name(&abs)) {
+                return Err(Error::config(format!(
+                    "two paths share the name '{}': back them up in separate snapshots",
+                    String::from_utf8_lossy(&walker::top_name(&abs))
+                )));
+            }
+            Ok(abs)
+        })
+        .collect()
+}
+
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn username() -> String {
+    let uid = nix::unistd::geteuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}

@@ -1,0 +1,162 @@
+//! The upload half of a backup: compress on rayon, store with bounded concurrency, record.
+//!
+//! Owns: the bounded job channel, the first error, and batching catalogue records. Must not:
+//! decide what is new (the walker does) or commit snapshots.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::catalogue::{Catalogue, Location, Record};
+use crate::codec::{self, ObjectKind};
+use crate::error::{Error, ErrorKind, Result};
+use crate::exec::cpu;
+use crate::id::ObjectId;
+use crate::store::Store;
+
+/// One object the pool lacks.
+pub(crate) struct Job {
+    pub kind: ObjectKind,
+    pub id: ObjectId,
+    pub body: Vec<u8>,
+}
+
+/// Totals of what was actually written.
+#[derive(Debug, Default)]
+pub(crate) struct Uploaded {
+    pub objects: u64,
+    pub plain_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+/// Jobs queued but not yet taken: with the uploads in flight this bounds memory to about
+/// `(QUEUE + concurrency) * max chunk size`.
+const QUEUE: usize = 8;
+/// Catalogue records per transaction; also flushed every `FLUSH_EVERY`.
+const BATCH: usize = 512;
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
+
+pub(crate) struct Uploader {
+    task: tokio::task::JoinHandle<Result<Uploaded>>,
+}
+
+impl Uploader {
+    /// Start the upload task; the walker feeds the returned sender.
+    pub fn start(
+        store: Store,
+        catalogue: Arc<Catalogue>,
+        level: i32,
+        concurrency: usize,
+        abort: Arc<AtomicBool>,
+    ) -> (Uploader, mpsc::Sender<Job>) {
+        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
+        let task = tokio::spawn(run(store, catalogue, level, concurrency, abort, rx));
+        (Uploader { task }, tx)
+    }
+
+    /// Wait until every queued job is stored and recorded (the sender must be dropped).
+    pub async fn finish(self) -> Result<Uploaded> {
+        self.task
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, "upload task crashed").with_source(e))?
+    }
+}
+
+async fn run(
+    store: Store,
+    catalogue: Arc<Catalogue>,
+    level: i32,
+    concurrency: usize,
+    abort: Arc<AtomicBool>,
+    rx: mpsc::Receiver<Job>,
+) -> Result<Uploaded> {
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let pending: Mutex<(Vec<Record>, Instant)> = Mutex::new((Vec::new(), Instant::now()));
+    let (objects, plain, stored) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let stream = tokio_stream_from(rx);
+    stream
+        .for_each_concurrent(concurrency, |job| async {
+            if abort.load(Ordering::Relaxed) {
+                return;
+            }
+            match store_one(&store, level, job).await {
+                Ok((record, written, plain_len, stored_len)) => {
+                    if written {
+                        objects.fetch_add(1, Ordering::Relaxed);
+                        plain.fetch_add(plain_len, Ordering::Relaxed);
+                        stored.fetch_add(stored_len, Ordering::Relaxed);
+                    }
+                    let batch = {
+                        let mut p = pending.lock().expect("poisoned");
+                        p.0.push(record);
+                        if p.0.len() >= BATCH || p.1.elapsed() >= FLUSH_EVERY {
+                            p.1 = Instant::now();
+                            std::mem::take(&mut p.0)
+                        } else {
+                            Vec::new()
+                        }
+                    };
+                    if let Err(e) = flush(&catalogue, batch).await {
+                        fail(&first_error, &abort, e);
+                    }
+                }
+                Err(e) => fail(&first_error, &abort, e),
+            }
+        })
+        .await;
+    let rest = std::mem::take(&mut pending.lock().expect("poisoned").0);
+    flush(&catalogue, rest).await?;
+    if let Some(e) = first_error.into_inner().expect("poisoned") {
+        return Err(e);
+    }
+    Ok(Uploaded {
+        objects: objects.into_inner(),
+        plain_bytes: plain.into_inner(),
+        stored_bytes: stored.into_inner(),
+    })
+}
+
+fn fail(first: &Mutex<Option<Error>>, abort: &AtomicBool, e: Error) {
+    abort.store(true, Ordering::Relaxed);
+    first.lock().expect("poisoned").get_or_insert(e);
+}
+
+async fn store_one(store: &Store, level: i32, job: Job) -> Result<(Record, bool, u64, u64)> {
+    let Job { kind, id, body } = job;
+    let plain_len = body.len() as u64;
+    let (envelope, body) = cpu(move || (codec::encode(kind, &body, level), body)).await;
+    let stored = store.put(kind, &id, envelope).await?;
+    let location = Location {
+        backend: store.backends()[stored.backend].name.clone(),
+        stored_len: stored.stored_len,
+        plain_len,
+    };
+    let record = match kind {
+        ObjectKind::Tree => Record::Tree {
+            id,
+            location: Some(location),
+            body,
+        },
+        _ => Record::Chunk { id, location },
+    };
+    Ok((record, stored.written, plain_len, stored.stored_len))
+}
+
+async fn flush(catalogue: &Arc<Catalogue>, batch: Vec<Record>) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let catalogue = catalogue.clone();
+    tokio::task::spawn_blocking(move || catalogue.record(&batch))
+        .await
+        .map_err(|e| Error::new(ErrorKind::Catalogue, "catalogue writer crashed").with_source(e))?
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

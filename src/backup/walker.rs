@@ -1,0 +1,526 @@
+//! The reading half of a backup: walk the source tree depth-first in name order, decide per
+//! file whether the parent snapshot already has it, chunk and hash what it must read, and
+//! build tree objects bottom-up.
+//!
+//! Owns: per-entry decisions, the pack stream, and the queue of directories waiting for
+//! their small files' chunks. Must not: do network I/O (it only sends jobs) or commit.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::mpsc;
+
+use super::pack::Pack;
+use super::upload::Job;
+use crate::catalogue::Reader;
+use crate::chunker::{ChunkerParams, StreamChunker};
+use crate::codec::ObjectKind;
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::ObjectId;
+use crate::meta;
+use crate::model::{self, ChunkRef, Meta, Node, NodeKind, Summary, Tree};
+use crate::progress::Progress;
+
+/// An entry's content while its directory is being built.
+enum Content {
+    Ready(NodeKind),
+    /// A small file in the pack stream: its slot and size.
+    Packed(u64, u64),
+    /// A subdirectory, by its slot.
+    Subdir(u64),
+}
+
+struct Entry {
+    name: Vec<u8>,
+    meta: Meta,
+    content: Content,
+}
+
+/// A directory whose listing is walked but whose tree may still wait for packed files.
+struct DirBuild {
+    slot: u64,
+    entries: Vec<Entry>,
+    /// Pack-stream offset that must be cut before the tree can be built.
+    need: u64,
+}
+
+type Walked = (ObjectId, Summary, Vec<String>);
+
+pub(crate) struct Walker {
+    params: ChunkerParams,
+    reader: Reader,
+    jobs: mpsc::Sender<Job>,
+    progress: Arc<dyn Progress>,
+    abort: Arc<AtomicBool>,
+    exclude: HashSet<PathBuf>,
+    /// Objects queued in this run (the catalogue knows the older ones).
+    queued: HashSet<ObjectId>,
+    pack: Pack,
+    waiting: VecDeque<DirBuild>,
+    built: HashMap<u64, ObjectId>,
+    next_slot: u64,
+    hardlinks: HashMap<(u64, u64), Vec<ChunkRef>>,
+    buf: Vec<u8>,
+    summary: Summary,
+    warnings: Vec<String>,
+}
+
+/// The name a top-level path gets in the snapshot's root tree.
+pub(crate) fn top_name(path: &Path) -> Vec<u8> {
+    match path.file_name() {
+        Some(n) => n.as_bytes().to_vec(),
+        None => b"root".to_vec(),
+    }
+}
+
+impl Walker {
+    pub fn new(
+        params: ChunkerParams,
+        reader: Reader,
+        jobs: mpsc::Sender<Job>,
+        progress: Arc<dyn Progress>,
+        abort: Arc<AtomicBool>,
+        exclude: Vec<PathBuf>,
+    ) -> Self {
+        Walker {
+            params,
+            reader,
+            jobs,
+            progress,
+            abort,
+            exclude: exclude.into_iter().collect(),
+            queued: HashSet::new(),
+            pack: Pack::new(params),
+            waiting: VecDeque::new(),
+            built: HashMap::new(),
+            next_slot: 0,
+            hardlinks: HashMap::new(),
+            buf: vec![0; 1 << 20],
+            summary: Summary::default(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Walk `paths` into one root tree; `parent` is the parent snapshot's root tree.
+    pub fn run(&mut self, paths: &[PathBuf], parent: Option<ObjectId>) -> Result<Walked> {
+        let parent = match parent {
+            Some(id) => self.load_tree(&id)?,
+            None => None,
+        };
+        let mut root = self.new_dir();
+        for path in paths {
+            let name = top_name(path);
+            let before = parent.as_ref().and_then(|t| t.get(&name));
+            self.add_entry(&mut root, path, name, before)?;
+        }
+        let slot = root.slot;
+        self.queue_dir(root)?;
+        let mut emit = |c: &[u8]| emit_chunk(&mut self.queued, &self.reader, &self.jobs, c);
+        self.pack.flush(&mut emit);
+        self.build_ready()?;
+        let root_id = self.built.remove(&slot).expect("root built after flush");
+        Ok((
+            root_id,
+            std::mem::take(&mut self.summary),
+            std::mem::take(&mut self.warnings),
+        ))
+    }
+
+    fn new_dir(&mut self) -> DirBuild {
+        self.next_slot += 1;
+        DirBuild {
+            slot: self.next_slot,
+            entries: Vec::new(),
+            need: 0,
+        }
+    }
+
+    fn check_abort(&self) -> Result<()> {
+        if self.abort.load(Ordering::Relaxed) || self.jobs.is_closed() {
+            return Err(Error::new(ErrorKind::Interrupted, "backup stopped"));
+        }
+        Ok(())
+    }
+
+    fn warn(&mut self, message: String) {
+        self.progress.warn(&message);
+        self.warnings.push(message);
+    }
+
+    fn add_entry(
+        &mut self,
+        dir: &mut DirBuild,
+        path: &Path,
+        name: Vec<u8>,
+        before: Option<&Node>,
+    ) -> Result<()> {
+        self.check_abort()?;
+        if self.exclude.contains(path) {
+            return Ok(());
+        }
+        let md = match std::fs::symlink_metadata(path) {
+            Ok(md) => md,
+            Err(e) => {
+                self.warn(format!("skipped {}: {e}", path.display()));
+                return Ok(());
+            }
+        };
+        let meta = meta::from_std(&md);
+        let ft = md.file_type();
+        let content = if ft.is_dir() {
+            match self.walk_dir(path, before) {
+                Ok(slot) => Content::Subdir(slot),
+                Err(e) if e.kind() == ErrorKind::Io => {
+                    self.warn(format!("skipped {}: {e}", path.display()));
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        } else if ft.is_file() {
+            match self.file(dir, path, &md, before) {
+                Ok(c) => c,
+                Err(e) if e.kind() == ErrorKind::Io => {
+                    self.warn(format!("skipped {}: {e}", path.display()));
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            self.summary.others += 1;
+            Content::Ready(if ft.is_symlink() {
+                match std::fs::read_link(path) {
+                    Ok(t) => NodeKind::Symlink {
+                        target: t.as_os_str().as_bytes().to_vec(),
+                    },
+                    Err(e) => {
+                        self.warn(format!("skipped {}: {e}", path.display()));
+                        return Ok(());
+                    }
+                }
+            } else if ft.is_fifo() {
+                NodeKind::Fifo
+            } else if ft.is_socket() {
+                NodeKind::Socket
+            } else if ft.is_char_device() {
+                NodeKind::CharDevice { rdev: md.rdev() }
+            } else {
+                NodeKind::BlockDevice { rdev: md.rdev() }
+            })
+        };
+        dir.entries.push(Entry {
+            name,
+            meta,
+            content,
+        });
+        Ok(())
+    }
+
+    fn walk_dir(&mut self, path: &Path, before: Option<&Node>) -> Result<u64> {
+        let parent = match before.map(|n| &n.kind) {
+            Some(NodeKind::Dir { tree }) => self.load_tree(tree)?,
+            _ => None,
+        };
+        let read = std::fs::read_dir(path).map_err(|e| Error::io("cannot list directory", e))?;
+        let mut names: Vec<_> = read
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| Error::io("cannot list directory", e))?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut dir = self.new_dir();
+        for name in names {
+            let child = path.join(&name);
+            let before = parent.as_ref().and_then(|t| t.get(name.as_bytes()));
+            self.add_entry(&mut dir, &child, name.as_bytes().to_vec(), before)?;
+        }
+        self.summary.dirs += 1;
+        let slot = dir.slot;
+        self.queue_dir(dir)?;
+        Ok(slot)
+    }
+
+    fn file(
+        &mut self,
+        dir: &mut DirBuild,
+        path: &Path,
+        md: &std::fs::Metadata,
+        before: Option<&Node>,
+    ) -> Result<Content> {
+        self.summary.files += 1;
+        let size = md.len();
+        self.summary.bytes += size;
+        if let Some(Node {
+            kind:
+                NodeKind::File {
+                    size: old_size,
+                    content,
+                },
+            meta: old,
+            ..
+        }) = before
+            && *old_size == size
+            && old.mtime_ns == md.mtime() * 1_000_000_000 + md.mtime_nsec()
+            && old.ctime_ns == md.ctime() * 1_000_000_000 + md.ctime_nsec()
+            && old.ino == md.ino()
+        {
+            self.progress.advance(1, size);
+            return Ok(Content::Ready(NodeKind::File {
+                size,
+                content: content.clone(),
+            }));
+        }
+        let key = (md.dev(), md.ino());
+        if md.nlink() > 1
+            && let Some(content) = self.hardlinks.get(&key)
+        {
+            self.progress.advance(1, size);
+            return Ok(Content::Ready(NodeKind::File {
+                size,
+                content: content.clone(),
+            }));
+        }
+        let mut file = File::open(path).map_err(|e| Error::io("cannot open", e))?;
+        self.summary.files_read += 1;
+        // Small files go to the shared stream, read whole first so a read error cannot leave
+        // half a file in it. Hard-linked ones are chunked alone: their content must be known
+        // now, for the other names.
+        let content = if size < self.params.min as u64 && md.nlink() == 1 {
+            let mut data = Vec::with_capacity(size as usize);
+            (&mut file)
+                .take(self.params.min as u64)
+                .read_to_end(&mut data)
+                .map_err(|e| Error::io("cannot read", e))?;
+            self.check_unchanged(path, &file, md, data.len() as u64);
+            self.summary.bytes_read += data.len() as u64;
+            self.progress.advance(1, data.len() as u64);
+            if data.is_empty() {
+                Content::Ready(NodeKind::File {
+                    size: 0,
+                    content: vec![],
+                })
+            } else {
+                self.next_slot += 1;
+                let slot = self.next_slot;
+                let mut emit = |c: &[u8]| emit_chunk(&mut self.queued, &self.reader, &self.jobs, c);
+                let end = self.pack.add(slot, &data, &mut emit);
+                dir.need = dir.need.max(end);
+                Content::Packed(slot, data.len() as u64)
+            }
+        } else {
+            let (content, read) = self.chunk_alone(&mut file)?;
+            self.check_unchanged(path, &file, md, read);
+            self.progress.advance(1, 0);
+            if md.nlink() > 1 {
+                self.hardlinks.insert(key, content.clone());
+            }
+            Content::Ready(NodeKind::File {
+                size: read,
+                content,
+            })
+        };
+        Ok(content)
+    }
+
+    fn chunk_alone(&mut self, file: &mut File) -> Result<(Vec<ChunkRef>, u64)> {
+        let mut chunker = StreamChunker::new(self.params);
+        let mut refs = Vec::new();
+        let mut total = 0u64;
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = loop {
+            if let Err(e) = self.check_abort() {
+                break Err(e);
+            }
+            let n = match file.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(Error::io("cannot read", e)),
+            };
+            total += n as u64;
+            self.summary.bytes_read += n as u64;
+            self.progress.advance(0, n as u64);
+            let mut emit = |_: u64, c: &[u8]| {
+                refs.push(chunk_ref(
+                    emit_chunk(&mut self.queued, &self.reader, &self.jobs, c),
+                    c,
+                ))
+            };
+            chunker.push(&buf[..n], &mut emit);
+        };
+        self.buf = buf;
+        result?;
+        chunker.finish(&mut |_, c| {
+            refs.push(chunk_ref(
+                emit_chunk(&mut self.queued, &self.reader, &self.jobs, c),
+                c,
+            ))
+        });
+        Ok((refs, total))
+    }
+
+    /// Warn when a file changed while it was read: what was read is kept, as restic does.
+    fn check_unchanged(&mut self, path: &Path, file: &File, md: &std::fs::Metadata, read: u64) {
+        let changed = match file.metadata() {
+            Ok(now) => {
+                now.len() != read
+                    || now.mtime() != md.mtime()
+                    || now.mtime_nsec() != md.mtime_nsec()
+            }
+            Err(_) => true,
+        };
+        if changed {
+            self.warn(format!(
+                "changed while read: {} (the bytes read are saved)",
+                path.display()
+            ));
+        }
+    }
+
+    fn load_tree(&self, id: &ObjectId) -> Result<Option<Tree>> {
+        match self.reader.tree_body(id)? {
+            Some(body) => Ok(Some(model::from_body("tree", &body)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn queue_dir(&mut self, dir: DirBuild) -> Result<()> {
+        self.waiting.push_back(dir);
+        self.build_ready()
+    }
+
+    /// Build every waiting directory whose packed files are cut, in walk (post-)order, so a
+    /// directory is built after all its subdirectories.
+    fn build_ready(&mut self) -> Result<()> {
+        while self
+            .waiting
+            .front()
+            .is_some_and(|d| self.pack.is_cut(d.need))
+        {
+            let dir = self.waiting.pop_front().expect("front exists");
+            let mut tree = Tree {
+                entries: Vec::with_capacity(dir.entries.len()),
+            };
+            for e in dir.entries {
+                let kind = match e.content {
+                    Content::Ready(k) => k,
+                    Content::Packed(slot, size) => NodeKind::File {
+                        size,
+                        content: self.pack.take(slot),
+                    },
+                    Content::Subdir(slot) => NodeKind::Dir {
+                        tree: self.built.remove(&slot).expect("child built first"),
+                    },
+                };
+                tree.entries.push(Node {
+                    name: e.name,
+                    kind,
+                    meta: e.meta,
+                });
+            }
+            tree.sort();
+            let body = model::to_body(&tree);
+            let id = ObjectId::of(&body);
+            if !self.queued.contains(&id) && !self.reader.has_tree(&id)? {
+                self.queued.insert(id);
+                send(
+                    &self.jobs,
+                    Job {
+                        kind: ObjectKind::Tree,
+                        id,
+                        body,
+                    },
+                )?;
+            }
+            self.built.insert(dir.slot, id);
+        }
+        Ok(())
+    }
+}
+
+fn chunk_ref(id: ObjectId, data: &[u8]) -> ChunkRef {
+    ChunkRef {
+        id,
+        offset: 0,
+        len: data.len() as u32,
+    }
+}
+
+/// Hash a chunk and queue it unless the pool or this run already has it.
+fn emit_chunk(
+    queued: &mut HashSet<ObjectId>,
+    reader: &Reader,
+    jobs: &mpsc::Sender<Job>,
+    data: &[u8],
+) -> ObjectId {
+    let id = ObjectId::of_large(data);
+    // A catalogue read error only costs a redundant upload (the store skips equal objects).
+    if !queued.contains(&id) && !reader.has_object(&id).unwrap_or(false) {
+        queued.insert(id);
+        // A closed channel means the uploads failed; the walker notices at its next check.
+        let _ = send(
+            jobs,
+            Job {
+                kind: ObjectKind::Chunk,
+                id,
+                body: data.to_vec(),
+            },
+        );
+    }
+    id
+}
+
+fn send(jobs: &mpsc::Sender<Job>, job: Job) -> Result<()> {
+    jobs.blocking_send(job)
+        .map_err(|_| Error::new(ErrorKind::Interrupted, "uploads stopped"))
+}
+
+/// Counts files and bytes beside the backup so progress can show a total and an ETA.
+pub(crate) struct Scan {
+    stop: Arc<AtomicBool>,
+}
+
+impl Scan {
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn spawn_scan(
+    paths: Vec<PathBuf>,
+    exclude: Vec<PathBuf>,
+    progress: Arc<dyn Progress>,
+) -> Scan {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let exclude: HashSet<PathBuf> = exclude.into_iter().collect();
+        let (mut files, mut bytes) = (0u64, 0u64);
+        let mut stack = paths;
+        while let Some(p) = stack.pop() {
+            if flag.load(Ordering::Relaxed) {
+                return;
+            }
+            if exclude.contains(&p) {
+                continue;
+            }
+            let Ok(md) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if md.is_dir() {
+                if let Ok(rd) = std::fs::read_dir(&p) {
+                    stack.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
+                }
+            } else if md.is_file() {
+                files += 1;
+                bytes += md.len();
+            }
+        }
+        progress.totals(files, bytes);
+    });
+    Scan { stop }
+}

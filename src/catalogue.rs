@@ -1,0 +1,474 @@
+//! The local catalogue (redb): snapshots, tree bodies, where every object is stored, and
+//! reference counts. A cache of what the backends hold: `sync` rebuilds it from them.
+//!
+//! Owns: the table layout and every read/write of the redb file. Must not: talk to backends.
+//! Every change is one redb transaction, so a kill at any instant leaves it consistent.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::codec::ObjectKind;
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::ObjectId;
+use crate::model::{self, NodeKind, Snapshot, Tree};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const SNAPSHOTS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("snapshots");
+const TREES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("trees");
+/// Trees stored by a backup or sync that has not committed its snapshot yet. They move to
+/// TREES in the commit's transaction, so a tree in TREES always has its whole subtree stored.
+const STAGED: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("staged_trees");
+/// id -> (kind, backend number, stored length, plain length)
+const OBJECTS: TableDefinition<[u8; 32], (u8, u16, u64, u64)> = TableDefinition::new("objects");
+/// id -> number of distinct trees (or snapshots, for root trees) that reference it.
+const REFS: TableDefinition<[u8; 32], u64> = TableDefinition::new("refs");
+/// backend name -> backend number used in OBJECTS (config order may change; names don't).
+const BACKENDS: TableDefinition<&str, u16> = TableDefinition::new("backends");
+
+const SCHEMA_KEY: &str = "schema";
+const SCHEMA: &[u8] = b"1";
+const POOL_KEY: &str = "pool_id";
+
+/// Where one stored object is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// Backend name.
+    pub backend: String,
+    /// Bytes stored.
+    pub stored_len: u64,
+    /// Plain bytes.
+    pub plain_len: u64,
+}
+
+/// A fact to record once it is durable on a backend.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// A chunk was stored.
+    Chunk {
+        /// The chunk.
+        id: ObjectId,
+        /// Where it is.
+        location: Location,
+    },
+    /// A tree was stored; its body is staged until its snapshot commits.
+    Tree {
+        /// The tree.
+        id: ObjectId,
+        /// Where it is, when known.
+        location: Option<Location>,
+        /// Its plain body.
+        body: Vec<u8>,
+    },
+}
+
+/// Per-backend totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BackendUsage {
+    /// Objects recorded on the backend.
+    pub objects: u64,
+    /// Bytes they take there.
+    pub stored_bytes: u64,
+    /// Their plain size.
+    pub plain_bytes: u64,
+}
+
+/// The opened catalogue.
+pub struct Catalogue {
+    db: Database,
+}
+
+impl Catalogue {
+    /// Open or create the catalogue at `path`; the flag is true when it was just created
+    /// (so the caller rebuilds it from the backends).
+    pub fn open(path: &Path) -> Result<(Catalogue, bool)> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::new(
+                ErrorKind::Catalogue,
+                format!(
+                    "catalogue {} is in use by another cuckoo process",
+                    path.display()
+                ),
+            ),
+            e => Error::new(
+                ErrorKind::Catalogue,
+                format!("cannot open catalogue {}", path.display()),
+            )
+            .with_source(e),
+        })?;
+        let txn = db.begin_write()?;
+        let fresh = {
+            let mut meta = txn.open_table(META)?;
+            let schema = meta.get(SCHEMA_KEY)?.map(|v| v.value().to_vec());
+            match schema.as_deref() {
+                None => {
+                    meta.insert(SCHEMA_KEY, SCHEMA)?;
+                    true
+                }
+                Some(SCHEMA) => false,
+                Some(other) => {
+                    return Err(Error::new(
+                        ErrorKind::UnsupportedVersion,
+                        format!(
+                            "catalogue schema {:?} is newer than this build; delete it to rebuild",
+                            String::from_utf8_lossy(other)
+                        ),
+                    ));
+                }
+            }
+        };
+        for t in [SNAPSHOTS, TREES, STAGED] {
+            txn.open_table(t)?;
+        }
+        txn.open_table(OBJECTS)?;
+        txn.open_table(REFS)?;
+        txn.open_table(BACKENDS)?;
+        txn.commit()?;
+        Ok((Catalogue { db }, fresh))
+    }
+
+    /// The pool this catalogue describes, once set.
+    pub fn pool_id(&self) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        Ok(txn
+            .open_table(META)?
+            .get(POOL_KEY)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Bind the catalogue to a pool.
+    pub fn set_pool_id(&self, id: &[u8]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.insert(POOL_KEY, id)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A consistent read view, for the many lookups of one backup or restore.
+    pub fn reader(&self) -> Result<Reader> {
+        Ok(Reader {
+            txn: self.db.begin_read()?,
+        })
+    }
+
+    /// Record stored objects in one transaction. A tree recorded for the first time adds one
+    /// reference to each distinct chunk and subtree it names.
+    pub fn record(&self, records: &[Record]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut objects = txn.open_table(OBJECTS)?;
+            let mut staged = txn.open_table(STAGED)?;
+            let mut backends = txn.open_table(BACKENDS)?;
+            for record in records {
+                match record {
+                    Record::Chunk { id, location } => {
+                        let b = backend_number(&mut backends, &location.backend)?;
+                        objects.insert(
+                            id.0,
+                            (
+                                ObjectKind::Chunk as u8,
+                                b,
+                                location.stored_len,
+                                location.plain_len,
+                            ),
+                        )?;
+                    }
+                    Record::Tree { id, location, body } => {
+                        if let Some(l) = location {
+                            let b = backend_number(&mut backends, &l.backend)?;
+                            objects.insert(
+                                id.0,
+                                (ObjectKind::Tree as u8, b, l.stored_len, l.plain_len),
+                            )?;
+                        }
+                        staged.insert(id.0, body.as_slice())?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Forget staged trees of a run that never committed (their objects stay stored and
+    /// are found again by content).
+    pub fn clear_staged(&self) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.delete_table(STAGED)?;
+        txn.open_table(STAGED)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// In one transaction: publish the staged trees (each first-time tree adds one reference
+    /// to every distinct chunk and subtree it names) and record the snapshot.
+    pub fn commit_staged(&self, id: &ObjectId, snapshot: &Snapshot) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut staged = txn.open_table(STAGED)?;
+            let mut trees = txn.open_table(TREES)?;
+            let mut refs = txn.open_table(REFS)?;
+            while let Some((k, v)) = staged.pop_first()? {
+                let (key, body) = (k.value(), v.value().to_vec());
+                drop((k, v));
+                if trees.get(key)?.is_none() {
+                    trees.insert(key, body.as_slice())?;
+                    let tree: Tree = model::from_body("tree", &body)?;
+                    for child in children(&tree) {
+                        increment(&mut refs, &child)?;
+                    }
+                }
+            }
+            let mut snaps = txn.open_table(SNAPSHOTS)?;
+            if snaps.get(id.0)?.is_none() {
+                snaps.insert(id.0, model::to_body(snapshot).as_slice())?;
+                increment(&mut refs, &snapshot.tree)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(ObjectId, Snapshot)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SNAPSHOTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((
+                ObjectId(k.value()),
+                model::from_body::<Snapshot>("snapshot", v.value())?,
+            ));
+        }
+        out.sort_by_key(|(id, s)| (s.time_ns, *id));
+        Ok(out)
+    }
+
+    /// Objects and bytes per backend name.
+    pub fn usage(&self) -> Result<BTreeMap<String, BackendUsage>> {
+        let txn = self.db.begin_read()?;
+        let names: BTreeMap<u16, String> = txn
+            .open_table(BACKENDS)?
+            .iter()?
+            .map(|r| r.map(|(k, v)| (v.value(), k.value().to_string())))
+            .collect::<Result<_, _>>()?;
+        let mut usage: BTreeMap<String, BackendUsage> = BTreeMap::new();
+        for row in txn.open_table(OBJECTS)?.iter()? {
+            let (_, v) = row?;
+            let (_, b, stored, plain) = v.value();
+            let name = names.get(&b).cloned().unwrap_or_else(|| format!("#{b}"));
+            let u = usage.entry(name).or_default();
+            u.objects += 1;
+            u.stored_bytes += stored;
+            u.plain_bytes += plain;
+        }
+        Ok(usage)
+    }
+}
+
+/// A read transaction with typed lookups.
+pub struct Reader {
+    txn: redb::ReadTransaction,
+}
+
+impl Reader {
+    /// Whether object `id` is recorded as stored.
+    pub fn has_object(&self, id: &ObjectId) -> Result<bool> {
+        Ok(self.txn.open_table(OBJECTS)?.get(id.0)?.is_some())
+    }
+
+    /// Where object `id` is, if recorded.
+    pub fn location(&self, id: &ObjectId) -> Result<Option<Location>> {
+        let Some(v) = self.txn.open_table(OBJECTS)?.get(id.0)? else {
+            return Ok(None);
+        };
+        let (_, b, stored_len, plain_len) = v.value();
+        let backends = self.txn.open_table(BACKENDS)?;
+        let mut name = None;
+        for row in backends.iter()? {
+            let (k, v) = row?;
+            if v.value() == b {
+                name = Some(k.value().to_string());
+            }
+        }
+        Ok(name.map(|backend| Location {
+            backend,
+            stored_len,
+            plain_len,
+        }))
+    }
+
+    /// The body of tree `id`, if recorded.
+    pub fn tree_body(&self, id: &ObjectId) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .txn
+            .open_table(TREES)?
+            .get(id.0)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Whether tree `id` is recorded (body known and stored).
+    pub fn has_tree(&self, id: &ObjectId) -> Result<bool> {
+        Ok(self.txn.open_table(TREES)?.get(id.0)?.is_some())
+    }
+
+    /// Whether snapshot `id` is recorded.
+    pub fn has_snapshot(&self, id: &ObjectId) -> Result<bool> {
+        Ok(self.txn.open_table(SNAPSHOTS)?.get(id.0)?.is_some())
+    }
+
+    /// The reference count of object `id`.
+    pub fn refs(&self, id: &ObjectId) -> Result<u64> {
+        Ok(self
+            .txn
+            .open_table(REFS)?
+            .get(id.0)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+}
+
+/// The distinct objects a tree references: subtrees and chunks.
+fn children(tree: &Tree) -> HashSet<ObjectId> {
+    let mut out = HashSet::new();
+    for node in &tree.entries {
+        match &node.kind {
+            NodeKind::Dir { tree } => {
+                out.insert(*tree);
+            }
+            NodeKind::File { content, .. } => out.extend(content.iter().map(|c| c.id)),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn increment(refs: &mut redb::Table<[u8; 32], u64>, id: &ObjectId) -> Result<()> {
+    let n = refs.get(id.0)?.map(|v| v.value()).unwrap_or(0);
+    refs.insert(id.0, n + 1)?;
+    Ok(())
+}
+
+fn backend_number(table: &mut redb::Table<&str, u16>, name: &str) -> Result<u16> {
+    if let Some(v) = table.get(name)? {
+        return Ok(v.value());
+    }
+    let next = table.len()? as u16;
+    table.insert(name, next)?;
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ChunkRef, Meta, Node, Summary};
+
+    fn tree_with_chunk(chunk: ObjectId, name: &[u8]) -> (ObjectId, Vec<u8>) {
+        let meta = Meta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+        };
+        let content = vec![
+            ChunkRef {
+                id: chunk,
+                offset: 0,
+                len: 1,
+            },
+            ChunkRef {
+                id: chunk,
+                offset: 1,
+                len: 1,
+            },
+        ];
+        let tree = Tree {
+            entries: vec![Node {
+                name: name.to_vec(),
+                kind: NodeKind::File { size: 2, content },
+                meta,
+            }],
+        };
+        let body = model::to_body(&tree);
+        (ObjectId::of(&body), body)
+    }
+
+    #[test]
+    fn records_locations_refs_and_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        let (cat, fresh) = Catalogue::open(&path).unwrap();
+        assert!(fresh);
+        let chunk = ObjectId::of(b"chunk");
+        let loc = Location {
+            backend: "b".into(),
+            stored_len: 10,
+            plain_len: 20,
+        };
+        let (t1, body1) = tree_with_chunk(chunk, b"x");
+        let (t2, body2) = tree_with_chunk(chunk, b"y");
+        cat.record(&[
+            Record::Chunk {
+                id: chunk,
+                location: loc.clone(),
+            },
+            Record::Tree {
+                id: t1,
+                location: Some(loc.clone()),
+                body: body1.clone(),
+            },
+            Record::Tree {
+                id: t1,
+                location: Some(loc.clone()),
+                body: body1,
+            },
+            Record::Tree {
+                id: t2,
+                location: None,
+                body: body2,
+            },
+        ])
+        .unwrap();
+        assert_eq!(cat.reader().unwrap().location(&chunk).unwrap(), Some(loc));
+        let snap = Snapshot {
+            time_ns: 1,
+            hostname: "h".into(),
+            username: "u".into(),
+            paths: vec![],
+            tags: vec![],
+            tree: t1,
+            parent: None,
+            summary: Summary::default(),
+            program_version: "t".into(),
+        };
+        let sid = ObjectId::of(&model::to_body(&snap));
+        assert!(
+            !cat.reader().unwrap().has_tree(&t2).unwrap(),
+            "staged trees are not visible"
+        );
+        cat.commit_staged(&sid, &snap).unwrap();
+        drop(cat);
+        let (cat, fresh) = Catalogue::open(&path).unwrap();
+        assert!(!fresh);
+        assert_eq!(cat.snapshots().unwrap().len(), 1);
+        let r = cat.reader().unwrap();
+        // Two distinct trees reference the chunk; the repeated record of t1 counts once.
+        assert_eq!(r.refs(&chunk).unwrap(), 2);
+        assert!(r.has_tree(&t2).unwrap());
+        assert_eq!(cat.reader().unwrap().refs(&t1).unwrap(), 1);
+        assert_eq!(cat.usage().unwrap()["b"].objects, 2);
+    }
+}

@@ -1,0 +1,356 @@
+//! Command-line front end: parses arguments, opens the pool, calls the library, prints.
+//!
+//! Owns: argument syntax, human and `--json` output, progress bars, exit codes. Must not:
+//! contain storage logic; everything it does is a library call.
+
+mod output;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use cuckoo::config::{self, BackendConfig, Config};
+use cuckoo::{BackupOptions, ErrorKind, InitOutcome, Progress, Repository, RestoreOptions};
+
+/// Exit code of a backup that completed but skipped unreadable entries.
+const EXIT_PARTIAL: u8 = 3;
+/// Exit code after Ctrl-C.
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser)]
+#[command(
+    name = "cuckoo",
+    version,
+    about = "Deduplicated snapshots over a pool of storage backends"
+)]
+struct Cli {
+    /// Pool config file [default: the user's config dir, cuckoo/config.toml]
+    #[arg(long, global = true, env = "CUCKOO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the pool on every backend of the config (or add new backends to it)
+    Init,
+    /// Back up files and directories as a new snapshot
+    Backup {
+        /// Paths to back up
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Label the snapshot (repeatable)
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Compare with this snapshot instead of the latest one of the same paths
+        #[arg(long)]
+        parent: Option<String>,
+        /// Read every file, even those unchanged since the parent snapshot
+        #[arg(long)]
+        force: bool,
+        /// Leave out this path (repeatable)
+        #[arg(long)]
+        exclude: Vec<PathBuf>,
+    },
+    /// List snapshots
+    Snapshots,
+    /// List the entries of a snapshot: SNAPSHOT or SNAPSHOT:PATH
+    Ls {
+        /// Snapshot id (or prefix, or `latest`), optionally followed by :PATH
+        target: String,
+    },
+    /// Restore a snapshot into a directory
+    Restore {
+        /// Snapshot id, id prefix, or `latest`
+        snapshot: String,
+        /// Directory to restore into
+        #[arg(long)]
+        target: PathBuf,
+        /// Restore only this path of the snapshot
+        #[arg(long)]
+        path: Option<String>,
+    },
+    /// Show sizes, deduplication and compression of the pool
+    Stats,
+    /// Manage backends
+    Backend {
+        #[command(subcommand)]
+        command: BackendCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackendCommand {
+    /// Add a backend to the config and the pool
+    Add {
+        /// Unique name (placement depends on it: do not rename later)
+        name: String,
+        /// OpenDAL scheme: fs, s3, gcs, azblob, webdav, sftp, ftp, gdrive, onedrive, dropbox, memory
+        scheme: String,
+        /// The scheme's options as key=value (e.g. root=/mnt/disk bucket=b)
+        options: Vec<String>,
+        /// Share of the data relative to the other backends
+        #[arg(long, default_value_t = 1.0)]
+        weight: f64,
+        /// Most requests in flight to this backend
+        #[arg(long, default_value_t = config::DEFAULT_CONCURRENCY)]
+        concurrency: usize,
+    },
+    /// List backends with the objects and bytes stored on each
+    List,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cuckoo: {}", one_line(&e));
+            match e.downcast_ref::<cuckoo::Error>().map(|e| e.kind()) {
+                Some(ErrorKind::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause the context already says.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+/// Load the config; with none anywhere, create the embedded default pool and say so.
+async fn load_config(cli: &Cli) -> Result<Config> {
+    if let Some(path) = &cli.config {
+        if !path.exists() {
+            anyhow::bail!("config {} does not exist", path.display());
+        }
+        return Ok(Config::load(path)?);
+    }
+    let path = config::default_config_path()?;
+    if path.exists() {
+        return Ok(Config::load(&path)?);
+    }
+    let config = config::create_default(&path)?;
+    let roots: Vec<&str> = config
+        .backends
+        .iter()
+        .filter_map(|b| b.options.get("root").map(String::as_str))
+        .collect();
+    eprintln!(
+        "cuckoo: no config found; created a pool of {} local directories:",
+        roots.len()
+    );
+    for r in &roots {
+        eprintln!("  {r}");
+    }
+    eprintln!(
+        "cuckoo: config written to {} (add cloud backends with `cuckoo backend add`)",
+        path.display()
+    );
+    if let Err(e) = cuckoo::init(&config).await
+        && e.kind() != ErrorKind::AlreadyExists
+    {
+        return Err(e.into());
+    }
+    Ok(config)
+}
+
+async fn open(cli: &Cli, config: Config) -> Result<Repository> {
+    let bar = progress::Bar::new(cli.json);
+    Ok(Repository::open(config, &bar).await?)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let config = load_config(&cli).await?;
+    match &cli.command {
+        Command::Init => init(&cli, &config).await,
+        Command::Backup {
+            paths,
+            tags,
+            parent,
+            force,
+            exclude,
+        } => {
+            let repo = open(&cli, config).await?;
+            let parent = match parent {
+                Some(p) => Some(repo.find_snapshot(p)?.0),
+                None => None,
+            };
+            let options = BackupOptions {
+                paths: paths.clone(),
+                tags: tags.clone(),
+                parent,
+                force: *force,
+                exclude: exclude
+                    .iter()
+                    .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+                    .collect(),
+                hostname: None,
+            };
+            interrupt_on_ctrl_c(&repo);
+            let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json));
+            let done = repo.backup(options, bar).await?;
+            output::backup(&done, cli.json);
+            let skipped = done.snapshot.summary.skipped > 0;
+            Ok(if skipped {
+                ExitCode::from(EXIT_PARTIAL)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Snapshots => {
+            let repo = open(&cli, config).await?;
+            output::snapshots(&repo.snapshots()?, cli.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ls { target } => {
+            let repo = open(&cli, config).await?;
+            let (spec, path) = target.split_once(':').unwrap_or((target.as_str(), ""));
+            let (_, snapshot) = repo.find_snapshot(spec)?;
+            let mut out = output::Listing::new(cli.json);
+            repo.walk(&snapshot, path, &mut |p, node| out.entry(p, node))
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            snapshot,
+            target,
+            path,
+        } => {
+            let repo = open(&cli, config).await?;
+            let (id, snap) = repo.find_snapshot(snapshot)?;
+            interrupt_on_ctrl_c(&repo);
+            let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json));
+            let options = RestoreOptions {
+                target: target.clone(),
+                path: path.clone(),
+            };
+            let done = repo
+                .restore(&snap, options, bar)
+                .await
+                .with_context(|| format!("restore of {}", id.short()))?;
+            output::restore(&id, &done, cli.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stats => {
+            let repo = open(&cli, config).await?;
+            output::stats(&repo.stats()?, cli.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backend {
+            command: BackendCommand::List,
+        } => {
+            let repo = open(&cli, config).await?;
+            output::backends(&repo.usage()?, cli.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backend {
+            command:
+                BackendCommand::Add {
+                    name,
+                    scheme,
+                    options,
+                    weight,
+                    concurrency,
+                },
+        } => backend_add(&cli, config, name, scheme, options, *weight, *concurrency).await,
+    }
+}
+
+async fn init(cli: &Cli, config: &Config) -> Result<ExitCode> {
+    match cuckoo::init(config).await? {
+        InitOutcome::Created(record) => output::message(
+            cli.json,
+            &format!(
+                "created pool {} on {} backends",
+                record.pool_id_hex(),
+                config.backends.len()
+            ),
+            serde_json::json!({"pool": record.pool_id_hex(), "created": true}),
+        ),
+        InitOutcome::Adopted(record, names) => output::message(
+            cli.json,
+            &format!(
+                "added {} to pool {}",
+                names.join(", "),
+                record.pool_id_hex()
+            ),
+            serde_json::json!({"pool": record.pool_id_hex(), "added": names}),
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backend_add(
+    cli: &Cli,
+    mut config: Config,
+    name: &str,
+    scheme: &str,
+    options: &[String],
+    weight: f64,
+    concurrency: usize,
+) -> Result<ExitCode> {
+    if !config::SCHEMES.contains(&scheme) {
+        anyhow::bail!(
+            "unknown scheme '{scheme}' (this build knows {})",
+            config::SCHEMES.join(", ")
+        );
+    }
+    if !(weight.is_finite() && weight > 0.0) || concurrency == 0 {
+        anyhow::bail!("--weight must be positive and --concurrency at least 1");
+    }
+    let backend = BackendConfig {
+        name: name.to_string(),
+        scheme: scheme.to_string(),
+        weight,
+        concurrency,
+        options: config::parse_options(options)?,
+    };
+    // Prove the backend works before the config names it.
+    let mut trial = config.clone();
+    trial.backends.push(backend.clone());
+    let pool = match cuckoo::init(&trial).await {
+        Ok(InitOutcome::Created(r) | InitOutcome::Adopted(r, _)) => r.pool_id_hex(),
+        // It already carries this pool's record (added before, then dropped from the config).
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => "(existing)".to_string(),
+        Err(e) => return Err(e.into()),
+    };
+    config.append_backend(backend)?;
+    output::message(
+        cli.json,
+        &format!(
+            "added backend '{name}' ({scheme}, weight {weight}) to pool {pool}; new data is placed on it from now on"
+        ),
+        serde_json::json!({"backend": name, "scheme": scheme, "weight": weight, "pool": pool}),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn interrupt_on_ctrl_c(repo: &Repository) {
+    let flag = repo.interrupt_flag();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ncuckoo: interrupted; stopping at the next safe point");
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+}

@@ -1,0 +1,254 @@
+//! Printing results: aligned text for people, JSON for scripts.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use cuckoo::catalogue::BackendUsage;
+use cuckoo::config::BackendConfig;
+use cuckoo::model::{Node, NodeKind, Snapshot};
+use cuckoo::{BackupOutcome, ObjectId, RestoreOutcome, Stats};
+use humansize::{BINARY, format_size};
+use serde_json::json;
+
+fn time(ns: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64);
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_string()
+}
+
+fn size(n: u64) -> String {
+    format_size(n, BINARY)
+}
+
+pub fn message(json: bool, text: &str, value: serde_json::Value) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+fn snapshot_json(id: &ObjectId, s: &Snapshot) -> serde_json::Value {
+    json!({
+        "id": id.to_hex(), "short_id": id.short(), "time": time(s.time_ns), "time_ns": s.time_ns,
+        "hostname": s.hostname, "username": s.username, "paths": s.paths, "tags": s.tags,
+        "tree": s.tree.to_hex(), "parent": s.parent.map(|p| p.to_hex()),
+        "summary": {
+            "files": s.summary.files, "dirs": s.summary.dirs, "others": s.summary.others,
+            "bytes": s.summary.bytes, "files_read": s.summary.files_read, "bytes_read": s.summary.bytes_read,
+            "objects_added": s.summary.objects_added, "bytes_added": s.summary.bytes_added,
+            "stored_bytes_added": s.summary.stored_bytes_added, "skipped": s.summary.skipped,
+        },
+        "program_version": s.program_version,
+    })
+}
+
+pub fn backup(done: &BackupOutcome, json: bool) {
+    let s = &done.snapshot.summary;
+    if json {
+        let mut v = snapshot_json(&done.id, &done.snapshot);
+        v["warnings"] = json!(done.warnings);
+        println!("{v}");
+        return;
+    }
+    for w in &done.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "files: {} ({} read, {} unchanged), dirs: {}, other: {}",
+        s.files,
+        s.files_read,
+        s.files - s.files_read,
+        s.dirs,
+        s.others
+    );
+    println!(
+        "added to the pool: {} objects, {} ({} stored)",
+        s.objects_added,
+        size(s.bytes_added),
+        size(s.stored_bytes_added)
+    );
+    if s.skipped > 0 {
+        println!("skipped {} unreadable entries (listed above)", s.skipped);
+    }
+    println!(
+        "snapshot {} saved ({} in {} files)",
+        done.id.short(),
+        size(s.bytes),
+        s.files
+    );
+}
+
+pub fn snapshots(list: &[(ObjectId, Snapshot)], json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::Value::Array(list.iter().map(|(id, s)| snapshot_json(id, s)).collect())
+        );
+        return;
+    }
+    println!(
+        "{:<9} {:<20} {:<16} {:>10} {:>10}  {:<12} paths",
+        "id", "time", "host", "files", "size", "tags"
+    );
+    for (id, s) in list {
+        println!(
+            "{:<9} {:<20} {:<16} {:>10} {:>10}  {:<12} {}",
+            id.short(),
+            time(s.time_ns),
+            s.hostname,
+            s.summary.files,
+            size(s.summary.bytes),
+            s.tags.join(","),
+            s.paths.join(" ")
+        );
+    }
+    println!("{} snapshots", list.len());
+}
+
+/// Streams `ls` lines as entries are visited.
+pub struct Listing {
+    json: bool,
+}
+
+impl Listing {
+    pub fn new(json: bool) -> Listing {
+        Listing { json }
+    }
+
+    pub fn entry(&mut self, path: &str, node: &Node) {
+        let (kind, size, extra) = match &node.kind {
+            NodeKind::File { size, .. } => ("file", *size, String::new()),
+            NodeKind::Dir { .. } => ("dir", 0, String::new()),
+            NodeKind::Symlink { target } => {
+                ("symlink", 0, String::from_utf8_lossy(target).into_owned())
+            }
+            NodeKind::Fifo => ("fifo", 0, String::new()),
+            NodeKind::Socket => ("socket", 0, String::new()),
+            NodeKind::CharDevice { rdev } => ("chardev", 0, rdev.to_string()),
+            NodeKind::BlockDevice { rdev } => ("blockdev", 0, rdev.to_string()),
+        };
+        let m = &node.meta;
+        if self.json {
+            println!(
+                "{}",
+                json!({"path": path, "type": kind, "size": size, "mode": format!("{:o}", m.mode), "uid": m.uid,
+                       "gid": m.gid, "mtime": time(m.mtime_ns), "mtime_ns": m.mtime_ns, "link_target": extra})
+            );
+            return;
+        }
+        let letter = match kind {
+            "dir" => 'd',
+            "symlink" => 'l',
+            "fifo" => 'p',
+            "socket" => 's',
+            "chardev" => 'c',
+            "blockdev" => 'b',
+            _ => '-',
+        };
+        let arrow = if kind == "symlink" {
+            format!(" -> {extra}")
+        } else {
+            String::new()
+        };
+        println!(
+            "{letter}{} {:>5} {:>5} {:>12} {} {path}{arrow}",
+            mode_string(m.mode),
+            m.uid,
+            m.gid,
+            size,
+            time(m.mtime_ns)
+        );
+    }
+}
+
+fn mode_string(mode: u32) -> String {
+    let mut s = String::with_capacity(9);
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        s.push(if mode & (1 << (8 - i)) != 0 { c } else { '-' });
+    }
+    s
+}
+
+pub fn restore(id: &ObjectId, done: &RestoreOutcome, json: bool) {
+    if json {
+        let mut v = serde_json::to_value(done).expect("serialisable");
+        v["snapshot"] = json!(id.to_hex());
+        println!("{v}");
+        return;
+    }
+    for w in &done.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "restored snapshot {}: {} files ({}), {} dirs, {} links and special files",
+        id.short(),
+        done.files,
+        size(done.bytes),
+        done.dirs,
+        done.others
+    );
+}
+
+pub fn stats(s: &Stats, json: bool) {
+    if json {
+        println!("{}", serde_json::to_value(s).expect("serialisable"));
+        return;
+    }
+    println!("snapshots:          {}", s.snapshots);
+    println!(
+        "logical size:       {} (all snapshots)",
+        size(s.logical_bytes)
+    );
+    println!(
+        "unique data:        {} in {} objects",
+        size(s.unique_bytes),
+        s.objects
+    );
+    println!("stored:             {}", size(s.stored_bytes));
+    println!("dedup ratio:        {:.2}x", s.dedup_ratio);
+    println!("compression ratio:  {:.2}x", s.compression_ratio);
+    println!(
+        "{:<16} {:>10} {:>12} {:>7}",
+        "backend", "objects", "stored", "share"
+    );
+    for (name, u) in &s.backends {
+        let share = if s.stored_bytes > 0 {
+            100.0 * u.stored_bytes as f64 / s.stored_bytes as f64
+        } else {
+            0.0
+        };
+        println!(
+            "{name:<16} {:>10} {:>12} {share:>6.1}%",
+            u.objects,
+            size(u.stored_bytes)
+        );
+    }
+}
+
+pub fn backends(list: &[(BackendConfig, BackendUsage)], json: bool) {
+    if json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|(b, u)| json!({"name": b.name, "scheme": b.scheme, "weight": b.weight, "objects": u.objects, "stored_bytes": u.stored_bytes}))
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return;
+    }
+    println!(
+        "{:<16} {:<9} {:>7} {:>10} {:>12}",
+        "name", "scheme", "weight", "objects", "stored"
+    );
+    for (b, u) in list {
+        println!(
+            "{:<16} {:<9} {:>7} {:>10} {:>12}",
+            b.name,
+            b.scheme,
+            b.weight,
+            u.objects,
+            size(u.stored_bytes)
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! Progress bars on a terminal (stderr), nothing otherwise.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Shows one operation's progress: bytes with speed and ETA once the total is known, and
+/// the item count in the message.
+pub struct Bar {
+    bar: Option<ProgressBar>,
+    items: AtomicU64,
+    total_items: AtomicU64,
+    /// The bar counts items (objects) rather than bytes.
+    counting: AtomicBool,
+}
+
+impl Bar {
+    pub fn new(json: bool) -> Bar {
+        let show = !json && std::io::stderr().is_terminal();
+        let bar = show.then(|| {
+            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
+            b.enable_steady_tick(Duration::from_millis(250));
+            b
+        });
+        Bar {
+            bar,
+            items: AtomicU64::new(0),
+            total_items: AtomicU64::new(0),
+            counting: AtomicBool::new(false),
+        }
+    }
+
+    fn style(&self, known_total: bool) {
+        let Some(b) = &self.bar else { return };
+        let template = if known_total {
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}"
+        } else {
+            "{prefix} {spinner} {bytes} {binary_bytes_per_sec} {msg}"
+        };
+        b.set_style(
+            ProgressStyle::with_template(template)
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+    }
+
+    fn message(&self) {
+        if let Some(b) = &self.bar {
+            let (n, t) = (
+                self.items.load(Ordering::Relaxed),
+                self.total_items.load(Ordering::Relaxed),
+            );
+            b.set_message(if t > 0 {
+                format!("{n}/{t} items")
+            } else {
+                format!("{n} items")
+            });
+        }
+    }
+}
+
+impl cuckoo::Progress for Bar {
+    fn begin(&self, phase: &str, total_items: Option<u64>, total_bytes: Option<u64>) {
+        self.items.store(0, Ordering::Relaxed);
+        self.total_items
+            .store(total_items.unwrap_or(0), Ordering::Relaxed);
+        let counting = total_bytes.is_none() && total_items.is_some();
+        self.counting.store(counting, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            b.reset();
+            b.set_prefix(phase.to_string());
+            b.set_length(total_bytes.unwrap_or(0));
+            self.style(total_bytes.is_some());
+            if counting {
+                b.set_style(
+                    ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ETA {eta}")
+                        .expect("valid"),
+                );
+                b.set_length(total_items.unwrap_or(0));
+            }
+        }
+        self.message();
+    }
+
+    fn totals(&self, items: u64, bytes: u64) {
+        self.total_items.store(items, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            b.set_length(bytes);
+            self.style(true);
+        }
+    }
+
+    fn advance(&self, items: u64, bytes: u64) {
+        self.items.fetch_add(items, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            if self.counting.load(Ordering::Relaxed) {
+                b.inc(items);
+            } else {
+                b.inc(bytes);
+            }
+        }
+        if items > 0 {
+            self.message();
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        match &self.bar {
+            Some(b) => b.println(format!("warning: {message}")),
+            None => eprintln!("cuckoo: warning: {message}"),
+        }
+    }
+
+    fn end(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Cuckoo Drive: one deduplicated drive pooled over many storage backends.
+//!
+//! Files are cut by FastCDC into chunks named by their BLAKE3 hash, compressed with zstd and
+//! spread over the backends (any OpenDAL service) by weighted rendezvous hashing. Snapshots
+//! and trees are content-addressed objects on the backends too, so a pool can always be read
+//! with nothing but its config; the local redb catalogue is a rebuildable cache.
+//!
+//! ```no_run
+//! # async fn demo() -> cuckoo::Result<()> {
+//! use std::sync::Arc;
+//! use cuckoo::{BackupOptions, Config, NoProgress, Repository, RestoreOptions};
+//!
+//! let config = Config::load("pool.toml".as_ref())?;
+//! let repo = Repository::open(config, &NoProgress).await?;
+//! let done = repo
+//!     .backup(BackupOptions { paths: vec!["/home/me/src".into()], ..Default::default() }, Arc::new(NoProgress))
+//!     .await?;
+//! println!("snapshot {}", done.id);
+//! let (_, snapshot) = repo.find_snapshot("latest")?;
+//! repo.restore(&snapshot, RestoreOptions { target: "/tmp/back".into(), path: None }, Arc::new(NoProgress)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Module map (see ARCHITECTURE.md): pure steps `chunker`, `codec`, `ring`, `model`; I/O in
+//! `backend` and `store`; local state in `catalogue`; operations in `backup`, `restore`,
+//! `repository`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod backup;
+pub mod catalogue;
+pub mod chunker;
+pub mod codec;
+pub mod config;
+mod error;
+mod exec;
+pub mod id;
+pub mod meta;
+pub mod model;
+pub mod progress;
+pub mod repository;
+pub mod restore;
+pub mod ring;
+pub mod store;
+
+pub use backup::{BackupOptions, BackupOutcome};
+pub use config::Config;
+pub use error::{Error, ErrorKind, Result};
+pub use id::ObjectId;
+pub use progress::{NoProgress, Progress};
+pub use repository::{InitOutcome, Repository, Stats, init};
+pub use restore::{RestoreOptions, RestoreOutcome};

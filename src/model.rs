@@ -1,0 +1,261 @@
+//! The records the pool stores besides raw chunks: trees (directories), snapshots and the
+//! pool record, with their body encoding (postcard, inside the codec envelope).
+//!
+//! Owns: the shape of these records and their body bytes. Must not: compress, do I/O, or
+//! read config. Adding a field means a new format version (docs/format.md).
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::ChunkerParams;
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+
+/// A slice of one chunk: file content is a list of these, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    /// The chunk.
+    pub id: ObjectId,
+    /// Where the slice starts inside the chunk (non-zero only for packed small files).
+    pub offset: u32,
+    /// Slice length.
+    pub len: u32,
+}
+
+/// Metadata kept for every entry; enough to restore it and to tell an unchanged file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Permission and set-id bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Change time, nanoseconds since the epoch: only compared, never restored.
+    pub ctime_ns: i64,
+    /// Device of the source file system.
+    pub dev: u64,
+    /// Inode on that device.
+    pub ino: u64,
+    /// Hard-link count when backed up; entries with the same (dev, ino) and nlink > 1 are
+    /// restored as one file with several names.
+    pub nlink: u64,
+}
+
+/// What an entry is, with what each kind needs to be restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    /// A regular file.
+    File {
+        /// Length in bytes (the sum of the slice lengths).
+        size: u64,
+        /// Content slices, in file order.
+        content: Vec<ChunkRef>,
+    },
+    /// A directory and the tree listing it.
+    Dir {
+        /// The child tree.
+        tree: ObjectId,
+    },
+    /// A symbolic link and its raw target bytes.
+    Symlink {
+        /// Target, not resolved.
+        target: Vec<u8>,
+    },
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket (restored as a socket node, which nothing listens on).
+    Socket,
+    /// A character device.
+    CharDevice {
+        /// Device number.
+        rdev: u64,
+    },
+    /// A block device.
+    BlockDevice {
+        /// Device number.
+        rdev: u64,
+    },
+}
+
+/// One directory entry. Names are raw bytes: Unix allows any byte but `/` and NUL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// File name within the directory.
+    pub name: Vec<u8>,
+    /// What it is.
+    pub kind: NodeKind,
+    /// Its metadata.
+    pub meta: Meta,
+}
+
+/// A directory: entries sorted by name bytes, so equal directories have equal ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    /// Entries, sorted by `name`.
+    pub entries: Vec<Node>,
+}
+
+/// Counters stored with a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Regular files in the snapshot.
+    pub files: u64,
+    /// Directories in the snapshot.
+    pub dirs: u64,
+    /// Other entries (links, special files).
+    pub others: u64,
+    /// Logical bytes of all files.
+    pub bytes: u64,
+    /// Files read because they were new or changed.
+    pub files_read: u64,
+    /// Bytes of those files.
+    pub bytes_read: u64,
+    /// Chunks and trees this snapshot added to the pool.
+    pub objects_added: u64,
+    /// Plain bytes of those objects.
+    pub bytes_added: u64,
+    /// Stored (compressed) bytes of those objects.
+    pub stored_bytes_added: u64,
+    /// Entries skipped because they could not be read.
+    pub skipped: u64,
+}
+
+/// A snapshot: the root tree of one backup run plus where and when it was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Start time, nanoseconds since the epoch.
+    pub time_ns: i64,
+    /// Machine that took it.
+    pub hostname: String,
+    /// User who took it.
+    pub username: String,
+    /// The absolute paths given to backup; each is an entry of the root tree under its
+    /// base name.
+    pub paths: Vec<String>,
+    /// Labels given with `--tag`.
+    pub tags: Vec<String>,
+    /// The root tree.
+    pub tree: ObjectId,
+    /// The snapshot used to skip unchanged files, if any.
+    pub parent: Option<ObjectId>,
+    /// Counters.
+    pub summary: Summary,
+    /// The cuckoo version that wrote it.
+    pub program_version: String,
+}
+
+/// The pool record, kept on every backend: which pool a backend belongs to and the settings
+/// every writer must share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRecord {
+    /// Random id of the pool.
+    pub pool_id: [u8; 16],
+    /// When the pool was created, nanoseconds since the epoch.
+    pub created_ns: i64,
+    /// The chunk sizes every writer uses.
+    pub chunker: ChunkerParams,
+}
+
+impl PoolRecord {
+    /// The pool id as hex, as shown to people and used in file names.
+    pub fn pool_id_hex(&self) -> String {
+        hex::encode(self.pool_id)
+    }
+}
+
+/// Encode any record body.
+pub fn to_body<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("records always serialise")
+}
+
+/// Decode a record body; trailing bytes are corruption, not slack.
+pub fn from_body<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<T> {
+    let (value, rest) = postcard::take_from_bytes(bytes)
+        .map_err(|e| Error::corrupt(format!("{what} does not decode")).with_source(e))?;
+    if !rest.is_empty() {
+        return Err(Error::corrupt(format!(
+            "{what} has {} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+impl Tree {
+    /// Sort entries into the canonical order.
+    pub fn sort(&mut self) {
+        self.entries.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// Find an entry by name.
+    pub fn get(&self, name: &[u8]) -> Option<&Node> {
+        self.entries
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn meta() -> Meta {
+        Meta {
+            mode: 0o644,
+            uid: 1,
+            gid: 2,
+            mtime_ns: -5,
+            ctime_ns: 7,
+            dev: 3,
+            ino: 4,
+            nlink: 1,
+        }
+    }
+
+    #[test]
+    fn tree_round_trip_and_lookup() {
+        let mut t = Tree {
+            entries: vec![
+                Node {
+                    name: b"z".to_vec(),
+                    kind: NodeKind::Fifo,
+                    meta: meta(),
+                },
+                Node {
+                    name: "ä\n".as_bytes().to_vec(),
+                    kind: NodeKind::File {
+                        size: 3,
+                        content: vec![ChunkRef {
+                            id: ObjectId::of(b"x"),
+                            offset: 1,
+                            len: 3,
+                        }],
+                    },
+                    meta: meta(),
+                },
+            ],
+        };
+        t.sort();
+        let body = to_body(&t);
+        let back: Tree = from_body("tree", &body).unwrap();
+        assert_eq!(back, t);
+        assert!(back.get(b"z").is_some());
+        assert!(back.get(b"y").is_none());
+        let mut longer = body.clone();
+        longer.push(0);
+        assert!(from_body::<Tree>("tree", &longer).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = from_body::<Tree>("tree", &bytes);
+            let _ = from_body::<Snapshot>("snapshot", &bytes);
+            let _ = from_body::<PoolRecord>("pool", &bytes);
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! A pool opened for use: config, backends, pool record and catalogue together, and the
+//! operations the CLI and library users call (init, backup, restore, list, stats).
+//!
+//! Owns: opening and initialising pools, keeping the catalogue in step with the backends
+//! (`sync`), and resolving snapshot names. Must not: parse command lines or draw progress.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use futures::StreamExt;
+
+use crate::backup::{self, BackupOptions, BackupOutcome};
+use crate::catalogue::{BackendUsage, Catalogue, Location, Record};
+use crate::chunker::ChunkerParams;
+use crate::codec::ObjectKind;
+use crate::config::{BackendConfig, Config};
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::ObjectId;
+use crate::model::{self, Node, NodeKind, PoolRecord, Snapshot, Tree};
+use crate::progress::Progress;
+use crate::store::Store;
+
+/// An open pool.
+pub struct Repository {
+    config: Config,
+    store: Store,
+    pool: PoolRecord,
+    catalogue: Arc<Catalogue>,
+    catalogue_path: PathBuf,
+    abort: Arc<AtomicBool>,
+}
+
+/// How `init` went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitOutcome {
+    /// A new pool was created on every backend.
+    Created(PoolRecord),
+    /// The pool existed; these backends were added to it.
+    Adopted(PoolRecord, Vec<String>),
+}
+
+/// Pool-wide totals for `stats`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    /// Snapshots in the pool.
+    pub snapshots: u64,
+    /// Sum of the file bytes of every snapshot.
+    pub logical_bytes: u64,
+    /// Plain bytes of the distinct objects stored.
+    pub unique_bytes: u64,
+    /// Bytes the objects take on the backends.
+    pub stored_bytes: u64,
+    /// Objects stored.
+    pub objects: u64,
+    /// logical / unique.
+    pub dedup_ratio: f64,
+    /// unique / stored.
+    pub compression_ratio: f64,
+    /// Per backend name.
+    pub backends: std::collections::BTreeMap<String, BackendUsage>,
+}
+
+/// Create a pool on the backends of `config`, or add backends that lack the pool record.
+pub async fn init(config: &Config) -> Result<InitOutcome> {
+    let store = Store::open(&config.backends)?;
+    let records = store.read_pool_records().await?;
+    let existing = agreed_record(&store, &records)?;
+    let missing: Vec<usize> = (0..records.len())
+        .filter(|i| records[*i].is_none())
+        .collect();
+    match existing {
+        Some(record) if missing.is_empty() => Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "pool {} is already initialised on every backend",
+                record.pool_id_hex()
+            ),
+        )),
+        Some(record) => {
+            store.write_pool_record(&record, &missing).await?;
+            let names = missing
+                .iter()
+                .map(|i| store.backends()[*i].name.clone())
+                .collect();
+            Ok(InitOutcome::Adopted(record, names))
+        }
+        None => {
+            let record = PoolRecord {
+                pool_id: rand::random(),
+                created_ns: backup::now_ns(),
+                chunker: ChunkerParams::default(),
+            };
+            store.write_pool_record(&record, &missing).await?;
+            Ok(InitOutcome::Created(record))
+        }
+    }
+}
+
+/// The pool record all backends that have one agree on.
+fn agreed_record(store: &Store, records: &[Option<PoolRecord>]) -> Result<Option<PoolRecord>> {
+    let mut found: Option<(usize, &PoolRecord)> = None;
+    for (i, r) in records.iter().enumerate() {
+        let Some(r) = r else { continue };
+        match found {
+            None => found = Some((i, r)),
+            Some((j, f)) if f.pool_id != r.pool_id => {
+                return Err(Error::config(format!(
+                    "backends '{}' and '{}' belong to different pools ({} and {})",
+                    store.backends()[j].name,
+                    store.backends()[i].name,
+                    f.pool_id_hex(),
+                    r.pool_id_hex()
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(found.map(|(_, r)| r.clone()))
+}
+
+impl Repository {
+    /// Open the pool of `config`: check every backend is reachable and in the pool, open the
+    /// catalogue and bring it up to date with the backends.
+    pub async fn open(config: Config, progress: &dyn Progress) -> Result<Repository> {
+        let store = Store::open(&config.backends)?;
+        let records = store.read_pool_records().await?;
+        let Some(pool) = agreed_record(&store, &records)? else {
+            return Err(Error::not_found(
+                "the pool is not initialised: run `cuckoo init`",
+            ));
+        };
+        if let Some(i) = records.iter().position(Option::is_none) {
+            return Err(Error::config(format!(
+                "backend '{}' is not part of pool {} yet: run `cuckoo init` to add it",
+                store.backends()[i].name,
+                pool.pool_id_hex()
+            )));
+        }
+        pool.chunker.validate()?;
+        let catalogue_path = match &config.catalogue {
+            Some(p) => p.clone(),
+            None => crate::config::data_dir()?
+                .join("catalogues")
+                .join(format!("{}.redb", pool.pool_id_hex())),
+        };
+        let (catalogue, fresh) = Catalogue::open(&catalogue_path)?;
+        match catalogue.pool_id()? {
+            Some(id) if id != pool.pool_id => {
+                return Err(Error::config(format!(
+                    "catalogue {} belongs to another pool; point `catalogue` elsewhere or delete it",
+                    catalogue_path.display()
+                )));
+            }
+            Some(_) => {}
+            None => catalogue.set_pool_id(&pool.pool_id)?,
+        }
+        let repo = Repository {
+            config,
+            store,
+            pool,
+            catalogue: Arc::new(catalogue),
+            catalogue_path,
+            abort: Arc::default(),
+        };
+        if fresh {
+            repo.rebuild_locations(progress).await?;
+        }
+        repo.sync(progress).await?;
+        Ok(repo)
+    }
+
+    /// The config the pool was opened with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The pool record.
+    pub fn pool(&self) -> &PoolRecord {
+        &self.pool
+    }
+
+    /// The backends.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The catalogue file in use.
+    pub fn catalogue_path(&self) -> &std::path::Path {
+        &self.catalogue_path
+    }
+
+    /// Setting this flag stops a running backup or restore at the next safe point.
+    pub fn interrupt_flag(&self) -> Arc<AtomicBool> {
+        self.abort.clone()
+    }
+
+    /// Record where every chunk is, by listing the backends (a new catalogue knows nothing).
+    async fn rebuild_locations(&self, progress: &dyn Progress) -> Result<()> {
+        let mut all = Vec::new();
+        for i in 0..self.store.backends().len() {
+            all.extend(
+                self.store
+                    .list_chunks(i)
+                    .await?
+                    .into_iter()
+                    .map(|(id, len)| (i, id, len)),
+            );
+        }
+        progress.begin("rebuild catalogue", Some(all.len() as u64), None);
+        let store = &self.store;
+        let mut records = futures::stream::iter(all)
+            .map(|(i, id, stored_len)| async move {
+                let plain_len = store.plain_len(i, ObjectKind::Chunk, &id).await?;
+                let backend = store.backends()[i].name.clone();
+                Ok::<_, Error>(Record::Chunk {
+                    id,
+                    location: Location {
+                        backend,
+                        stored_len,
+                        plain_len,
+                    },
+                })
+            })
+            .buffer_unordered(32);
+        let mut batch = Vec::new();
+        while let Some(r) = records.next().await {
+            batch.push(r?);
+            progress.advance(1, 0);
+            if batch.len() >= 1024 {
+                self.catalogue.record(&std::mem::take(&mut batch))?;
+            }
+        }
+        self.catalogue.record(&batch)?;
+        progress.end();
+        Ok(())
+    }
+
+    /// Bring the catalogue up to date with snapshots other machines (or a lost catalogue)
+    /// put on the backends: fetch each unknown snapshot and the trees it needs.
+    pub async fn sync(&self, progress: &dyn Progress) -> Result<usize> {
+        let remote = self.store.list_snapshots().await?;
+        let reader = self.catalogue.reader()?;
+        let missing: Vec<ObjectId> = remote
+            .into_iter()
+            .filter(|id| !reader.has_snapshot(id).unwrap_or(false))
+            .collect();
+        drop(reader);
+        if missing.is_empty() {
+            return Ok(0);
+        }
+        progress.begin("sync snapshots", Some(missing.len() as u64), None);
+        self.catalogue.clear_staged()?;
+        for id in &missing {
+            let body = self.store.get(ObjectKind::Snapshot, id, None).await?;
+            let snapshot: Snapshot = model::from_body("snapshot", &body)?;
+            self.fetch_trees(snapshot.tree).await?;
+            self.catalogue.commit_staged(id, &snapshot)?;
+            progress.advance(1, 0);
+        }
+        progress.end();
+        Ok(missing.len())
+    }
+
+    /// Stage every tree below `root` that the catalogue lacks.
+    async fn fetch_trees(&self, root: ObjectId) -> Result<()> {
+        let mut stack = vec![root];
+        let mut seen = HashSet::new();
+        let mut batch = Vec::new();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) || self.catalogue.reader()?.has_tree(&id)? {
+                continue;
+            }
+            let (body, stored) = self.store.get_located(ObjectKind::Tree, &id, None).await?;
+            let tree: Tree = model::from_body("tree", &body)?;
+            stack.extend(tree.entries.iter().filter_map(|n| match n.kind {
+                NodeKind::Dir { tree } => Some(tree),
+                _ => None,
+            }));
+            let location = Location {
+                backend: self.store.backends()[stored.backend].name.clone(),
+                stored_len: stored.stored_len,
+                plain_len: body.len() as u64,
+            };
+            batch.push(Record::Tree {
+                id,
+                location: Some(location),
+                body,
+            });
+            if batch.len() >= 256 {
+                self.catalogue.record(&std::mem::take(&mut batch))?;
+            }
+        }
+        self.catalogue.record(&batch)
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(ObjectId, Snapshot)>> {
+        self.catalogue.snapshots()
+    }
+
+    /// Resolve `latest`, a full id or a unique id prefix.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(ObjectId, Snapshot)> {
+        let all = self.snapshots()?;
+        if spec == "latest" {
+            return all
+                .into_iter()
+                .last()
+                .ok_or_else(|| Error::not_found("the pool has no snapshots yet"));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let mut matches = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec_l));
+        match (matches.next(), matches.next()) {
+            (Some(m), None) if !spec.is_empty() => Ok(m),
+            (Some(_), Some(_)) => Err(Error::config(format!(
+                "snapshot id '{spec}' is ambiguous: give more digits"
+            ))),
+            _ => Err(Error::not_found(format!("no snapshot '{spec}'"))),
+        }
+    }
+
+    /// A tree, from the catalogue or else the backends.
+    pub async fn tree(&self, id: &ObjectId) -> Result<Tree> {
+        let body = match self.catalogue.reader()?.tree_body(id)? {
+            Some(b) => b,
+            None => self.store.get(ObjectKind::Tree, id, None).await?,
+        };
+        model::from_body("tree", &body)
+    }
+
+    /// The node at `path` (slash-separated, relative to the snapshot root) and its tree.
+    pub async fn lookup(&self, snapshot: &Snapshot, path: &str) -> Result<Option<Node>> {
+        let mut tree_id = snapshot.tree;
+        let mut node = None;
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            if let Some(Node {
+                kind: NodeKind::Dir { tree },
+                ..
+            }) = &node
+            {
+                tree_id = *tree;
+            } else if node.is_some() {
+                return Err(Error::not_found(format!(
+                    "'{path}': a component is not a directory"
+                )));
+            }
+            let tree = self.tree(&tree_id).await?;
+            node = Some(
+                tree.get(part.as_bytes())
+                    .cloned()
+                    .ok_or_else(|| Error::not_found(format!("no '{path}' in the snapshot")))?,
+            );
+        }
+        Ok(node)
+    }
+
+    /// Visit every entry below `path` in a snapshot, depth-first in name order, with its
+    /// slash-separated path.
+    pub async fn walk(
+        &self,
+        snapshot: &Snapshot,
+        path: &str,
+        visit: &mut dyn FnMut(&str, &Node),
+    ) -> Result<()> {
+        let base = path.trim_matches('/').to_string();
+        let start = match self.lookup(snapshot, &base).await? {
+            None => snapshot.tree,
+            Some(node) => {
+                visit(&base, &node);
+                match node.kind {
+                    NodeKind::Dir { tree } => tree,
+                    _ => return Ok(()),
+                }
+            }
+        };
+        let mut stack = vec![(base, start)];
+        while let Some((prefix, id)) = stack.pop() {
+            let tree = self.tree(&id).await?;
+            let mut subdirs = Vec::new();
+            for node in &tree.entries {
+                let name = String::from_utf8_lossy(&node.name);
+                let p = if prefix.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                visit(&p, node);
+                if let NodeKind::Dir { tree } = node.kind {
+                    subdirs.push((p, tree));
+                }
+            }
+            stack.extend(subdirs.into_iter().rev());
+        }
+        Ok(())
+    }
+
+    /// Back up `options.paths` as a new snapshot. Unchanged files are taken from the parent:
+    /// `options.parent`, or the latest snapshot of the same paths from this host.
+    pub async fn backup(
+        &self,
+        mut options: BackupOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<BackupOutcome> {
+        let host = options.hostname.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        let paths: Vec<String> = options
+            .paths
+            .iter()
+            .map(|p| {
+                std::path::absolute(p)
+                    .map(|a| a.display().to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let parent = match options.parent {
+            Some(id) => Some(self.find_snapshot(&id.to_hex())?),
+            None => self
+                .snapshots()?
+                .into_iter()
+                .rev()
+                .find(|(_, s)| s.hostname == host && s.paths == paths),
+        };
+        options.hostname = Some(host);
+        options.exclude.push(self.catalogue_path.clone());
+        for b in &self.config.backends {
+            if b.scheme == "fs"
+                && let Some(root) = b.options.get("root")
+            {
+                options
+                    .exclude
+                    .push(std::path::absolute(root).unwrap_or_else(|_| root.into()));
+            }
+        }
+        let ctx = backup::Context {
+            store: &self.store,
+            catalogue: self.catalogue.clone(),
+            params: self.pool.chunker,
+            compression: self.config.compression,
+            upload_concurrency: upload_concurrency(&self.config.backends),
+            abort: self.abort.clone(),
+        };
+        backup::run(ctx, options, parent, &progress).await
+    }
+
+    /// Restore a snapshot (or a path in it) into a directory.
+    pub async fn restore(
+        &self,
+        snapshot: &Snapshot,
+        options: crate::restore::RestoreOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<crate::restore::RestoreOutcome> {
+        crate::restore::run(self, snapshot, options, progress).await
+    }
+
+    /// Where the catalogue says object `id` is, as a backend index.
+    pub(crate) fn location_hint(&self, id: &ObjectId) -> Option<usize> {
+        let loc = self.catalogue.reader().ok()?.location(id).ok()??;
+        self.store.index_of(&loc.backend)
+    }
+
+    /// Totals over the whole pool.
+    pub fn stats(&self) -> Result<Stats> {
+        let snapshots = self.snapshots()?;
+        let backends = self.catalogue.usage()?;
+        let mut s = Stats {
+            snapshots: snapshots.len() as u64,
+            logical_bytes: snapshots.iter().map(|(_, s)| s.summary.bytes).sum(),
+            ..Stats::default()
+        };
+        for u in backends.values() {
+            s.objects += u.objects;
+            s.unique_bytes += u.plain_bytes;
+            s.stored_bytes += u.stored_bytes;
+        }
+        s.dedup_ratio = ratio(s.logical_bytes, s.unique_bytes);
+        s.compression_ratio = ratio(s.unique_bytes, s.stored_bytes);
+        s.backends = backends;
+        Ok(s)
+    }
+
+    /// Objects and bytes per configured backend (zero for ones holding nothing yet).
+    pub fn usage(&self) -> Result<Vec<(BackendConfig, BackendUsage)>> {
+        let usage = self.catalogue.usage()?;
+        Ok(self
+            .config
+            .backends
+            .iter()
+            .map(|b| (b.clone(), usage.get(&b.name).cloned().unwrap_or_default()))
+            .collect())
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Uploads in flight for a backup: enough to keep every backend busy, few enough that
+/// chunks waiting in memory stay in the tens of MiB.
+fn upload_concurrency(backends: &[BackendConfig]) -> usize {
+    backends
+        .iter()
+        .map(|b| b.concurrency)
+        .sum::<usize>()
+        .clamp(4, 32)
+}

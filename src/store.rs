@@ -1,0 +1,274 @@
+//! The pool of backends as one content-addressed object store: names objects, places them
+//! with the ring, and verifies everything it reads.
+//!
+//! Owns: object paths on backends (docs/format.md, "Layout"), placement decisions, read
+//! fallback across backends, and the pool record. Must not: know about files, trees' meaning
+//! or the catalogue; callers pass encoded envelopes and get verified plain bodies back.
+
+use std::collections::BTreeSet;
+
+use futures::future::join_all;
+
+use crate::backend::Backend;
+use crate::codec::{self, ObjectKind};
+use crate::config::BackendConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::ObjectId;
+use crate::model::{self, PoolRecord};
+use crate::ring::Ring;
+
+/// Path of the pool record on every backend.
+pub const POOL_RECORD: &str = "cuckoo.pool";
+
+/// Where an object of `kind` named `id` lives on a backend.
+pub fn object_path(kind: ObjectKind, id: &ObjectId) -> String {
+    let hex = id.to_hex();
+    match kind {
+        // Two hex digits of fan-out keep directory sizes sane on file-system backends.
+        ObjectKind::Chunk => format!("data/{}/{hex}", &hex[..2]),
+        ObjectKind::Tree => format!("tree/{}/{hex}", &hex[..2]),
+        ObjectKind::Snapshot => format!("snapshots/{hex}"),
+        ObjectKind::Pool => POOL_RECORD.to_string(),
+    }
+}
+
+fn id_from_path(path: &str) -> Option<ObjectId> {
+    let name = path.rsplit('/').next()?;
+    ObjectId::from_hex(name).ok()
+}
+
+/// The backends of one pool and the placement over them.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backends: Vec<Backend>,
+    ring: Ring,
+}
+
+/// The outcome of storing one object.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored {
+    /// Index of the backend holding it.
+    pub backend: usize,
+    /// Bytes on that backend.
+    pub stored_len: u64,
+    /// False when an identical object was already there (a resumed or concurrent backup).
+    pub written: bool,
+}
+
+impl Store {
+    /// Open every backend of `configs` (no I/O yet).
+    pub fn open(configs: &[BackendConfig]) -> Result<Store> {
+        let backends = configs
+            .iter()
+            .map(Backend::open)
+            .collect::<Result<Vec<_>>>()?;
+        let ring = Ring::new(backends.iter().map(|b| (b.name.as_str(), b.weight)))?;
+        Ok(Store { backends, ring })
+    }
+
+    /// The backends, in config order; indices everywhere refer to this order.
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// The index of the backend called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.name == name)
+    }
+
+    /// Which backend a new object `id` goes to.
+    pub fn owner(&self, id: &ObjectId) -> usize {
+        self.ring.owner(id)
+    }
+
+    /// Store an encoded object on its owner, unless an object of the same length is already
+    /// there: names are content hashes, so equal length means a complete earlier write.
+    pub async fn put(&self, kind: ObjectKind, id: &ObjectId, envelope: Vec<u8>) -> Result<Stored> {
+        let index = self.ring.owner(id);
+        let backend = &self.backends[index];
+        let path = object_path(kind, id);
+        let stored_len = envelope.len() as u64;
+        if backend.len(&path).await? == Some(stored_len) {
+            return Ok(Stored {
+                backend: index,
+                stored_len,
+                written: false,
+            });
+        }
+        backend.write(&path, envelope).await?;
+        Ok(Stored {
+            backend: index,
+            stored_len,
+            written: true,
+        })
+    }
+
+    /// Store a small object on every backend (snapshots), all at once.
+    pub async fn put_everywhere(&self, path: &str, envelope: &[u8]) -> Result<()> {
+        let writes = self
+            .backends
+            .iter()
+            .map(|b| b.write(path, envelope.to_vec()));
+        join_all(writes)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>>>()?;
+        Ok(())
+    }
+
+    /// Fetch, decode and verify object `id`. `hint` is where the catalogue says it is; after
+    /// that the ring's order is tried, so objects are found after the backend set changed.
+    pub async fn get(
+        &self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        hint: Option<usize>,
+    ) -> Result<Vec<u8>> {
+        self.get_located(kind, id, hint).await.map(|(body, _)| body)
+    }
+
+    /// Like `get`, also saying which backend served the object and its stored length.
+    pub async fn get_located(
+        &self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        hint: Option<usize>,
+    ) -> Result<(Vec<u8>, Stored)> {
+        let id = *id;
+        let path = object_path(kind, &id);
+        let mut order = self.ring.order(&id);
+        if let Some(h) = hint.filter(|h| *h < self.backends.len()) {
+            order.retain(|i| *i != h);
+            order.insert(0, h);
+        }
+        let mut failure = None;
+        for i in order {
+            let backend = &self.backends[i];
+            match backend.read(&path).await {
+                Ok(Some(bytes)) => {
+                    let stored = Stored {
+                        backend: i,
+                        stored_len: bytes.len() as u64,
+                        written: false,
+                    };
+                    let body = crate::exec::cpu(move || verify(kind, &id, &bytes))
+                        .await
+                        .map_err(|e| {
+                            Error::new(
+                                e.kind(),
+                                format!("backend '{}': {path}: {}", backend.name, e.context()),
+                            )
+                        })?;
+                    return Ok((body, stored));
+                }
+                Ok(None) => {}
+                Err(e) => failure = Some(e),
+            }
+        }
+        Err(failure.unwrap_or_else(|| {
+            Error::not_found(format!("{kind:?} {} is on no backend", id.to_hex()))
+        }))
+    }
+
+    /// Ids of all snapshots on any backend.
+    pub async fn list_snapshots(&self) -> Result<BTreeSet<ObjectId>> {
+        let lists = join_all(self.backends.iter().map(|b| b.list("snapshots/"))).await;
+        let mut ids = BTreeSet::new();
+        for list in lists {
+            ids.extend(list?.iter().filter_map(|(p, _)| id_from_path(p)));
+        }
+        Ok(ids)
+    }
+
+    /// The plain length recorded in a stored object's header, read without fetching it.
+    pub async fn plain_len(&self, index: usize, kind: ObjectKind, id: &ObjectId) -> Result<u64> {
+        let path = object_path(kind, id);
+        let head = self.backends[index]
+            .read_head(&path, codec::HEADER_LEN as u64)
+            .await?;
+        Ok(codec::parse_header(&head)?.plain_len as u64)
+    }
+
+    /// Every chunk on backend `index`, with its stored length.
+    pub async fn list_chunks(&self, index: usize) -> Result<Vec<(ObjectId, u64)>> {
+        let list = self.backends[index].list("data/").await?;
+        Ok(list
+            .iter()
+            .filter_map(|(p, len)| Some((id_from_path(p)?, *len)))
+            .collect())
+    }
+
+    /// Read the pool record from every backend. Each entry is `None` when that backend has
+    /// none (new or foreign); any unreachable backend is an error naming it.
+    pub async fn read_pool_records(&self) -> Result<Vec<Option<PoolRecord>>> {
+        let reads = join_all(self.backends.iter().map(|b| b.read(POOL_RECORD))).await;
+        reads
+            .into_iter()
+            .zip(&self.backends)
+            .map(|(r, b)| {
+                let unreachable = |e: Error| {
+                    Error::new(
+                        ErrorKind::Backend,
+                        format!("backend '{}' ({}) is unreachable", b.name, b.scheme),
+                    )
+                    .with_source(e)
+                };
+                match r.map_err(unreachable)? {
+                    None => Ok(None),
+                    Some(bytes) => decode_pool_record(&bytes).map(Some).map_err(|e| {
+                        Error::new(
+                            e.kind(),
+                            format!("backend '{}': pool record: {}", b.name, e),
+                        )
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// Write the pool record to the backends in `which`.
+    pub async fn write_pool_record(&self, record: &PoolRecord, which: &[usize]) -> Result<()> {
+        let bytes = encode_pool_record(record);
+        let writes = which
+            .iter()
+            .map(|i| self.backends[*i].write(POOL_RECORD, bytes.clone()));
+        join_all(writes)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>>>()?;
+        Ok(())
+    }
+}
+
+/// Decode an envelope and check its body hashes to the id it was fetched by.
+pub fn verify(kind: ObjectKind, id: &ObjectId, bytes: &[u8]) -> Result<Vec<u8>> {
+    let body = codec::decode(kind, bytes)?;
+    if ObjectId::of_large(&body) != *id {
+        return Err(Error::corrupt(format!(
+            "content does not match its id {}",
+            id.to_hex()
+        )));
+    }
+    Ok(body)
+}
+
+/// The pool record's bytes: the envelope, then a BLAKE3 of its body (it has no id to check).
+pub fn encode_pool_record(record: &PoolRecord) -> Vec<u8> {
+    let body = model::to_body(record);
+    let mut bytes = codec::encode(ObjectKind::Pool, &body, 0);
+    bytes.extend_from_slice(ObjectId::of(&body).0.as_slice());
+    bytes
+}
+
+/// Parse and check the pool record's bytes.
+pub fn decode_pool_record(bytes: &[u8]) -> Result<PoolRecord> {
+    if bytes.len() < 32 {
+        return Err(Error::corrupt("pool record is truncated"));
+    }
+    let (envelope, sum) = bytes.split_at(bytes.len() - 32);
+    let body = codec::decode(ObjectKind::Pool, envelope)?;
+    if ObjectId::of(&body).0 != sum {
+        return Err(Error::corrupt("pool record checksum mismatch"));
+    }
+    model::from_body("pool record", &body)
+}
