@@ -39,33 +39,14 @@ impl Backend {
             }
         }
         let op = Operator::via_iter(&cfg.scheme, options).map_err(|e| {
-            Error::config(format!(
-                "backend '{}' ({}): invalid options",
-                cfg.name, cfg.scheme
-            ))
-            .with_source(e)
+            Error::config(format!("backend '{}' ({}): invalid options", cfg.name, cfg.scheme)).with_source(e)
         })?;
         let op = op
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(Duration::from_secs(120))
-                    .with_io_timeout(Duration::from_secs(60)),
-            )
-            .layer(
-                RetryLayer::new()
-                    .with_jitter()
-                    .with_max_times(4)
-                    .with_min_delay(Duration::from_millis(200)),
-            )
+            .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)))
+            .layer(RetryLayer::new().with_jitter().with_max_times(4).with_min_delay(Duration::from_millis(200)))
             .layer(ConcurrentLimitLayer::new(cfg.concurrency));
         let content_type = op.info().capability().write_with_content_type;
-        Ok(Backend {
-            name: cfg.name.clone(),
-            scheme: cfg.scheme.clone(),
-            weight: cfg.weight,
-            op,
-            content_type,
-        })
+        Ok(Backend { name: cfg.name.clone(), scheme: cfg.scheme.clone(), weight: cfg.weight, op, content_type })
     }
 
     fn err(&self, what: &str, path: &str, e: opendal::Error) -> Error {
@@ -74,11 +55,7 @@ impl Backend {
             opendal::ErrorKind::ConfigInvalid => ErrorKind::Config,
             _ => ErrorKind::Backend,
         };
-        Error::new(
-            kind,
-            format!("backend '{}' ({}): {what} {path}", self.name, self.scheme),
-        )
-        .with_source(e)
+        Error::new(kind, format!("backend '{}' ({}): {what} {path}", self.name, self.scheme)).with_source(e)
     }
 
     /// Store `bytes` at `path`, replacing what is there. Returns once the service reports the
@@ -147,9 +124,6 @@ impl Backend {
 
     /// Remove the object at `path`; a missing object is not an error.
     pub async fn delete(&self, path: &str) -> Result<()> {
-        self.op
-            .delete(path)
-            .await
-            .map_err(|e| self.err("delete", path, e))
+        self.op.delete(path).await.map_err(|e| self.err("delete", path, e))
     }
 }

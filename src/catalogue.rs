@@ -84,22 +84,14 @@ impl Catalogue {
     /// (so the caller rebuilds it from the backends).
     pub fn open(path: &Path) -> Result<(Catalogue, bool)> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         }
         let db = Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::new(
                 ErrorKind::Catalogue,
-                format!(
-                    "catalogue {} is in use by another cuckoo process",
-                    path.display()
-                ),
+                format!("catalogue {} is in use by another cuckoo process", path.display()),
             ),
-            e => Error::new(
-                ErrorKind::Catalogue,
-                format!("cannot open catalogue {}", path.display()),
-            )
-            .with_source(e),
+            e => Error::new(ErrorKind::Catalogue, format!("cannot open catalogue {}", path.display())).with_source(e),
         })?;
         let txn = db.begin_write()?;
         let fresh = {
@@ -135,10 +127,7 @@ impl Catalogue {
     /// The pool this catalogue describes, once set.
     pub fn pool_id(&self) -> Result<Option<Vec<u8>>> {
         let txn = self.db.begin_read()?;
-        Ok(txn
-            .open_table(META)?
-            .get(POOL_KEY)?
-            .map(|v| v.value().to_vec()))
+        Ok(txn.open_table(META)?.get(POOL_KEY)?.map(|v| v.value().to_vec()))
     }
 
     /// Bind the catalogue to a pool.
@@ -151,9 +140,7 @@ impl Catalogue {
 
     /// A consistent read view, for the many lookups of one backup or restore.
     pub fn reader(&self) -> Result<Reader> {
-        Ok(Reader {
-            txn: self.db.begin_read()?,
-        })
+        Ok(Reader { txn: self.db.begin_read()? })
     }
 
     /// Record stored objects in one transaction. A tree recorded for the first time adds one
@@ -171,23 +158,12 @@ impl Catalogue {
                 match record {
                     Record::Chunk { id, location } => {
                         let b = backend_number(&mut backends, &location.backend)?;
-                        objects.insert(
-                            id.0,
-                            (
-                                ObjectKind::Chunk as u8,
-                                b,
-                                location.stored_len,
-                                location.plain_len,
-                            ),
-                        )?;
+                        objects.insert(id.0, (ObjectKind::Chunk as u8, b, location.stored_len, location.plain_len))?;
                     }
                     Record::Tree { id, location, body } => {
                         if let Some(l) = location {
                             let b = backend_number(&mut backends, &l.backend)?;
-                            objects.insert(
-                                id.0,
-                                (ObjectKind::Tree as u8, b, l.stored_len, l.plain_len),
-                            )?;
+                            objects.insert(id.0, (ObjectKind::Tree as u8, b, l.stored_len, l.plain_len))?;
                         }
                         staged.insert(id.0, body.as_slice())?;
                     }
@@ -244,10 +220,7 @@ impl Catalogue {
         let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            out.push((
-                ObjectId(k.value()),
-                model::from_body::<Snapshot>("snapshot", v.value())?,
-            ));
+            out.push((ObjectId(k.value()), model::from_body::<Snapshot>("snapshot", v.value())?));
         }
         out.sort_by_key(|(id, s)| (s.time_ns, *id));
         Ok(out)
@@ -300,20 +273,12 @@ impl Reader {
                 name = Some(k.value().to_string());
             }
         }
-        Ok(name.map(|backend| Location {
-            backend,
-            stored_len,
-            plain_len,
-        }))
+        Ok(name.map(|backend| Location { backend, stored_len, plain_len }))
     }
 
     /// The body of tree `id`, if recorded.
     pub fn tree_body(&self, id: &ObjectId) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .txn
-            .open_table(TREES)?
-            .get(id.0)?
-            .map(|v| v.value().to_vec()))
+        Ok(self.txn.open_table(TREES)?.get(id.0)?.map(|v| v.value().to_vec()))
     }
 
     /// Whether tree `id` is recorded (body known and stored).
@@ -328,12 +293,7 @@ impl Reader {
 
     /// The reference count of object `id`.
     pub fn refs(&self, id: &ObjectId) -> Result<u64> {
-        Ok(self
-            .txn
-            .open_table(REFS)?
-            .get(id.0)?
-            .map(|v| v.value())
-            .unwrap_or(0))
+        Ok(self.txn.open_table(REFS)?.get(id.0)?.map(|v| v.value()).unwrap_or(0))
     }
 }
 
@@ -373,35 +333,10 @@ mod tests {
     use crate::model::{ChunkRef, Meta, Node, Summary};
 
     fn tree_with_chunk(chunk: ObjectId, name: &[u8]) -> (ObjectId, Vec<u8>) {
-        let meta = Meta {
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            dev: 0,
-            ino: 0,
-            nlink: 1,
-        };
-        let content = vec![
-            ChunkRef {
-                id: chunk,
-                offset: 0,
-                len: 1,
-            },
-            ChunkRef {
-                id: chunk,
-                offset: 1,
-                len: 1,
-            },
-        ];
-        let tree = Tree {
-            entries: vec![Node {
-                name: name.to_vec(),
-                kind: NodeKind::File { size: 2, content },
-                meta,
-            }],
-        };
+        let meta = Meta { mode: 0o644, uid: 0, gid: 0, mtime_ns: 0, ctime_ns: 0, dev: 0, ino: 0, nlink: 1 };
+        let content = vec![ChunkRef { id: chunk, offset: 0, len: 1 }, ChunkRef { id: chunk, offset: 1, len: 1 }];
+        let tree =
+            Tree { entries: vec![Node { name: name.to_vec(), kind: NodeKind::File { size: 2, content }, meta }] };
         let body = model::to_body(&tree);
         (ObjectId::of(&body), body)
     }
@@ -413,33 +348,14 @@ mod tests {
         let (cat, fresh) = Catalogue::open(&path).unwrap();
         assert!(fresh);
         let chunk = ObjectId::of(b"chunk");
-        let loc = Location {
-            backend: "b".into(),
-            stored_len: 10,
-            plain_len: 20,
-        };
+        let loc = Location { backend: "b".into(), stored_len: 10, plain_len: 20 };
         let (t1, body1) = tree_with_chunk(chunk, b"x");
         let (t2, body2) = tree_with_chunk(chunk, b"y");
         cat.record(&[
-            Record::Chunk {
-                id: chunk,
-                location: loc.clone(),
-            },
-            Record::Tree {
-                id: t1,
-                location: Some(loc.clone()),
-                body: body1.clone(),
-            },
-            Record::Tree {
-                id: t1,
-                location: Some(loc.clone()),
-                body: body1,
-            },
-            Record::Tree {
-                id: t2,
-                location: None,
-                body: body2,
-            },
+            Record::Chunk { id: chunk, location: loc.clone() },
+            Record::Tree { id: t1, location: Some(loc.clone()), body: body1.clone() },
+            Record::Tree { id: t1, location: Some(loc.clone()), body: body1 },
+            Record::Tree { id: t2, location: None, body: body2 },
         ])
         .unwrap();
         assert_eq!(cat.reader().unwrap().location(&chunk).unwrap(), Some(loc));
@@ -455,10 +371,7 @@ mod tests {
             program_version: "t".into(),
         };
         let sid = ObjectId::of(&model::to_body(&snap));
-        assert!(
-            !cat.reader().unwrap().has_tree(&t2).unwrap(),
-            "staged trees are not visible"
-        );
+        assert!(!cat.reader().unwrap().has_tree(&t2).unwrap(), "staged trees are not visible");
         cat.commit_staged(&sid, &snap).unwrap();
         drop(cat);
         let (cat, fresh) = Catalogue::open(&path).unwrap();

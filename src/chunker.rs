@@ -27,11 +27,7 @@ pub struct ChunkerParams {
 impl Default for ChunkerParams {
     /// 256 KiB / 1 MiB / 4 MiB: restic's 1 MiB average (docs/format.md explains the choice).
     fn default() -> Self {
-        ChunkerParams {
-            min: 256 * 1024,
-            avg: 1024 * 1024,
-            max: 4 * 1024 * 1024,
-        }
+        ChunkerParams { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 }
     }
 }
 
@@ -43,11 +39,7 @@ impl ChunkerParams {
             && (fastcdc::v2020::MAXIMUM_MIN..=fastcdc::v2020::MAXIMUM_MAX).contains(&self.max)
             && self.min <= self.avg
             && self.avg <= self.max;
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::config(format!("invalid chunk sizes {self:?}")))
-        }
+        if ok { Ok(()) } else { Err(Error::config(format!("invalid chunk sizes {self:?}"))) }
     }
 }
 
@@ -63,11 +55,7 @@ pub struct StreamChunker {
 impl StreamChunker {
     /// A chunker at stream offset 0.
     pub fn new(params: ChunkerParams) -> Self {
-        StreamChunker {
-            params,
-            buf: Vec::with_capacity(2 * params.max as usize),
-            base: 0,
-        }
+        StreamChunker { params, buf: Vec::with_capacity(2 * params.max as usize), base: 0 }
     }
 
     /// Total bytes pushed so far: the stream offset the next pushed byte will have.
@@ -117,11 +105,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn small() -> ChunkerParams {
-        ChunkerParams {
-            min: 64,
-            avg: 256,
-            max: 1024,
-        }
+        ChunkerParams { min: 64, avg: 256, max: 1024 }
     }
 
     fn chunks_of(data: &[u8], pieces: &[usize]) -> Vec<(u64, Vec<u8>)> {
@@ -156,28 +140,15 @@ mod tests {
     #[test]
     fn matches_whole_buffer_fastcdc() {
         let data = pseudo_random(100_000, 9);
-        let expected: Vec<usize> = FastCDC::new(&data, 64, 256, 1024)
-            .map(|c| c.length)
-            .collect();
-        let got: Vec<usize> = chunks_of(&data, &[4096])
-            .iter()
-            .map(|c| c.1.len())
-            .collect();
+        let expected: Vec<usize> = FastCDC::new(&data, 64, 256, 1024).map(|c| c.length).collect();
+        let got: Vec<usize> = chunks_of(&data, &[4096]).iter().map(|c| c.1.len()).collect();
         assert_eq!(got, expected);
     }
 
     #[test]
     fn default_params_are_valid() {
         ChunkerParams::default().validate().unwrap();
-        assert!(
-            ChunkerParams {
-                min: 10,
-                avg: 5,
-                max: 1
-            }
-            .validate()
-            .is_err()
-        );
+        assert!(ChunkerParams { min: 10, avg: 5, max: 1 }.validate().is_err());
     }
 
     proptest! {

@@ -114,41 +114,26 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header> {
     if bytes[4] != FORMAT_VERSION {
         return Err(Error::new(
             ErrorKind::UnsupportedVersion,
-            format!(
-                "object format version {} is not supported by this build (reads {FORMAT_VERSION})",
-                bytes[4]
-            ),
+            format!("object format version {} is not supported by this build (reads {FORMAT_VERSION})", bytes[4]),
         ));
     }
-    let kind = ObjectKind::from_u8(bytes[5])
-        .ok_or_else(|| Error::corrupt(format!("unknown object kind {}", bytes[5])))?;
+    let kind =
+        ObjectKind::from_u8(bytes[5]).ok_or_else(|| Error::corrupt(format!("unknown object kind {}", bytes[5])))?;
     if bytes[7] != 0 {
-        return Err(Error::new(
-            ErrorKind::UnsupportedVersion,
-            "object uses flags this build does not know",
-        ));
+        return Err(Error::new(ErrorKind::UnsupportedVersion, "object uses flags this build does not know"));
     }
     let plain_len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
     if plain_len > kind.max_plain_len() {
-        return Err(Error::corrupt(format!(
-            "object claims {plain_len} bytes, over the limit"
-        )));
+        return Err(Error::corrupt(format!("object claims {plain_len} bytes, over the limit")));
     }
-    Ok(Header {
-        kind,
-        plain_len,
-        codec: bytes[6],
-    })
+    Ok(Header { kind, plain_len, codec: bytes[6] })
 }
 
 /// Decode an envelope that must be of `kind`; returns the plain body.
 pub fn decode(kind: ObjectKind, bytes: &[u8]) -> Result<Vec<u8>> {
     let header = parse_header(bytes)?;
     if header.kind != kind {
-        return Err(Error::corrupt(format!(
-            "expected a {kind:?} object, found a {:?}",
-            header.kind
-        )));
+        return Err(Error::corrupt(format!("expected a {kind:?} object, found a {:?}", header.kind)));
     }
     let payload = &bytes[HEADER_LEN..];
     let body = match header.codec {
@@ -158,11 +143,7 @@ pub fn decode(kind: ObjectKind, bytes: &[u8]) -> Result<Vec<u8>> {
         other => return Err(Error::corrupt(format!("unknown codec {other}"))),
     };
     if body.len() != header.plain_len {
-        return Err(Error::corrupt(format!(
-            "body is {} bytes, header says {}",
-            body.len(),
-            header.plain_len
-        )));
+        return Err(Error::corrupt(format!("body is {} bytes, header says {}", body.len(), header.plain_len)));
     }
     Ok(body)
 }
@@ -183,9 +164,7 @@ mod tests {
 
     #[test]
     fn incompressible_data_is_stored_raw() {
-        let body: Vec<u8> = (0..10_000u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
+        let body: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         let body = *blake3::hash(&body).as_bytes();
         let enc = encode(ObjectKind::Chunk, &body, 3);
         assert_eq!(enc[6], CODEC_RAW);
@@ -195,16 +174,10 @@ mod tests {
     #[test]
     fn wrong_kind_version_and_truncation_are_errors() {
         let enc = encode(ObjectKind::Tree, b"hello hello hello hello", 3);
-        assert_eq!(
-            decode(ObjectKind::Chunk, &enc).unwrap_err().kind(),
-            ErrorKind::Corrupt
-        );
+        assert_eq!(decode(ObjectKind::Chunk, &enc).unwrap_err().kind(), ErrorKind::Corrupt);
         let mut newer = enc.clone();
         newer[4] = 2;
-        assert_eq!(
-            decode(ObjectKind::Tree, &newer).unwrap_err().kind(),
-            ErrorKind::UnsupportedVersion
-        );
+        assert_eq!(decode(ObjectKind::Tree, &newer).unwrap_err().kind(), ErrorKind::UnsupportedVersion);
         assert!(decode(ObjectKind::Tree, &enc[..enc.len() - 1]).is_err());
         assert!(decode(ObjectKind::Tree, &enc[..5]).is_err());
     }

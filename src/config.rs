@@ -24,9 +24,8 @@ use crate::error::{Error, Result};
 const OWN_KEYS: [&str; 4] = ["name", "scheme", "weight", "concurrency"];
 
 /// The OpenDAL schemes this build compiles in.
-pub const SCHEMES: [&str; 11] = [
-    "fs", "memory", "s3", "gcs", "azblob", "webdav", "sftp", "ftp", "gdrive", "onedrive", "dropbox",
-];
+pub const SCHEMES: [&str; 11] =
+    ["fs", "memory", "s3", "gcs", "azblob", "webdav", "sftp", "ftp", "gdrive", "onedrive", "dropbox"];
 
 /// One storage place.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,51 +71,34 @@ impl Config {
     /// Parse config text; `path` is only used in messages and for relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Config> {
         let bad = |msg: String| Error::config(format!("config {}: {msg}", path.display()));
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
-        let mut config = Config {
-            path: path.to_path_buf(),
-            catalogue: None,
-            compression: DEFAULT_COMPRESSION,
-            backends: vec![],
-        };
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
+        let mut config =
+            Config { path: path.to_path_buf(), catalogue: None, compression: DEFAULT_COMPRESSION, backends: vec![] };
         for (key, value) in &table {
             match (key.as_str(), value) {
                 ("catalogue", toml::Value::String(s)) => config.catalogue = Some(PathBuf::from(s)),
-                ("compression", toml::Value::Integer(n)) if (0..=22).contains(n) => {
-                    config.compression = *n as i32
-                }
+                ("compression", toml::Value::Integer(n)) if (0..=22).contains(n) => config.compression = *n as i32,
                 ("backend", toml::Value::Array(items)) => {
                     for item in items {
-                        let t = item
-                            .as_table()
-                            .ok_or_else(|| bad("[[backend]] must be a table".into()))?;
-                        config.backends.push(parse_backend(t).map_err(|m| bad(m))?);
+                        let t = item.as_table().ok_or_else(|| bad("[[backend]] must be a table".into()))?;
+                        config.backends.push(parse_backend(t).map_err(&bad)?);
                     }
                 }
                 (k, v) => return Err(bad(format!("unexpected key '{k}' = {v}"))),
             }
         }
-        config
-            .validate()
-            .map_err(|e| bad(e.context().to_string()))?;
+        config.validate().map_err(|e| bad(e.context().to_string()))?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<()> {
         if self.backends.is_empty() {
-            return Err(Error::config(
-                "no [[backend]] tables: a pool needs at least one",
-            ));
+            return Err(Error::config("no [[backend]] tables: a pool needs at least one"));
         }
         let mut seen = std::collections::HashSet::new();
         for b in &self.backends {
             if !seen.insert(b.name.as_str()) {
-                return Err(Error::config(format!(
-                    "backend name '{}' is used twice",
-                    b.name
-                )));
+                return Err(Error::config(format!("backend name '{}' is used twice", b.name)));
             }
         }
         Ok(())
@@ -188,57 +170,38 @@ fn parse_backend(t: &toml::Table) -> std::result::Result<BackendConfig, String> 
     let name = string("name")?;
     let scheme = string("scheme")?;
     if !SCHEMES.contains(&scheme.as_str()) {
-        return Err(format!(
-            "backend '{name}': unknown scheme '{scheme}' (this build knows {})",
-            SCHEMES.join(", ")
-        ));
+        return Err(format!("backend '{name}': unknown scheme '{scheme}' (this build knows {})", SCHEMES.join(", ")));
     }
     let weight = match t.get("weight") {
         None => 1.0,
         Some(toml::Value::Integer(n)) => *n as f64,
         Some(toml::Value::Float(f)) => *f,
         Some(v) => {
-            return Err(format!(
-                "backend '{name}': weight must be a number, got {v}"
-            ));
+            return Err(format!("backend '{name}': weight must be a number, got {v}"));
         }
     };
     if !(weight.is_finite() && weight > 0.0) {
-        return Err(format!(
-            "backend '{name}': weight must be positive, got {weight}"
-        ));
+        return Err(format!("backend '{name}': weight must be positive, got {weight}"));
     }
     let concurrency = match t.get("concurrency") {
         None => DEFAULT_CONCURRENCY,
         Some(toml::Value::Integer(n)) if *n > 0 => *n as usize,
         Some(v) => {
-            return Err(format!(
-                "backend '{name}': concurrency must be a positive integer, got {v}"
-            ));
+            return Err(format!("backend '{name}': concurrency must be a positive integer, got {v}"));
         }
     };
     let mut options = BTreeMap::new();
     for (k, v) in t.iter().filter(|(k, _)| !OWN_KEYS.contains(&k.as_str())) {
         let v = match v {
             toml::Value::String(s) => s.clone(),
-            toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
-                v.to_string()
-            }
+            toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => v.to_string(),
             other => {
-                return Err(format!(
-                    "backend '{name}': option '{k}' must be a plain value, got {other}"
-                ));
+                return Err(format!("backend '{name}': option '{k}' must be a plain value, got {other}"));
             }
         };
         options.insert(k.clone(), v);
     }
-    Ok(BackendConfig {
-        name,
-        scheme,
-        weight,
-        concurrency,
-        options,
-    })
+    Ok(BackendConfig { name, scheme, weight, concurrency, options })
 }
 
 /// Parse `key=value` words from the command line into backend options.
@@ -246,12 +209,8 @@ pub fn parse_options(words: &[String]) -> Result<BTreeMap<String, String>> {
     words
         .iter()
         .map(|w| match w.split_once('=') {
-            Some((k, v)) if !k.is_empty() && !OWN_KEYS.contains(&k) => {
-                Ok((k.to_string(), v.to_string()))
-            }
-            _ => Err(Error::config(format!(
-                "'{w}' is not an option of the form key=value"
-            ))),
+            Some((k, v)) if !k.is_empty() && !OWN_KEYS.contains(&k) => Ok((k.to_string(), v.to_string())),
+            _ => Err(Error::config(format!("'{w}' is not an option of the form key=value"))),
         })
         .collect()
 }
@@ -284,8 +243,7 @@ pub fn create_default(config_path: &Path) -> Result<Config> {
         })
         .collect();
     if let Some(dir) = config_path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
     }
     let text = format!(
         "# Created by cuckoo: a pool of three local directories. Add cloud backends with\n\
@@ -339,20 +297,11 @@ mod tests {
         for (text, needle) in [
             ("[[backend]]\nname='a'\nscheme='nope'\n", "unknown scheme"),
             ("[[backend]]\nscheme='fs'\n", "lacks 'name'"),
-            (
-                "[[backend]]\nname='a'\nscheme='fs'\nweight=-1\n",
-                "positive",
-            ),
-            (
-                "[[backend]]\nname='a'\nscheme='fs'\n[[backend]]\nname='a'\nscheme='fs'\n",
-                "twice",
-            ),
+            ("[[backend]]\nname='a'\nscheme='fs'\nweight=-1\n", "positive"),
+            ("[[backend]]\nname='a'\nscheme='fs'\n[[backend]]\nname='a'\nscheme='fs'\n", "twice"),
             ("", "at least one"),
             ("backend = [", "config test.toml"),
-            (
-                "colour = 'red'\n[[backend]]\nname='a'\nscheme='fs'\n",
-                "unexpected key",
-            ),
+            ("colour = 'red'\n[[backend]]\nname='a'\nscheme='fs'\n", "unexpected key"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");
@@ -363,11 +312,7 @@ mod tests {
     fn append_keeps_comments_and_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "# mine\n[[backend]]\nname='a'\nscheme='fs'\nroot='/a'\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "# mine\n[[backend]]\nname='a'\nscheme='fs'\nroot='/a'\n").unwrap();
         let mut c = Config::load(&path).unwrap();
         let opts = parse_options(&["root=/b".into()]).unwrap();
         c.append_backend(BackendConfig {

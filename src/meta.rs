@@ -45,16 +45,6 @@ pub fn apply(path: &Path, meta: &Meta, is_symlink: bool) -> std::io::Result<()> 
 
 /// Set the modification time to the nanosecond, without following a symlink.
 pub fn set_mtime(path: &Path, mtime_ns: i64) -> std::io::Result<()> {
-    let t = TimeSpec::new(
-        mtime_ns.div_euclid(1_000_000_000),
-        mtime_ns.rem_euclid(1_000_000_000),
-    );
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &t,
-        &t,
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(std::io::Error::from)
+    let t = TimeSpec::new(mtime_ns.div_euclid(1_000_000_000), mtime_ns.rem_euclid(1_000_000_000));
+    utimensat(nix::fcntl::AT_FDCWD, path, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(std::io::Error::from)
 }

@@ -175,10 +175,7 @@ pub fn from_body<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<
     let (value, rest) = postcard::take_from_bytes(bytes)
         .map_err(|e| Error::corrupt(format!("{what} does not decode")).with_source(e))?;
     if !rest.is_empty() {
-        return Err(Error::corrupt(format!(
-            "{what} has {} trailing bytes",
-            rest.len()
-        )));
+        return Err(Error::corrupt(format!("{what} has {} trailing bytes", rest.len())));
     }
     Ok(value)
 }
@@ -191,10 +188,7 @@ impl Tree {
 
     /// Find an entry by name.
     pub fn get(&self, name: &[u8]) -> Option<&Node> {
-        self.entries
-            .binary_search_by(|n| n.name.as_slice().cmp(name))
-            .ok()
-            .map(|i| &self.entries[i])
+        self.entries.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &self.entries[i])
     }
 }
 
@@ -204,36 +198,19 @@ mod tests {
     use proptest::prelude::*;
 
     fn meta() -> Meta {
-        Meta {
-            mode: 0o644,
-            uid: 1,
-            gid: 2,
-            mtime_ns: -5,
-            ctime_ns: 7,
-            dev: 3,
-            ino: 4,
-            nlink: 1,
-        }
+        Meta { mode: 0o644, uid: 1, gid: 2, mtime_ns: -5, ctime_ns: 7, dev: 3, ino: 4, nlink: 1 }
     }
 
     #[test]
     fn tree_round_trip_and_lookup() {
         let mut t = Tree {
             entries: vec![
-                Node {
-                    name: b"z".to_vec(),
-                    kind: NodeKind::Fifo,
-                    meta: meta(),
-                },
+                Node { name: b"z".to_vec(), kind: NodeKind::Fifo, meta: meta() },
                 Node {
                     name: "ä\n".as_bytes().to_vec(),
                     kind: NodeKind::File {
                         size: 3,
-                        content: vec![ChunkRef {
-                            id: ObjectId::of(b"x"),
-                            offset: 1,
-                            len: 3,
-                        }],
+                        content: vec![ChunkRef { id: ObjectId::of(b"x"), offset: 1, len: 3 }],
                     },
                     meta: meta(),
                 },

@@ -67,31 +67,20 @@ pub async fn init(config: &Config) -> Result<InitOutcome> {
     let store = Store::open(&config.backends)?;
     let records = store.read_pool_records().await?;
     let existing = agreed_record(&store, &records)?;
-    let missing: Vec<usize> = (0..records.len())
-        .filter(|i| records[*i].is_none())
-        .collect();
+    let missing: Vec<usize> = (0..records.len()).filter(|i| records[*i].is_none()).collect();
     match existing {
         Some(record) if missing.is_empty() => Err(Error::new(
             ErrorKind::AlreadyExists,
-            format!(
-                "pool {} is already initialised on every backend",
-                record.pool_id_hex()
-            ),
+            format!("pool {} is already initialised on every backend", record.pool_id_hex()),
         )),
         Some(record) => {
             store.write_pool_record(&record, &missing).await?;
-            let names = missing
-                .iter()
-                .map(|i| store.backends()[*i].name.clone())
-                .collect();
+            let names = missing.iter().map(|i| store.backends()[*i].name.clone()).collect();
             Ok(InitOutcome::Adopted(record, names))
         }
         None => {
-            let record = PoolRecord {
-                pool_id: rand::random(),
-                created_ns: backup::now_ns(),
-                chunker: ChunkerParams::default(),
-            };
+            let record =
+                PoolRecord { pool_id: rand::random(), created_ns: backup::now_ns(), chunker: ChunkerParams::default() };
             store.write_pool_record(&record, &missing).await?;
             Ok(InitOutcome::Created(record))
         }
@@ -127,9 +116,7 @@ impl Repository {
         let store = Store::open(&config.backends)?;
         let records = store.read_pool_records().await?;
         let Some(pool) = agreed_record(&store, &records)? else {
-            return Err(Error::not_found(
-                "the pool is not initialised: run `cuckoo init`",
-            ));
+            return Err(Error::not_found("the pool is not initialised: run `cuckoo init`"));
         };
         if let Some(i) = records.iter().position(Option::is_none) {
             return Err(Error::config(format!(
@@ -141,9 +128,7 @@ impl Repository {
         pool.chunker.validate()?;
         let catalogue_path = match &config.catalogue {
             Some(p) => p.clone(),
-            None => crate::config::data_dir()?
-                .join("catalogues")
-                .join(format!("{}.redb", pool.pool_id_hex())),
+            None => crate::config::data_dir()?.join("catalogues").join(format!("{}.redb", pool.pool_id_hex())),
         };
         let (catalogue, fresh) = Catalogue::open(&catalogue_path)?;
         match catalogue.pool_id()? {
@@ -156,18 +141,14 @@ impl Repository {
             Some(_) => {}
             None => catalogue.set_pool_id(&pool.pool_id)?,
         }
-        let repo = Repository {
-            config,
-            store,
-            pool,
-            catalogue: Arc::new(catalogue),
-            catalogue_path,
-            abort: Arc::default(),
-        };
+        let repo =
+            Repository { config, store, pool, catalogue: Arc::new(catalogue), catalogue_path, abort: Arc::default() };
         if fresh {
             repo.rebuild_locations(progress).await?;
         }
         repo.sync(progress).await?;
+        let usage = repo.catalogue.usage()?;
+        repo.store.set_loads(usage.iter().filter_map(|(name, u)| Some((repo.store.index_of(name)?, u.stored_bytes))));
         Ok(repo)
     }
 
@@ -200,13 +181,7 @@ impl Repository {
     async fn rebuild_locations(&self, progress: &dyn Progress) -> Result<()> {
         let mut all = Vec::new();
         for i in 0..self.store.backends().len() {
-            all.extend(
-                self.store
-                    .list_chunks(i)
-                    .await?
-                    .into_iter()
-                    .map(|(id, len)| (i, id, len)),
-            );
+            all.extend(self.store.list_chunks(i).await?.into_iter().map(|(id, len)| (i, id, len)));
         }
         progress.begin("rebuild catalogue", Some(all.len() as u64), None);
         let store = &self.store;
@@ -214,14 +189,7 @@ impl Repository {
             .map(|(i, id, stored_len)| async move {
                 let plain_len = store.plain_len(i, ObjectKind::Chunk, &id).await?;
                 let backend = store.backends()[i].name.clone();
-                Ok::<_, Error>(Record::Chunk {
-                    id,
-                    location: Location {
-                        backend,
-                        stored_len,
-                        plain_len,
-                    },
-                })
+                Ok::<_, Error>(Record::Chunk { id, location: Location { backend, stored_len, plain_len } })
             })
             .buffer_unordered(32);
         let mut batch = Vec::new();
@@ -242,10 +210,8 @@ impl Repository {
     pub async fn sync(&self, progress: &dyn Progress) -> Result<usize> {
         let remote = self.store.list_snapshots().await?;
         let reader = self.catalogue.reader()?;
-        let missing: Vec<ObjectId> = remote
-            .into_iter()
-            .filter(|id| !reader.has_snapshot(id).unwrap_or(false))
-            .collect();
+        let missing: Vec<ObjectId> =
+            remote.into_iter().filter(|id| !reader.has_snapshot(id).unwrap_or(false)).collect();
         drop(reader);
         if missing.is_empty() {
             return Ok(0);
@@ -283,11 +249,7 @@ impl Repository {
                 stored_len: stored.stored_len,
                 plain_len: body.len() as u64,
             };
-            batch.push(Record::Tree {
-                id,
-                location: Some(location),
-                body,
-            });
+            batch.push(Record::Tree { id, location: Some(location), body });
             if batch.len() >= 256 {
                 self.catalogue.record(&std::mem::take(&mut batch))?;
             }
@@ -304,20 +266,13 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str) -> Result<(ObjectId, Snapshot)> {
         let all = self.snapshots()?;
         if spec == "latest" {
-            return all
-                .into_iter()
-                .last()
-                .ok_or_else(|| Error::not_found("the pool has no snapshots yet"));
+            return all.into_iter().last().ok_or_else(|| Error::not_found("the pool has no snapshots yet"));
         }
         let spec_l = spec.to_ascii_lowercase();
-        let mut matches = all
-            .into_iter()
-            .filter(|(id, _)| id.to_hex().starts_with(&spec_l));
+        let mut matches = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec_l));
         match (matches.next(), matches.next()) {
             (Some(m), None) if !spec.is_empty() => Ok(m),
-            (Some(_), Some(_)) => Err(Error::config(format!(
-                "snapshot id '{spec}' is ambiguous: give more digits"
-            ))),
+            (Some(_), Some(_)) => Err(Error::config(format!("snapshot id '{spec}' is ambiguous: give more digits"))),
             _ => Err(Error::not_found(format!("no snapshot '{spec}'"))),
         }
     }
@@ -336,16 +291,10 @@ impl Repository {
         let mut tree_id = snapshot.tree;
         let mut node = None;
         for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
-            if let Some(Node {
-                kind: NodeKind::Dir { tree },
-                ..
-            }) = &node
-            {
+            if let Some(Node { kind: NodeKind::Dir { tree }, .. }) = &node {
                 tree_id = *tree;
             } else if node.is_some() {
-                return Err(Error::not_found(format!(
-                    "'{path}': a component is not a directory"
-                )));
+                return Err(Error::not_found(format!("'{path}': a component is not a directory")));
             }
             let tree = self.tree(&tree_id).await?;
             node = Some(
@@ -359,12 +308,7 @@ impl Repository {
 
     /// Visit every entry below `path` in a snapshot, depth-first in name order, with its
     /// slash-separated path.
-    pub async fn walk(
-        &self,
-        snapshot: &Snapshot,
-        path: &str,
-        visit: &mut dyn FnMut(&str, &Node),
-    ) -> Result<()> {
+    pub async fn walk(&self, snapshot: &Snapshot, path: &str, visit: &mut dyn FnMut(&str, &Node)) -> Result<()> {
         let base = path.trim_matches('/').to_string();
         let start = match self.lookup(snapshot, &base).await? {
             None => snapshot.tree,
@@ -382,11 +326,7 @@ impl Repository {
             let mut subdirs = Vec::new();
             for node in &tree.entries {
                 let name = String::from_utf8_lossy(&node.name);
-                let p = if prefix.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{prefix}/{name}")
-                };
+                let p = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
                 visit(&p, node);
                 if let NodeKind::Dir { tree } = node.kind {
                     subdirs.push((p, tree));
@@ -399,32 +339,18 @@ impl Repository {
 
     /// Back up `options.paths` as a new snapshot. Unchanged files are taken from the parent:
     /// `options.parent`, or the latest snapshot of the same paths from this host.
-    pub async fn backup(
-        &self,
-        mut options: BackupOptions,
-        progress: Arc<dyn Progress>,
-    ) -> Result<BackupOutcome> {
+    pub async fn backup(&self, mut options: BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupOutcome> {
         let host = options.hostname.clone().unwrap_or_else(|| {
-            nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default()
+            nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
         });
         let paths: Vec<String> = options
             .paths
             .iter()
-            .map(|p| {
-                std::path::absolute(p)
-                    .map(|a| a.display().to_string())
-                    .unwrap_or_default()
-            })
+            .map(|p| std::path::absolute(p).map(|a| a.display().to_string()).unwrap_or_default())
             .collect();
         let parent = match options.parent {
             Some(id) => Some(self.find_snapshot(&id.to_hex())?),
-            None => self
-                .snapshots()?
-                .into_iter()
-                .rev()
-                .find(|(_, s)| s.hostname == host && s.paths == paths),
+            None => self.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == host && s.paths == paths),
         };
         options.hostname = Some(host);
         options.exclude.push(self.catalogue_path.clone());
@@ -432,9 +358,7 @@ impl Repository {
             if b.scheme == "fs"
                 && let Some(root) = b.options.get("root")
             {
-                options
-                    .exclude
-                    .push(std::path::absolute(root).unwrap_or_else(|_| root.into()));
+                options.exclude.push(std::path::absolute(root).unwrap_or_else(|_| root.into()));
             }
         }
         let ctx = backup::Context {
@@ -487,12 +411,7 @@ impl Repository {
     /// Objects and bytes per configured backend (zero for ones holding nothing yet).
     pub fn usage(&self) -> Result<Vec<(BackendConfig, BackendUsage)>> {
         let usage = self.catalogue.usage()?;
-        Ok(self
-            .config
-            .backends
-            .iter()
-            .map(|b| (b.clone(), usage.get(&b.name).cloned().unwrap_or_default()))
-            .collect())
+        Ok(self.config.backends.iter().map(|b| (b.clone(), usage.get(&b.name).cloned().unwrap_or_default())).collect())
     }
 }
 
@@ -503,9 +422,5 @@ fn ratio(a: u64, b: u64) -> f64 {
 /// Uploads in flight for a backup: enough to keep every backend busy, few enough that
 /// chunks waiting in memory stay in the tens of MiB.
 fn upload_concurrency(backends: &[BackendConfig]) -> usize {
-    backends
-        .iter()
-        .map(|b| b.concurrency)
-        .sum::<usize>()
-        .clamp(4, 32)
+    backends.iter().map(|b| b.concurrency).sum::<usize>().clamp(4, 32)
 }

@@ -74,38 +74,21 @@ pub(crate) async fn run(
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreOutcome> {
     let target = options.target.clone();
-    std::fs::create_dir_all(&target)
-        .map_err(|e| Error::io(format!("cannot create {}", target.display()), e))?;
-    let sub = options
-        .path
-        .as_deref()
-        .unwrap_or("")
-        .trim_matches('/')
-        .to_string();
+    std::fs::create_dir_all(&target).map_err(|e| Error::io(format!("cannot create {}", target.display()), e))?;
+    let sub = options.path.as_deref().unwrap_or("").trim_matches('/').to_string();
     let start = repo.lookup(snapshot, &sub).await?;
     let total = match &start {
-        Some(Node {
-            kind: NodeKind::File { size, .. },
-            ..
-        }) => *size,
+        Some(Node { kind: NodeKind::File { size, .. }, .. }) => *size,
         _ => 0,
     };
     progress.begin(
         "restore",
         None,
-        if sub.is_empty() {
-            Some(snapshot.summary.bytes)
-        } else {
-            Some(total).filter(|t| *t > 0)
-        },
+        if sub.is_empty() { Some(snapshot.summary.bytes) } else { Some(total).filter(|t| *t > 0) },
     );
 
-    let mut walker = TreeWalker {
-        out: RestoreOutcome::default(),
-        dirs: Vec::new(),
-        links: HashMap::new(),
-        jobs: VecDeque::new(),
-    };
+    let mut walker =
+        TreeWalker { out: RestoreOutcome::default(), dirs: Vec::new(), links: HashMap::new(), jobs: VecDeque::new() };
     // Parents of a sub-path are created with their recorded metadata too.
     let mut prefix = PathBuf::new();
     let parts: Vec<&str> = sub.split('/').filter(|p| !p.is_empty()).collect();
@@ -121,25 +104,21 @@ pub(crate) async fn run(
     let mut rx = rx;
     let jobs = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let written = Mutex::new((0u64, 0u64));
-    let restore_files = jobs
-        .map(Ok)
-        .try_for_each_concurrent(FILE_WORKERS, |job: FileJob| {
-            let (cache, progress, written, abort) = (&cache, &progress, &written, &abort);
-            async move {
-                if abort.load(Ordering::Relaxed) {
-                    return Err(Error::new(ErrorKind::Interrupted, "restore interrupted"));
-                }
-                write_file(repo, cache, &job, progress.as_ref()).await?;
-                let mut w = written.lock().expect("poisoned");
-                w.0 += 1;
-                w.1 += job.size;
-                Ok(())
+    let restore_files = jobs.map(Ok).try_for_each_concurrent(FILE_WORKERS, |job: FileJob| {
+        let (cache, progress, written, abort) = (&cache, &progress, &written, &abort);
+        async move {
+            if abort.load(Ordering::Relaxed) {
+                return Err(Error::new(ErrorKind::Interrupted, "restore interrupted"));
             }
-        });
+            write_file(repo, cache, &job, progress.as_ref()).await?;
+            let mut w = written.lock().expect("poisoned");
+            w.0 += 1;
+            w.1 += job.size;
+            Ok(())
+        }
+    });
     let walk = async {
-        let result = walker
-            .walk(repo, &target, &prefix, start, snapshot.tree, &tx)
-            .await;
+        let result = walker.walk(repo, &target, &prefix, start, snapshot.tree, &tx).await;
         drop(tx);
         result
     };
@@ -182,6 +161,7 @@ impl TreeWalker {
                 if let Some(tree) = self.entry(&path, &node)? {
                     stack.push((path, tree));
                 }
+                self.send_jobs(tx).await?;
             }
         }
         while let Some((dir, id)) = stack.pop() {
@@ -192,13 +172,16 @@ impl TreeWalker {
                 if let Some(sub) = self.entry(&path, node)? {
                     subdirs.push((path, sub));
                 }
-                while let Some(job) = self.jobs.pop_front() {
-                    tx.send(job)
-                        .await
-                        .map_err(|_| Error::new(ErrorKind::Interrupted, "restore stopped"))?;
-                }
+                self.send_jobs(tx).await?;
             }
             stack.extend(subdirs.into_iter().rev());
+        }
+        Ok(())
+    }
+
+    async fn send_jobs(&mut self, tx: &tokio::sync::mpsc::Sender<FileJob>) -> Result<()> {
+        while let Some(job) = self.jobs.pop_front() {
+            tx.send(job).await.map_err(|_| Error::new(ErrorKind::Interrupted, "restore stopped"))?;
         }
         Ok(())
     }
@@ -206,9 +189,7 @@ impl TreeWalker {
     /// Create one entry; returns the tree to descend into for directories.
     fn entry(&mut self, path: &Path, node: &Node) -> Result<Option<ObjectId>> {
         check_name(&node.name, path)?;
-        let io = |what: &str, e: std::io::Error| {
-            Error::io(format!("cannot {what} {}", path.display()), e)
-        };
+        let io = |what: &str, e: std::io::Error| Error::io(format!("cannot {what} {}", path.display()), e);
         match &node.kind {
             NodeKind::Dir { tree } => {
                 self.make_dir(path, &node.meta)?;
@@ -236,15 +217,11 @@ impl TreeWalker {
             }
             NodeKind::Symlink { target } => {
                 remove_existing(path);
-                std::os::unix::fs::symlink(OsStr::from_bytes(target), path)
-                    .map_err(|e| io("create symlink", e))?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(target), path).map_err(|e| io("create symlink", e))?;
                 self.apply(path, &node.meta, true);
                 self.out.others += 1;
             }
-            NodeKind::Fifo
-            | NodeKind::Socket
-            | NodeKind::CharDevice { .. }
-            | NodeKind::BlockDevice { .. } => {
+            NodeKind::Fifo | NodeKind::Socket | NodeKind::CharDevice { .. } | NodeKind::BlockDevice { .. } => {
                 self.special(path, node);
             }
         }
@@ -256,10 +233,7 @@ impl TreeWalker {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
             Err(e) => {
-                return Err(Error::io(
-                    format!("cannot create directory {}", path.display()),
-                    e,
-                ));
+                return Err(Error::io(format!("cannot create directory {}", path.display()), e));
             }
         }
         self.out.dirs += 1;
@@ -276,28 +250,18 @@ impl TreeWalker {
             _ => unreachable!("only special files"),
         };
         remove_existing(path);
-        match mknod(
-            path,
-            kind,
-            Mode::from_bits_truncate(node.meta.mode),
-            rdev as nix::libc::dev_t,
-        ) {
+        match mknod(path, kind, Mode::from_bits_truncate(node.meta.mode), rdev as nix::libc::dev_t) {
             Ok(()) => {
                 self.apply(path, &node.meta, false);
                 self.out.others += 1;
             }
-            Err(e) => self
-                .out
-                .warnings
-                .push(format!("not restored: {} ({kind:?}): {e}", path.display())),
+            Err(e) => self.out.warnings.push(format!("not restored: {} ({kind:?}): {e}", path.display())),
         }
     }
 
     fn apply(&mut self, path: &Path, meta: &Meta, symlink: bool) {
         if let Err(e) = meta::apply(path, meta, symlink) {
-            self.out
-                .warnings
-                .push(format!("metadata not restored: {}: {e}", path.display()));
+            self.out.warnings.push(format!("metadata not restored: {}: {e}", path.display()));
         }
     }
 
@@ -311,8 +275,7 @@ impl TreeWalker {
 
 /// Names come from the backends: refuse any that would escape the target directory.
 fn check_name(name: &[u8], path: &Path) -> Result<()> {
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
-    {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
         return Err(Error::corrupt(format!(
             "refusing entry name {:?} under {}",
             String::from_utf8_lossy(name),
@@ -328,15 +291,8 @@ fn remove_existing(path: &Path) {
     }
 }
 
-async fn write_file(
-    repo: &Repository,
-    cache: &ChunkCache,
-    job: &FileJob,
-    progress: &dyn Progress,
-) -> Result<()> {
-    let io = |what: &str, e: std::io::Error| {
-        Error::io(format!("cannot {what} {}", job.path.display()), e)
-    };
+async fn write_file(repo: &Repository, cache: &ChunkCache, job: &FileJob, progress: &dyn Progress) -> Result<()> {
+    let io = |what: &str, e: std::io::Error| Error::io(format!("cannot {what} {}", job.path.display()), e);
     if job.meta.nlink <= 1 {
         remove_existing(&job.path);
     }
@@ -355,11 +311,7 @@ async fn write_file(
         let (chunk, r) = item?;
         let (from, to) = (r.offset as usize, r.offset as usize + r.len as usize);
         let slice = chunk.get(from..to).ok_or_else(|| {
-            Error::corrupt(format!(
-                "{}: slice {from}..{to} is outside chunk {}",
-                job.path.display(),
-                r.id.to_hex()
-            ))
+            Error::corrupt(format!("{}: slice {from}..{to} is outside chunk {}", job.path.display(), r.id.to_hex()))
         })?;
         file.write_all(slice).await.map_err(|e| io("write", e))?;
         written += r.len as u64;
@@ -388,9 +340,7 @@ struct ChunkCache {
 
 impl ChunkCache {
     fn new() -> Self {
-        ChunkCache {
-            inner: Mutex::new((HashMap::new(), VecDeque::new())),
-        }
+        ChunkCache { inner: Mutex::new((HashMap::new(), VecDeque::new())) }
     }
 
     async fn get(&self, repo: &Repository, id: ObjectId) -> Result<Arc<Vec<u8>>> {
@@ -414,10 +364,7 @@ impl ChunkCache {
         };
         slot.get_or_try_init(|| async {
             let hint = repo.location_hint(&id);
-            repo.store()
-                .get(ObjectKind::Chunk, &id, hint)
-                .await
-                .map(Arc::new)
+            repo.store().get(ObjectKind::Chunk, &id, hint).await.map(Arc::new)
         })
         .await
         .cloned()

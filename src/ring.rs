@@ -38,11 +38,7 @@ impl Ring {
                         "backend '{name}': weight must be a positive number, got {weight}"
                     )));
                 }
-                let seed = u64::from_le_bytes(
-                    blake3::hash(name.as_bytes()).as_bytes()[..8]
-                        .try_into()
-                        .expect("8"),
-                );
+                let seed = u64::from_le_bytes(blake3::hash(name.as_bytes()).as_bytes()[..8].try_into().expect("8"));
                 Ok(Member { seed, weight })
             })
             .collect::<Result<_>>()?;
@@ -87,9 +83,7 @@ impl Ring {
     /// object would go if the owner were gone, and so on.
     pub fn order(&self, id: &ObjectId) -> Vec<usize> {
         let key = id.prefix_u64();
-        let mut draws: Vec<(usize, f64)> = (0..self.members.len())
-            .map(|i| (i, self.draw(key, i)))
-            .collect();
+        let mut draws: Vec<(usize, f64)> = (0..self.members.len()).map(|i| (i, self.draw(key, i))).collect();
         draws.sort_by(|a, b| b.1.total_cmp(&a.1));
         draws.into_iter().map(|(i, _)| i).collect()
     }
@@ -125,13 +119,7 @@ mod tests {
     /// Worst relative deviation of stored bytes from each backend's weight share.
     fn worst_deviation(weights: &[f64], objects: usize) -> f64 {
         let names = names(weights.len());
-        let ring = Ring::new(
-            names
-                .iter()
-                .map(String::as_str)
-                .zip(weights.iter().copied()),
-        )
-        .unwrap();
+        let ring = Ring::new(names.iter().map(String::as_str).zip(weights.iter().copied())).unwrap();
         let mut bytes = vec![0u64; weights.len()];
         for (id, size) in ids(objects) {
             bytes[ring.owner(&id)] += size;
@@ -161,8 +149,7 @@ mod tests {
         for n in [3usize, 10, 49] {
             let names = names(n + 1);
             let weights: Vec<f64> = (0..=n).map(|i| 1.0 + (i % 3) as f64).collect();
-            let before =
-                Ring::new(names[..n].iter().map(String::as_str).zip(weights.clone())).unwrap();
+            let before = Ring::new(names[..n].iter().map(String::as_str).zip(weights.clone())).unwrap();
             let after = Ring::new(names.iter().map(String::as_str).zip(weights.clone())).unwrap();
             let objects = 200_000;
             let (mut moved, mut to_new) = (0usize, 0usize);
@@ -176,10 +163,7 @@ mod tests {
             assert_eq!(moved, to_new, "objects moved between old backends");
             let share = weights[n] / weights.iter().sum::<f64>();
             let moved_share = moved as f64 / objects as f64;
-            assert!(
-                moved_share <= 1.1 * share,
-                "{n}: moved {moved_share:.4} for share {share:.4}"
-            );
+            assert!(moved_share <= 1.1 * share, "{n}: moved {moved_share:.4} for share {share:.4}");
         }
     }
 

@@ -74,11 +74,7 @@ pub(crate) async fn run(
 ) -> Result<BackupOutcome> {
     let paths = absolute_paths(&options.paths)?;
     let time_ns = now_ns();
-    let parent_tree = if options.force {
-        None
-    } else {
-        parent.as_ref().map(|(_, s)| s.tree)
-    };
+    let parent_tree = if options.force { None } else { parent.as_ref().map(|(_, s)| s.tree) };
 
     ctx.catalogue.clear_staged()?;
     let (uploader, jobs) = upload::Uploader::start(
@@ -98,14 +94,7 @@ pub(crate) async fn run(
     let walk_paths = paths.clone();
     let exclude = options.exclude.clone();
     let walked = tokio::task::spawn_blocking(move || {
-        let mut w = walker::Walker::new(
-            params,
-            catalogue.reader()?,
-            jobs,
-            walk_progress,
-            abort,
-            exclude,
-        );
+        let mut w = walker::Walker::new(params, catalogue.reader()?, jobs, walk_progress, abort, exclude);
         w.run(&walk_paths, parent_tree)
     })
     .await
@@ -145,11 +134,7 @@ pub(crate) async fn run(
         program_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let id = commit(&ctx, &snapshot).await?;
-    Ok(BackupOutcome {
-        id,
-        snapshot,
-        warnings,
-    })
+    Ok(BackupOutcome { id, snapshot, warnings })
 }
 
 /// Make the snapshot durable: its object on every backend is the commit point; the
@@ -158,16 +143,12 @@ async fn commit(ctx: &Context<'_>, snapshot: &Snapshot) -> Result<ObjectId> {
     let body = model::to_body(snapshot);
     let id = ObjectId::of(&body);
     let envelope = codec::encode(ObjectKind::Snapshot, &body, ctx.compression);
-    ctx.store
-        .put_everywhere(&object_path(ObjectKind::Snapshot, &id), &envelope)
-        .await?;
+    ctx.store.put_everywhere(&object_path(ObjectKind::Snapshot, &id), &envelope).await?;
     let catalogue = ctx.catalogue.clone();
     let snap = snapshot.clone();
     tokio::task::spawn_blocking(move || catalogue.commit_staged(&id, &snap))
         .await
-        .map_err(|e| {
-            Error::new(ErrorKind::Catalogue, "catalogue commit crashed").with_source(e)
-        })??;
+        .map_err(|e| Error::new(ErrorKind::Catalogue, "catalogue commit crashed").with_source(e))??;
     Ok(id)
 }
 
@@ -179,12 +160,9 @@ fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     paths
         .iter()
         .map(|p| {
-            let abs =
-                std::path::absolute(p).map_err(|e| Error::io(format!("{}", p.display()), e))?;
+            let abs = std::path::absolute(p).map_err(|e| Error::io(format!("{}", p.display()), e))?;
             std::fs::symlink_metadata(&abs).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    Error::not_found(format!("{} does not exist", p.display()))
-                }
+                std::io::ErrorKind::NotFound => Error::not_found(format!("{} does not exist", p.display())),
                 _ => Error::io(format!("cannot read {}", p.display()), e),
             })?;
             if !names.insert(walker::top_name(&abs)) {
@@ -199,24 +177,14 @@ fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown".into())
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".into())
 }
 
 fn username() -> String {
     let uid = nix::unistd::geteuid();
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string())
+    nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
 }

@@ -40,9 +40,7 @@ impl Pack {
         let start = self.chunker.position();
         self.waiting.push_back((slot, start, data.len() as u64));
         let mut cuts = Vec::new();
-        self.chunker.push(data, &mut |offset, chunk| {
-            cuts.push((offset, chunk.len() as u64, emit(chunk)))
-        });
+        self.chunker.push(data, &mut |offset, chunk| cuts.push((offset, chunk.len() as u64, emit(chunk))));
         self.take_cuts(cuts);
         start + data.len() as u64
     }
@@ -50,8 +48,7 @@ impl Pack {
     /// Cut the rest of the stream: every file resolves.
     pub fn flush(&mut self, emit: &mut impl FnMut(&[u8]) -> ObjectId) {
         let mut cuts = Vec::new();
-        self.chunker
-            .finish(&mut |offset, chunk| cuts.push((offset, chunk.len() as u64, emit(chunk))));
+        self.chunker.finish(&mut |offset, chunk| cuts.push((offset, chunk.len() as u64, emit(chunk))));
         self.take_cuts(cuts);
     }
 
@@ -62,9 +59,7 @@ impl Pack {
 
     /// Take a resolved file's slices.
     pub fn take(&mut self, slot: u64) -> Vec<ChunkRef> {
-        self.resolved
-            .remove(&slot)
-            .expect("file resolved before its directory")
+        self.resolved.remove(&slot).expect("file resolved before its directory")
     }
 
     fn take_cuts(&mut self, cuts: Vec<(u64, u64, ObjectId)>) {
@@ -93,11 +88,7 @@ impl Pack {
             .map(|&(cs, ce, id)| {
                 let from = start.max(cs);
                 let to = end.min(ce);
-                ChunkRef {
-                    id,
-                    offset: (from - cs) as u32,
-                    len: (to - from) as u32,
-                }
+                ChunkRef { id, offset: (from - cs) as u32, len: (to - from) as u32 }
             })
             .collect()
     }
@@ -109,11 +100,7 @@ mod tests {
 
     #[test]
     fn files_resolve_to_slices_that_rebuild_them() {
-        let params = ChunkerParams {
-            min: 64,
-            avg: 256,
-            max: 1024,
-        };
+        let params = ChunkerParams { min: 64, avg: 256, max: 1024 };
         let mut pack = Pack::new(params);
         let mut chunks: HashMap<ObjectId, Vec<u8>> = HashMap::new();
         let mut emit = |c: &[u8]| {
@@ -121,9 +108,8 @@ mod tests {
             chunks.insert(id, c.to_vec());
             id
         };
-        let files: Vec<Vec<u8>> = (0..200u32)
-            .map(|i| (0..(i * 7 % 300)).map(|j| (j * 31 + i) as u8).collect())
-            .collect();
+        let files: Vec<Vec<u8>> =
+            (0..200u32).map(|i| (0..(i * 7 % 300)).map(|j| (j * 31 + i) as u8).collect()).collect();
         for (slot, f) in files.iter().enumerate() {
             pack.add(slot as u64, f, &mut emit);
         }
@@ -133,9 +119,7 @@ mod tests {
             let rebuilt: Vec<u8> = pack
                 .take(slot as u64)
                 .iter()
-                .flat_map(|r| {
-                    chunks[&r.id][r.offset as usize..(r.offset + r.len) as usize].to_vec()
-                })
+                .flat_map(|r| chunks[&r.id][r.offset as usize..(r.offset + r.len) as usize].to_vec())
                 .collect();
             assert_eq!(&rebuilt, f, "file {slot}");
         }

@@ -59,9 +59,7 @@ impl Uploader {
 
     /// Wait until every queued job is stored and recorded (the sender must be dropped).
     pub async fn finish(self) -> Result<Uploaded> {
-        self.task
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, "upload task crashed").with_source(e))?
+        self.task.await.map_err(|e| Error::new(ErrorKind::Io, "upload task crashed").with_source(e))?
     }
 }
 
@@ -112,11 +110,7 @@ async fn run(
     if let Some(e) = first_error.into_inner().expect("poisoned") {
         return Err(e);
     }
-    Ok(Uploaded {
-        objects: objects.into_inner(),
-        plain_bytes: plain.into_inner(),
-        stored_bytes: stored.into_inner(),
-    })
+    Ok(Uploaded { objects: objects.into_inner(), plain_bytes: plain.into_inner(), stored_bytes: stored.into_inner() })
 }
 
 fn fail(first: &Mutex<Option<Error>>, abort: &AtomicBool, e: Error) {
@@ -129,17 +123,10 @@ async fn store_one(store: &Store, level: i32, job: Job) -> Result<(Record, bool,
     let plain_len = body.len() as u64;
     let (envelope, body) = cpu(move || (codec::encode(kind, &body, level), body)).await;
     let stored = store.put(kind, &id, envelope).await?;
-    let location = Location {
-        backend: store.backends()[stored.backend].name.clone(),
-        stored_len: stored.stored_len,
-        plain_len,
-    };
+    let location =
+        Location { backend: store.backends()[stored.backend].name.clone(), stored_len: stored.stored_len, plain_len };
     let record = match kind {
-        ObjectKind::Tree => Record::Tree {
-            id,
-            location: Some(location),
-            body,
-        },
+        ObjectKind::Tree => Record::Tree { id, location: Some(location), body },
         _ => Record::Chunk { id, location },
     };
     Ok((record, stored.written, plain_len, stored.stored_len))
@@ -155,8 +142,6 @@ async fn flush(catalogue: &Arc<Catalogue>, batch: Vec<Record>) -> Result<()> {
         .map_err(|e| Error::new(ErrorKind::Catalogue, "catalogue writer crashed").with_source(e))?
 }
 
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> {
+fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

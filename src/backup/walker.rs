@@ -125,20 +125,12 @@ impl Walker {
         self.pack.flush(&mut emit);
         self.build_ready()?;
         let root_id = self.built.remove(&slot).expect("root built after flush");
-        Ok((
-            root_id,
-            std::mem::take(&mut self.summary),
-            std::mem::take(&mut self.warnings),
-        ))
+        Ok((root_id, std::mem::take(&mut self.summary), std::mem::take(&mut self.warnings)))
     }
 
     fn new_dir(&mut self) -> DirBuild {
         self.next_slot += 1;
-        DirBuild {
-            slot: self.next_slot,
-            entries: Vec::new(),
-            need: 0,
-        }
+        DirBuild { slot: self.next_slot, entries: Vec::new(), need: 0 }
     }
 
     fn check_abort(&self) -> Result<()> {
@@ -153,13 +145,7 @@ impl Walker {
         self.warnings.push(message);
     }
 
-    fn add_entry(
-        &mut self,
-        dir: &mut DirBuild,
-        path: &Path,
-        name: Vec<u8>,
-        before: Option<&Node>,
-    ) -> Result<()> {
+    fn add_entry(&mut self, dir: &mut DirBuild, path: &Path, name: Vec<u8>, before: Option<&Node>) -> Result<()> {
         self.check_abort()?;
         if self.exclude.contains(path) {
             return Ok(());
@@ -195,9 +181,7 @@ impl Walker {
             self.summary.others += 1;
             Content::Ready(if ft.is_symlink() {
                 match std::fs::read_link(path) {
-                    Ok(t) => NodeKind::Symlink {
-                        target: t.as_os_str().as_bytes().to_vec(),
-                    },
+                    Ok(t) => NodeKind::Symlink { target: t.as_os_str().as_bytes().to_vec() },
                     Err(e) => {
                         self.warn(format!("skipped {}: {e}", path.display()));
                         return Ok(());
@@ -213,11 +197,7 @@ impl Walker {
                 NodeKind::BlockDevice { rdev: md.rdev() }
             })
         };
-        dir.entries.push(Entry {
-            name,
-            meta,
-            content,
-        });
+        dir.entries.push(Entry { name, meta, content });
         Ok(())
     }
 
@@ -254,35 +234,21 @@ impl Walker {
         self.summary.files += 1;
         let size = md.len();
         self.summary.bytes += size;
-        if let Some(Node {
-            kind:
-                NodeKind::File {
-                    size: old_size,
-                    content,
-                },
-            meta: old,
-            ..
-        }) = before
+        if let Some(Node { kind: NodeKind::File { size: old_size, content }, meta: old, .. }) = before
             && *old_size == size
             && old.mtime_ns == md.mtime() * 1_000_000_000 + md.mtime_nsec()
             && old.ctime_ns == md.ctime() * 1_000_000_000 + md.ctime_nsec()
             && old.ino == md.ino()
         {
             self.progress.advance(1, size);
-            return Ok(Content::Ready(NodeKind::File {
-                size,
-                content: content.clone(),
-            }));
+            return Ok(Content::Ready(NodeKind::File { size, content: content.clone() }));
         }
         let key = (md.dev(), md.ino());
         if md.nlink() > 1
             && let Some(content) = self.hardlinks.get(&key)
         {
             self.progress.advance(1, size);
-            return Ok(Content::Ready(NodeKind::File {
-                size,
-                content: content.clone(),
-            }));
+            return Ok(Content::Ready(NodeKind::File { size, content: content.clone() }));
         }
         let mut file = File::open(path).map_err(|e| Error::io("cannot open", e))?;
         self.summary.files_read += 1;
@@ -291,18 +257,12 @@ impl Walker {
         // now, for the other names.
         let content = if size < self.params.min as u64 && md.nlink() == 1 {
             let mut data = Vec::with_capacity(size as usize);
-            (&mut file)
-                .take(self.params.min as u64)
-                .read_to_end(&mut data)
-                .map_err(|e| Error::io("cannot read", e))?;
+            (&mut file).take(self.params.min as u64).read_to_end(&mut data).map_err(|e| Error::io("cannot read", e))?;
             self.check_unchanged(path, &file, md, data.len() as u64);
             self.summary.bytes_read += data.len() as u64;
             self.progress.advance(1, data.len() as u64);
             if data.is_empty() {
-                Content::Ready(NodeKind::File {
-                    size: 0,
-                    content: vec![],
-                })
+                Content::Ready(NodeKind::File { size: 0, content: vec![] })
             } else {
                 self.next_slot += 1;
                 let slot = self.next_slot;
@@ -318,10 +278,7 @@ impl Walker {
             if md.nlink() > 1 {
                 self.hardlinks.insert(key, content.clone());
             }
-            Content::Ready(NodeKind::File {
-                size: read,
-                content,
-            })
+            Content::Ready(NodeKind::File { size: read, content })
         };
         Ok(content)
     }
@@ -344,40 +301,24 @@ impl Walker {
             total += n as u64;
             self.summary.bytes_read += n as u64;
             self.progress.advance(0, n as u64);
-            let mut emit = |_: u64, c: &[u8]| {
-                refs.push(chunk_ref(
-                    emit_chunk(&mut self.queued, &self.reader, &self.jobs, c),
-                    c,
-                ))
-            };
+            let mut emit =
+                |_: u64, c: &[u8]| refs.push(chunk_ref(emit_chunk(&mut self.queued, &self.reader, &self.jobs, c), c));
             chunker.push(&buf[..n], &mut emit);
         };
         self.buf = buf;
         result?;
-        chunker.finish(&mut |_, c| {
-            refs.push(chunk_ref(
-                emit_chunk(&mut self.queued, &self.reader, &self.jobs, c),
-                c,
-            ))
-        });
+        chunker.finish(&mut |_, c| refs.push(chunk_ref(emit_chunk(&mut self.queued, &self.reader, &self.jobs, c), c)));
         Ok((refs, total))
     }
 
     /// Warn when a file changed while it was read: what was read is kept, as restic does.
     fn check_unchanged(&mut self, path: &Path, file: &File, md: &std::fs::Metadata, read: u64) {
         let changed = match file.metadata() {
-            Ok(now) => {
-                now.len() != read
-                    || now.mtime() != md.mtime()
-                    || now.mtime_nsec() != md.mtime_nsec()
-            }
+            Ok(now) => now.len() != read || now.mtime() != md.mtime() || now.mtime_nsec() != md.mtime_nsec(),
             Err(_) => true,
         };
         if changed {
-            self.warn(format!(
-                "changed while read: {} (the bytes read are saved)",
-                path.display()
-            ));
+            self.warn(format!("changed while read: {} (the bytes read are saved)", path.display()));
         }
     }
 
@@ -396,45 +337,25 @@ impl Walker {
     /// Build every waiting directory whose packed files are cut, in walk (post-)order, so a
     /// directory is built after all its subdirectories.
     fn build_ready(&mut self) -> Result<()> {
-        while self
-            .waiting
-            .front()
-            .is_some_and(|d| self.pack.is_cut(d.need))
-        {
+        while self.waiting.front().is_some_and(|d| self.pack.is_cut(d.need)) {
             let dir = self.waiting.pop_front().expect("front exists");
-            let mut tree = Tree {
-                entries: Vec::with_capacity(dir.entries.len()),
-            };
+            let mut tree = Tree { entries: Vec::with_capacity(dir.entries.len()) };
             for e in dir.entries {
                 let kind = match e.content {
                     Content::Ready(k) => k,
-                    Content::Packed(slot, size) => NodeKind::File {
-                        size,
-                        content: self.pack.take(slot),
-                    },
-                    Content::Subdir(slot) => NodeKind::Dir {
-                        tree: self.built.remove(&slot).expect("child built first"),
-                    },
+                    Content::Packed(slot, size) => NodeKind::File { size, content: self.pack.take(slot) },
+                    Content::Subdir(slot) => {
+                        NodeKind::Dir { tree: self.built.remove(&slot).expect("child built first") }
+                    }
                 };
-                tree.entries.push(Node {
-                    name: e.name,
-                    kind,
-                    meta: e.meta,
-                });
+                tree.entries.push(Node { name: e.name, kind, meta: e.meta });
             }
             tree.sort();
             let body = model::to_body(&tree);
             let id = ObjectId::of(&body);
             if !self.queued.contains(&id) && !self.reader.has_tree(&id)? {
                 self.queued.insert(id);
-                send(
-                    &self.jobs,
-                    Job {
-                        kind: ObjectKind::Tree,
-                        id,
-                        body,
-                    },
-                )?;
+                send(&self.jobs, Job { kind: ObjectKind::Tree, id, body })?;
             }
             self.built.insert(dir.slot, id);
         }
@@ -443,40 +364,23 @@ impl Walker {
 }
 
 fn chunk_ref(id: ObjectId, data: &[u8]) -> ChunkRef {
-    ChunkRef {
-        id,
-        offset: 0,
-        len: data.len() as u32,
-    }
+    ChunkRef { id, offset: 0, len: data.len() as u32 }
 }
 
 /// Hash a chunk and queue it unless the pool or this run already has it.
-fn emit_chunk(
-    queued: &mut HashSet<ObjectId>,
-    reader: &Reader,
-    jobs: &mpsc::Sender<Job>,
-    data: &[u8],
-) -> ObjectId {
+fn emit_chunk(queued: &mut HashSet<ObjectId>, reader: &Reader, jobs: &mpsc::Sender<Job>, data: &[u8]) -> ObjectId {
     let id = ObjectId::of_large(data);
     // A catalogue read error only costs a redundant upload (the store skips equal objects).
     if !queued.contains(&id) && !reader.has_object(&id).unwrap_or(false) {
         queued.insert(id);
         // A closed channel means the uploads failed; the walker notices at its next check.
-        let _ = send(
-            jobs,
-            Job {
-                kind: ObjectKind::Chunk,
-                id,
-                body: data.to_vec(),
-            },
-        );
+        let _ = send(jobs, Job { kind: ObjectKind::Chunk, id, body: data.to_vec() });
     }
     id
 }
 
 fn send(jobs: &mpsc::Sender<Job>, job: Job) -> Result<()> {
-    jobs.blocking_send(job)
-        .map_err(|_| Error::new(ErrorKind::Interrupted, "uploads stopped"))
+    jobs.blocking_send(job).map_err(|_| Error::new(ErrorKind::Interrupted, "uploads stopped"))
 }
 
 /// Counts files and bytes beside the backup so progress can show a total and an ETA.
@@ -490,11 +394,7 @@ impl Scan {
     }
 }
 
-pub(crate) fn spawn_scan(
-    paths: Vec<PathBuf>,
-    exclude: Vec<PathBuf>,
-    progress: Arc<dyn Progress>,
-) -> Scan {
+pub(crate) fn spawn_scan(paths: Vec<PathBuf>, exclude: Vec<PathBuf>, progress: Arc<dyn Progress>) -> Scan {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {

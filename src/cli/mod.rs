@@ -21,11 +21,7 @@ const EXIT_PARTIAL: u8 = 3;
 const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Parser)]
-#[command(
-    name = "cuckoo",
-    version,
-    about = "Deduplicated snapshots over a pool of storage backends"
-)]
+#[command(name = "cuckoo", version, about = "Deduplicated snapshots over a pool of storage backends")]
 struct Cli {
     /// Pool config file [default: the user's config dir, cuckoo/config.toml]
     #[arg(long, global = true, env = "CUCKOO_CONFIG")]
@@ -109,10 +105,7 @@ enum BackendCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -150,22 +143,12 @@ async fn load_config(cli: &Cli) -> Result<Config> {
         return Ok(Config::load(&path)?);
     }
     let config = config::create_default(&path)?;
-    let roots: Vec<&str> = config
-        .backends
-        .iter()
-        .filter_map(|b| b.options.get("root").map(String::as_str))
-        .collect();
-    eprintln!(
-        "cuckoo: no config found; created a pool of {} local directories:",
-        roots.len()
-    );
+    let roots: Vec<&str> = config.backends.iter().filter_map(|b| b.options.get("root").map(String::as_str)).collect();
+    eprintln!("cuckoo: no config found; created a pool of {} local directories:", roots.len());
     for r in &roots {
         eprintln!("  {r}");
     }
-    eprintln!(
-        "cuckoo: config written to {} (add cloud backends with `cuckoo backend add`)",
-        path.display()
-    );
+    eprintln!("cuckoo: config written to {} (add cloud backends with `cuckoo backend add`)", path.display());
     if let Err(e) = cuckoo::init(&config).await
         && e.kind() != ErrorKind::AlreadyExists
     {
@@ -183,13 +166,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let config = load_config(&cli).await?;
     match &cli.command {
         Command::Init => init(&cli, &config).await,
-        Command::Backup {
-            paths,
-            tags,
-            parent,
-            force,
-            exclude,
-        } => {
+        Command::Backup { paths, tags, parent, force, exclude } => {
             let repo = open(&cli, config).await?;
             let parent = match parent {
                 Some(p) => Some(repo.find_snapshot(p)?.0),
@@ -200,10 +177,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 tags: tags.clone(),
                 parent,
                 force: *force,
-                exclude: exclude
-                    .iter()
-                    .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-                    .collect(),
+                exclude: exclude.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect(),
                 hostname: None,
             };
             interrupt_on_ctrl_c(&repo);
@@ -211,11 +185,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let done = repo.backup(options, bar).await?;
             output::backup(&done, cli.json);
             let skipped = done.snapshot.summary.skipped > 0;
-            Ok(if skipped {
-                ExitCode::from(EXIT_PARTIAL)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(if skipped { ExitCode::from(EXIT_PARTIAL) } else { ExitCode::SUCCESS })
         }
         Command::Snapshots => {
             let repo = open(&cli, config).await?;
@@ -227,27 +197,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let (spec, path) = target.split_once(':').unwrap_or((target.as_str(), ""));
             let (_, snapshot) = repo.find_snapshot(spec)?;
             let mut out = output::Listing::new(cli.json);
-            repo.walk(&snapshot, path, &mut |p, node| out.entry(p, node))
-                .await?;
+            repo.walk(&snapshot, path, &mut |p, node| out.entry(p, node)).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Restore {
-            snapshot,
-            target,
-            path,
-        } => {
+        Command::Restore { snapshot, target, path } => {
             let repo = open(&cli, config).await?;
             let (id, snap) = repo.find_snapshot(snapshot)?;
             interrupt_on_ctrl_c(&repo);
             let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json));
-            let options = RestoreOptions {
-                target: target.clone(),
-                path: path.clone(),
-            };
-            let done = repo
-                .restore(&snap, options, bar)
-                .await
-                .with_context(|| format!("restore of {}", id.short()))?;
+            let options = RestoreOptions { target: target.clone(), path: path.clone() };
+            let done = repo.restore(&snap, options, bar).await.with_context(|| format!("restore of {}", id.short()))?;
             output::restore(&id, &done, cli.json);
             Ok(ExitCode::SUCCESS)
         }
@@ -256,23 +215,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             output::stats(&repo.stats()?, cli.json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Backend {
-            command: BackendCommand::List,
-        } => {
+        Command::Backend { command: BackendCommand::List } => {
             let repo = open(&cli, config).await?;
             output::backends(&repo.usage()?, cli.json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Backend {
-            command:
-                BackendCommand::Add {
-                    name,
-                    scheme,
-                    options,
-                    weight,
-                    concurrency,
-                },
-        } => backend_add(&cli, config, name, scheme, options, *weight, *concurrency).await,
+        Command::Backend { command: BackendCommand::Add { name, scheme, options, weight, concurrency } } => {
+            backend_add(&cli, config, name, scheme, options, *weight, *concurrency).await
+        }
     }
 }
 
@@ -280,20 +230,12 @@ async fn init(cli: &Cli, config: &Config) -> Result<ExitCode> {
     match cuckoo::init(config).await? {
         InitOutcome::Created(record) => output::message(
             cli.json,
-            &format!(
-                "created pool {} on {} backends",
-                record.pool_id_hex(),
-                config.backends.len()
-            ),
+            &format!("created pool {} on {} backends", record.pool_id_hex(), config.backends.len()),
             serde_json::json!({"pool": record.pool_id_hex(), "created": true}),
         ),
         InitOutcome::Adopted(record, names) => output::message(
             cli.json,
-            &format!(
-                "added {} to pool {}",
-                names.join(", "),
-                record.pool_id_hex()
-            ),
+            &format!("added {} to pool {}", names.join(", "), record.pool_id_hex()),
             serde_json::json!({"pool": record.pool_id_hex(), "added": names}),
         ),
     }
@@ -310,10 +252,7 @@ async fn backend_add(
     concurrency: usize,
 ) -> Result<ExitCode> {
     if !config::SCHEMES.contains(&scheme) {
-        anyhow::bail!(
-            "unknown scheme '{scheme}' (this build knows {})",
-            config::SCHEMES.join(", ")
-        );
+        anyhow::bail!("unknown scheme '{scheme}' (this build knows {})", config::SCHEMES.join(", "));
     }
     if !(weight.is_finite() && weight > 0.0) || concurrency == 0 {
         anyhow::bail!("--weight must be positive and --concurrency at least 1");

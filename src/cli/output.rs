@@ -11,11 +11,7 @@ use serde_json::json;
 
 fn time(ns: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64);
-    humantime::format_rfc3339_seconds(t)
-        .to_string()
-        .replace('T', " ")
-        .trim_end_matches('Z')
-        .to_string()
+    humantime::format_rfc3339_seconds(t).to_string().replace('T', " ").trim_end_matches('Z').to_string()
 }
 
 fn size(n: u64) -> String {
@@ -73,26 +69,15 @@ pub fn backup(done: &BackupOutcome, json: bool) {
     if s.skipped > 0 {
         println!("skipped {} unreadable entries (listed above)", s.skipped);
     }
-    println!(
-        "snapshot {} saved ({} in {} files)",
-        done.id.short(),
-        size(s.bytes),
-        s.files
-    );
+    println!("snapshot {} saved ({} in {} files)", done.id.short(), size(s.bytes), s.files);
 }
 
 pub fn snapshots(list: &[(ObjectId, Snapshot)], json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::Value::Array(list.iter().map(|(id, s)| snapshot_json(id, s)).collect())
-        );
+        println!("{}", serde_json::Value::Array(list.iter().map(|(id, s)| snapshot_json(id, s)).collect()));
         return;
     }
-    println!(
-        "{:<9} {:<20} {:<16} {:>10} {:>10}  {:<12} paths",
-        "id", "time", "host", "files", "size", "tags"
-    );
+    println!("{:<9} {:<20} {:<16} {:>10} {:>10}  {:<12} paths", "id", "time", "host", "files", "size", "tags");
     for (id, s) in list {
         println!(
             "{:<9} {:<20} {:<16} {:>10} {:>10}  {:<12} {}",
@@ -122,9 +107,7 @@ impl Listing {
         let (kind, size, extra) = match &node.kind {
             NodeKind::File { size, .. } => ("file", *size, String::new()),
             NodeKind::Dir { .. } => ("dir", 0, String::new()),
-            NodeKind::Symlink { target } => {
-                ("symlink", 0, String::from_utf8_lossy(target).into_owned())
-            }
+            NodeKind::Symlink { target } => ("symlink", 0, String::from_utf8_lossy(target).into_owned()),
             NodeKind::Fifo => ("fifo", 0, String::new()),
             NodeKind::Socket => ("socket", 0, String::new()),
             NodeKind::CharDevice { rdev } => ("chardev", 0, rdev.to_string()),
@@ -148,11 +131,7 @@ impl Listing {
             "blockdev" => 'b',
             _ => '-',
         };
-        let arrow = if kind == "symlink" {
-            format!(" -> {extra}")
-        } else {
-            String::new()
-        };
+        let arrow = if kind == "symlink" { format!(" -> {extra}") } else { String::new() };
         println!(
             "{letter}{} {:>5} {:>5} {:>12} {} {path}{arrow}",
             mode_string(m.mode),
@@ -198,33 +177,15 @@ pub fn stats(s: &Stats, json: bool) {
         return;
     }
     println!("snapshots:          {}", s.snapshots);
-    println!(
-        "logical size:       {} (all snapshots)",
-        size(s.logical_bytes)
-    );
-    println!(
-        "unique data:        {} in {} objects",
-        size(s.unique_bytes),
-        s.objects
-    );
+    println!("logical size:       {} (all snapshots)", size(s.logical_bytes));
+    println!("unique data:        {} in {} objects", size(s.unique_bytes), s.objects);
     println!("stored:             {}", size(s.stored_bytes));
     println!("dedup ratio:        {:.2}x", s.dedup_ratio);
     println!("compression ratio:  {:.2}x", s.compression_ratio);
-    println!(
-        "{:<16} {:>10} {:>12} {:>7}",
-        "backend", "objects", "stored", "share"
-    );
+    println!("{:<16} {:>10} {:>12} {:>7}", "backend", "objects", "stored", "share");
     for (name, u) in &s.backends {
-        let share = if s.stored_bytes > 0 {
-            100.0 * u.stored_bytes as f64 / s.stored_bytes as f64
-        } else {
-            0.0
-        };
-        println!(
-            "{name:<16} {:>10} {:>12} {share:>6.1}%",
-            u.objects,
-            size(u.stored_bytes)
-        );
+        let share = if s.stored_bytes > 0 { 100.0 * u.stored_bytes as f64 / s.stored_bytes as f64 } else { 0.0 };
+        println!("{name:<16} {:>10} {:>12} {share:>6.1}%", u.objects, size(u.stored_bytes));
     }
 }
 
@@ -237,18 +198,8 @@ pub fn backends(list: &[(BackendConfig, BackendUsage)], json: bool) {
         println!("{}", serde_json::Value::Array(v));
         return;
     }
-    println!(
-        "{:<16} {:<9} {:>7} {:>10} {:>12}",
-        "name", "scheme", "weight", "objects", "stored"
-    );
+    println!("{:<16} {:<9} {:>7} {:>10} {:>12}", "name", "scheme", "weight", "objects", "stored");
     for (b, u) in list {
-        println!(
-            "{:<16} {:<9} {:>7} {:>10} {:>12}",
-            b.name,
-            b.scheme,
-            b.weight,
-            u.objects,
-            size(u.stored_bytes)
-        );
+        println!("{:<16} {:<9} {:>7} {:>10} {:>12}", b.name, b.scheme, b.weight, u.objects, size(u.stored_bytes));
     }
 }

@@ -24,12 +24,7 @@ impl Bar {
             b.enable_steady_tick(Duration::from_millis(250));
             b
         });
-        Bar {
-            bar,
-            items: AtomicU64::new(0),
-            total_items: AtomicU64::new(0),
-            counting: AtomicBool::new(false),
-        }
+        Bar { bar, items: AtomicU64::new(0), total_items: AtomicU64::new(0), counting: AtomicBool::new(false) }
     }
 
     fn style(&self, known_total: bool) {
@@ -39,24 +34,13 @@ impl Bar {
         } else {
             "{prefix} {spinner} {bytes} {binary_bytes_per_sec} {msg}"
         };
-        b.set_style(
-            ProgressStyle::with_template(template)
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
+        b.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
     }
 
     fn message(&self) {
         if let Some(b) = &self.bar {
-            let (n, t) = (
-                self.items.load(Ordering::Relaxed),
-                self.total_items.load(Ordering::Relaxed),
-            );
-            b.set_message(if t > 0 {
-                format!("{n}/{t} items")
-            } else {
-                format!("{n} items")
-            });
+            let (n, t) = (self.items.load(Ordering::Relaxed), self.total_items.load(Ordering::Relaxed));
+            b.set_message(if t > 0 { format!("{n}/{t} items") } else { format!("{n} items") });
         }
     }
 }
@@ -64,8 +48,7 @@ impl Bar {
 impl cuckoo::Progress for Bar {
     fn begin(&self, phase: &str, total_items: Option<u64>, total_bytes: Option<u64>) {
         self.items.store(0, Ordering::Relaxed);
-        self.total_items
-            .store(total_items.unwrap_or(0), Ordering::Relaxed);
+        self.total_items.store(total_items.unwrap_or(0), Ordering::Relaxed);
         let counting = total_bytes.is_none() && total_items.is_some();
         self.counting.store(counting, Ordering::Relaxed);
         if let Some(b) = &self.bar {
@@ -74,10 +57,7 @@ impl cuckoo::Progress for Bar {
             b.set_length(total_bytes.unwrap_or(0));
             self.style(total_bytes.is_some());
             if counting {
-                b.set_style(
-                    ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ETA {eta}")
-                        .expect("valid"),
-                );
+                b.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ETA {eta}").expect("valid"));
                 b.set_length(total_items.unwrap_or(0));
             }
         }

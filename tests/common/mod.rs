@@ -1,0 +1,178 @@
+//! Helpers shared by the integration tests: a pool of local directories, the `cuckoo`
+//! binary run against it, and a strict comparison of two trees.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temporary home for one test: XDG dirs, a pool config, scratch space.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Env {
+    /// A pool of three `fs` backends with weights 1, 2 and 3, initialised.
+    pub fn new() -> Env {
+        Self::with_catalogue("catalogue.redb")
+    }
+
+    pub fn with_catalogue(name: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("pool.toml");
+        let mut text = format!("catalogue = {:?}\n", dir.path().join(name));
+        for (i, w) in [1, 2, 3].iter().enumerate() {
+            let root = dir.path().join(format!("backend-{i}"));
+            text.push_str(&format!("[[backend]]\nname = \"b{i}\"\nscheme = \"fs\"\nweight = {w}\nroot = {root:?}\n"));
+        }
+        std::fs::write(&config, text).unwrap();
+        let env = Env { dir, config };
+        env.ok(&["init"]);
+        env
+    }
+
+    /// Another machine's view of the same pool: same backends, its own catalogue.
+    pub fn second_machine(&self) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let other = self.path("machine-b.toml");
+        let cat = format!("catalogue = {:?}", self.path("catalogue-b.redb"));
+        let first_line = text.lines().next().unwrap();
+        std::fs::write(&other, text.replacen(first_line, &cat, 1)).unwrap();
+        other
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cuckoo"));
+        c.args(args)
+            .env("CUCKOO_CONFIG", &self.config)
+            .env("XDG_CONFIG_HOME", self.path("xdg-config"))
+            .env("XDG_DATA_HOME", self.path("xdg-data"));
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Run and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "cuckoo {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(self.ok(&a).trim()).unwrap()
+    }
+
+    /// Data objects stored on each backend.
+    pub fn objects_per_backend(&self) -> Vec<usize> {
+        (0..3).map(|i| count_files(&self.path(&format!("backend-{i}/data")))).collect()
+    }
+}
+
+pub fn count_files(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.map(|e| {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() { count_files(&e.path()) } else { 1 }
+    })
+    .sum()
+}
+
+/// Deterministic pseudo-random bytes (incompressible).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut counter = 0u64;
+    while out.len() < len {
+        let mut h = blake3::Hasher::new();
+        h.update(&seed.to_le_bytes());
+        h.update(&counter.to_le_bytes());
+        out.extend_from_slice(h.finalize().as_bytes());
+        counter += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// Text-like, compressible bytes.
+pub fn text(len: usize, seed: u64) -> Vec<u8> {
+    let words = ["alpha ", "beta ", "gamma ", "delta\n", "storage ", "chunk ", "cuckoo ", "pool "];
+    let n = noise(len / 4 + 8, seed);
+    let mut out = Vec::with_capacity(len);
+    let mut i = 0;
+    while out.len() < len {
+        out.extend_from_slice(words[(n[i % n.len()] % 8) as usize].as_bytes());
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// Compare two trees entry by entry: kind, content, mode, mtime (ns), link targets,
+/// owner (as root), and that hard links stay hard links.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    compare(a, b, &mut HashMap::new(), true);
+}
+
+/// Like `assert_same_tree` for a part of a tree restored alone: a hard link whose other
+/// names lie outside the part is restored as a plain file.
+pub fn assert_same_subtree(a: &Path, b: &Path) {
+    compare(a, b, &mut HashMap::new(), false);
+}
+
+fn compare(a: &Path, b: &Path, links: &mut HashMap<u64, u64>, whole: bool) {
+    let (ma, mb) = (
+        std::fs::symlink_metadata(a).unwrap(),
+        std::fs::symlink_metadata(b).unwrap_or_else(|e| panic!("{}: {e}", b.display())),
+    );
+    let (ta, tb) = (ma.file_type(), mb.file_type());
+    let what = a.display();
+    assert_eq!(
+        (ta.is_dir(), ta.is_file(), ta.is_symlink(), ta.is_fifo(), ta.is_socket()),
+        (tb.is_dir(), tb.is_file(), tb.is_symlink(), tb.is_fifo(), tb.is_socket()),
+        "type of {what}"
+    );
+    if !ta.is_symlink() {
+        assert_eq!(ma.mode() & 0o7777, mb.mode() & 0o7777, "mode of {what}");
+    }
+    assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "mtime of {what}");
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!((ma.uid(), ma.gid()), (mb.uid(), mb.gid()), "owner of {what}");
+    }
+    if ta.is_symlink() {
+        assert_eq!(std::fs::read_link(a).unwrap(), std::fs::read_link(b).unwrap(), "target of {what}");
+    } else if ta.is_file() {
+        assert_eq!(ma.len(), mb.len(), "size of {what}");
+        assert!(std::fs::read(a).unwrap() == std::fs::read(b).unwrap(), "content of {what}");
+        if whole && ma.nlink() > 1 {
+            let prev = links.insert(ma.ino(), mb.ino());
+            assert!(prev.is_none() || prev == Some(mb.ino()), "hard link of {what} broken");
+            assert_eq!(ma.nlink(), mb.nlink(), "link count of {what}");
+        }
+    } else if ta.is_dir() {
+        let names = |p: &Path| {
+            let mut v: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name()).collect();
+            v.sort();
+            v
+        };
+        let (na, nb) = (names(a), names(b));
+        assert_eq!(na, nb, "entries of {what}");
+        for n in na {
+            compare(&a.join(&n), &b.join(&n), links, whole);
+        }
+    }
+}
