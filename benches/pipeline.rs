@@ -1,0 +1,89 @@
+//! Throughput of each pure pipeline stage and of placement, so regressions show:
+//! `cargo bench --bench pipeline`.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use cuckoo::chunker::{ChunkerParams, StreamChunker};
+use cuckoo::codec::{self, ObjectKind};
+use cuckoo::id::ObjectId;
+use cuckoo::ring::Ring;
+use std::hint::black_box;
+
+fn data(len: usize) -> Vec<u8> {
+    let words = ["alpha ", "beta ", "gamma ", "delta\n", "storage ", "chunk "];
+    let mut x = 0x9e3779b97f4a7c15u64;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(words[(x % 6) as usize].as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn stages(c: &mut Criterion) {
+    let input = data(64 << 20);
+    let mut g = c.benchmark_group("stages");
+    g.throughput(Throughput::Bytes(input.len() as u64));
+    g.sample_size(10);
+    g.bench_function("fastcdc", |b| {
+        b.iter(|| {
+            let mut chunker = StreamChunker::new(ChunkerParams::default());
+            let mut n = 0;
+            chunker.push(&input, &mut |_, c| n += c.len());
+            chunker.finish(&mut |_, c| n += c.len());
+            black_box(n)
+        })
+    });
+    g.bench_function("blake3", |b| b.iter(|| black_box(ObjectId::of(&input))));
+    let chunk = &input[..1 << 20];
+    g.throughput(Throughput::Bytes(chunk.len() as u64));
+    for level in [1, 3] {
+        g.bench_with_input(BenchmarkId::new("zstd", level), &level, |b, &l| {
+            b.iter(|| black_box(codec::encode(ObjectKind::Chunk, chunk, l)))
+        });
+    }
+    let encoded = codec::encode(ObjectKind::Chunk, chunk, 3);
+    g.bench_function("decode", |b| b.iter(|| black_box(codec::decode(ObjectKind::Chunk, &encoded).unwrap())));
+    g.finish();
+}
+
+fn placement(c: &mut Criterion) {
+    let ids: Vec<ObjectId> = (0..1024u32).map(|i| ObjectId::of(&i.to_le_bytes())).collect();
+    let mut g = c.benchmark_group("ring_lookup");
+    g.throughput(Throughput::Elements(ids.len() as u64));
+    for n in [3usize, 10, 50] {
+        let names: Vec<String> = (0..n).map(|i| format!("backend-{i}")).collect();
+        let ring = Ring::new(names.iter().map(String::as_str).zip((0..n).map(|i| 1.0 + (i % 4) as f64))).unwrap();
+        g.bench_with_input(BenchmarkId::from_parameter(n), &ring, |b, ring| {
+            b.iter(|| ids.iter().map(|id| ring.owner(id)).sum::<usize>())
+        });
+    }
+    g.finish();
+}
+
+fn catalogue(c: &mut Criterion) {
+    use cuckoo::catalogue::{Catalogue, Location, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let (cat, _) = Catalogue::open(&dir.path().join("c.redb")).unwrap();
+    let mut n = 0u64;
+    let mut g = c.benchmark_group("catalogue");
+    g.throughput(Throughput::Elements(512));
+    g.bench_function("record_512_chunks", |b| {
+        b.iter(|| {
+            let batch: Vec<Record> = (0..512)
+                .map(|_| {
+                    n += 1;
+                    let location = Location { backend: "b".into(), stored_len: 1000, plain_len: 4000 };
+                    Record::Chunk { id: ObjectId::of(&n.to_le_bytes()), location }
+                })
+                .collect();
+            cat.record(&batch).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages, placement, catalogue);
+criterion_main!(benches);

@@ -1,0 +1,12 @@
+//! Tree and snapshot bodies from hostile backends decode to a value or an error.
+#![no_main]
+use cuckoo::model::{self, Snapshot, Tree};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(tree) = model::from_body::<Tree>("tree", data) {
+        let again: Tree = model::from_body("tree", &model::to_body(&tree)).unwrap();
+        assert_eq!(again, tree);
+    }
+    let _ = model::from_body::<Snapshot>("snapshot", data);
+});
