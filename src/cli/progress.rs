@@ -19,11 +19,8 @@ pub struct Bar {
 impl Bar {
     pub fn new(json: bool) -> Bar {
         let show = !json && std::io::stderr().is_terminal();
-        let bar = show.then(|| {
-            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
-            b.enable_steady_tick(Duration::from_millis(250));
-            b
-        });
+        // Hidden until a phase begins, so opening a pool with nothing to do draws nothing.
+        let bar = show.then(|| ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden()));
         Bar { bar, items: AtomicU64::new(0), total_items: AtomicU64::new(0), counting: AtomicBool::new(false) }
     }
 
@@ -54,12 +51,14 @@ impl cuckoo::Progress for Bar {
         if let Some(b) = &self.bar {
             b.reset();
             b.set_prefix(phase.to_string());
-            b.set_length(total_bytes.unwrap_or(0));
             self.style(total_bytes.is_some());
+            b.set_length(total_bytes.unwrap_or(0));
             if counting {
                 b.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ETA {eta}").expect("valid"));
                 b.set_length(total_items.unwrap_or(0));
             }
+            b.set_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+            b.enable_steady_tick(Duration::from_millis(250));
         }
         self.message();
     }
@@ -96,6 +95,8 @@ impl cuckoo::Progress for Bar {
     fn end(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+            b.disable_steady_tick();
+            b.set_draw_target(ProgressDrawTarget::hidden());
         }
     }
 }
