@@ -12,14 +12,15 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use crate::codec::ObjectKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
-use crate::model::{self, NodeKind, Snapshot, Tree};
+use crate::model::{self, NodeKind, Snapshot, Tree, TreePack};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SNAPSHOTS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("snapshots");
 const TREES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("trees");
-/// Trees stored by a backup or sync that has not committed its snapshot yet. They move to
-/// TREES in the commit's transaction, so a tree in TREES always has its whole subtree stored.
-const STAGED: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("staged_trees");
+/// Tree packs stored by a backup or sync that has not committed its snapshot yet. Their
+/// trees move to TREES in the commit's transaction, so a tree in TREES always has its whole
+/// subtree stored.
+const STAGED: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("staged_tree_packs");
 /// id -> (kind, backend number, stored length, plain length)
 const OBJECTS: TableDefinition<[u8; 32], (u8, u16, u64, u64)> = TableDefinition::new("objects");
 /// id -> number of distinct trees (or snapshots, for root trees) that reference it.
@@ -52,13 +53,13 @@ pub enum Record {
         /// Where it is.
         location: Location,
     },
-    /// A tree was stored; its body is staged until its snapshot commits.
-    Tree {
-        /// The tree.
+    /// A tree pack was stored; its trees are staged until their snapshot commits.
+    TreePack {
+        /// The pack.
         id: ObjectId,
-        /// Where it is, when known.
-        location: Option<Location>,
-        /// Its plain body.
+        /// Where it is.
+        location: Location,
+        /// Its plain body (an encoded `TreePack`).
         body: Vec<u8>,
     },
 }
@@ -160,11 +161,9 @@ impl Catalogue {
                         let b = backend_number(&mut backends, &location.backend)?;
                         objects.insert(id.0, (ObjectKind::Chunk as u8, b, location.stored_len, location.plain_len))?;
                     }
-                    Record::Tree { id, location, body } => {
-                        if let Some(l) = location {
-                            let b = backend_number(&mut backends, &l.backend)?;
-                            objects.insert(id.0, (ObjectKind::Tree as u8, b, l.stored_len, l.plain_len))?;
-                        }
+                    Record::TreePack { id, location: l, body } => {
+                        let b = backend_number(&mut backends, &l.backend)?;
+                        objects.insert(id.0, (ObjectKind::Tree as u8, b, l.stored_len, l.plain_len))?;
                         staged.insert(id.0, body.as_slice())?;
                     }
                 }
@@ -192,14 +191,15 @@ impl Catalogue {
             let mut staged = txn.open_table(STAGED)?;
             let mut trees = txn.open_table(TREES)?;
             let mut refs = txn.open_table(REFS)?;
-            while let Some((k, v)) = staged.pop_first()? {
-                let (key, body) = (k.value(), v.value().to_vec());
-                drop((k, v));
-                if trees.get(key)?.is_none() {
-                    trees.insert(key, body.as_slice())?;
-                    let tree: Tree = model::from_body("tree", &body)?;
-                    for child in children(&tree) {
-                        increment(&mut refs, &child)?;
+            while let Some((_, v)) = staged.pop_first()? {
+                let pack: TreePack = model::from_body("tree pack", v.value())?;
+                for (id, body) in &pack.trees {
+                    if trees.get(id.0)?.is_none() {
+                        trees.insert(id.0, body.as_slice())?;
+                        let tree: Tree = model::from_body("tree", body)?;
+                        for child in children(&tree) {
+                            increment(&mut refs, &child)?;
+                        }
                     }
                 }
             }
@@ -207,6 +207,7 @@ impl Catalogue {
             if snaps.get(id.0)?.is_none() {
                 snaps.insert(id.0, model::to_body(snapshot).as_slice())?;
                 increment(&mut refs, &snapshot.tree)?;
+                increment(&mut refs, &snapshot.tree_pack)?;
             }
         }
         txn.commit()?;
@@ -297,13 +298,14 @@ impl Reader {
     }
 }
 
-/// The distinct objects a tree references: subtrees and chunks.
+/// The distinct objects a tree references: subtrees, the packs holding them, and chunks.
 fn children(tree: &Tree) -> HashSet<ObjectId> {
     let mut out = HashSet::new();
     for node in &tree.entries {
         match &node.kind {
-            NodeKind::Dir { tree } => {
+            NodeKind::Dir { tree, pack } => {
                 out.insert(*tree);
+                out.extend(pack);
             }
             NodeKind::File { content, .. } => out.extend(content.iter().map(|c| c.id)),
             _ => {}
@@ -351,11 +353,14 @@ mod tests {
         let loc = Location { backend: "b".into(), stored_len: 10, plain_len: 20 };
         let (t1, body1) = tree_with_chunk(chunk, b"x");
         let (t2, body2) = tree_with_chunk(chunk, b"y");
+        // t1 appears in two packs: it must still count once.
+        let pack_a = model::to_body(&TreePack { trees: vec![(t1, body1.clone()), (t2, body2)] });
+        let pack_b = model::to_body(&TreePack { trees: vec![(t1, body1)] });
+        let (pa, pb) = (ObjectId::of(&pack_a), ObjectId::of(&pack_b));
         cat.record(&[
             Record::Chunk { id: chunk, location: loc.clone() },
-            Record::Tree { id: t1, location: Some(loc.clone()), body: body1.clone() },
-            Record::Tree { id: t1, location: Some(loc.clone()), body: body1 },
-            Record::Tree { id: t2, location: None, body: body2 },
+            Record::TreePack { id: pa, location: loc.clone(), body: pack_a },
+            Record::TreePack { id: pb, location: loc.clone(), body: pack_b },
         ])
         .unwrap();
         assert_eq!(cat.reader().unwrap().location(&chunk).unwrap(), Some(loc));
@@ -366,6 +371,7 @@ mod tests {
             paths: vec![],
             tags: vec![],
             tree: t1,
+            tree_pack: pa,
             parent: None,
             summary: Summary::default(),
             program_version: "t".into(),
@@ -382,6 +388,7 @@ mod tests {
         assert_eq!(r.refs(&chunk).unwrap(), 2);
         assert!(r.has_tree(&t2).unwrap());
         assert_eq!(cat.reader().unwrap().refs(&t1).unwrap(), 1);
-        assert_eq!(cat.usage().unwrap()["b"].objects, 2);
+        assert_eq!(cat.reader().unwrap().refs(&pa).unwrap(), 1);
+        assert_eq!(cat.usage().unwrap()["b"].objects, 3);
     }
 }

@@ -55,8 +55,11 @@ pub enum NodeKind {
     },
     /// A directory and the tree listing it.
     Dir {
-        /// The child tree.
+        /// The child tree (BLAKE3 of its body).
         tree: ObjectId,
+        /// The tree pack holding the child's body, or `None` when it is in the same pack as
+        /// this directory's body.
+        pack: Option<ObjectId>,
     },
     /// A symbolic link and its raw target bytes.
     Symlink {
@@ -95,6 +98,40 @@ pub struct Node {
 pub struct Tree {
     /// Entries, sorted by `name`.
     pub entries: Vec<Node>,
+}
+
+/// Where a tree's body is: its id and the tree pack that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TreeRef {
+    /// BLAKE3 of the tree body.
+    pub id: ObjectId,
+    /// The pack object holding the body.
+    pub pack: ObjectId,
+}
+
+/// Directory bodies stored together in one object, so a tree of many small directories
+/// costs about (tree bytes / 256 KiB) objects rather than one per directory. Which bodies
+/// share a pack is decided from content alone (see `backup::walker`), so an unchanged
+/// subtree packs the same way every time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreePack {
+    /// (tree id, tree body) pairs, children before parents.
+    pub trees: Vec<(ObjectId, Vec<u8>)>,
+}
+
+impl TreePack {
+    /// The body of tree `id`, checked against its id.
+    pub fn body(&self, id: &ObjectId) -> Result<&[u8]> {
+        let (_, body) = self
+            .trees
+            .iter()
+            .find(|(t, _)| t == id)
+            .ok_or_else(|| Error::corrupt(format!("tree {} is not in its pack", id.to_hex())))?;
+        if ObjectId::of(body) != *id {
+            return Err(Error::corrupt(format!("tree {} does not match its id", id.to_hex())));
+        }
+        Ok(body)
+    }
 }
 
 /// Counters stored with a snapshot.
@@ -138,6 +175,8 @@ pub struct Snapshot {
     pub tags: Vec<String>,
     /// The root tree.
     pub tree: ObjectId,
+    /// The tree pack holding the root tree's body.
+    pub tree_pack: ObjectId,
     /// The snapshot used to skip unchanged files, if any.
     pub parent: Option<ObjectId>,
     /// Counters.
@@ -178,6 +217,16 @@ pub fn from_body<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<
         return Err(Error::corrupt(format!("{what} has {} trailing bytes", rest.len())));
     }
     Ok(value)
+}
+
+impl Node {
+    /// Where this directory's tree is, given the pack of the tree listing this node.
+    pub fn subtree(&self, parent_pack: &ObjectId) -> Option<TreeRef> {
+        match &self.kind {
+            NodeKind::Dir { tree, pack } => Some(TreeRef { id: *tree, pack: pack.unwrap_or(*parent_pack) }),
+            _ => None,
+        }
+    }
 }
 
 impl Tree {
@@ -233,6 +282,7 @@ mod tests {
             let _ = from_body::<Tree>("tree", &bytes);
             let _ = from_body::<Snapshot>("snapshot", &bytes);
             let _ = from_body::<PoolRecord>("pool", &bytes);
+            let _ = from_body::<TreePack>("tree pack", &bytes);
         }
     }
 }

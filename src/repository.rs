@@ -4,7 +4,7 @@
 //! Owns: opening and initialising pools, keeping the catalogue in step with the backends
 //! (`sync`), and resolving snapshot names. Must not: parse command lines or draw progress.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -18,7 +18,7 @@ use crate::codec::ObjectKind;
 use crate::config::{BackendConfig, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
-use crate::model::{self, Node, NodeKind, PoolRecord, Snapshot, Tree};
+use crate::model::{self, Node, PoolRecord, Snapshot, Tree, TreePack, TreeRef};
 use crate::progress::Progress;
 use crate::store::Store;
 
@@ -221,7 +221,7 @@ impl Repository {
         for id in &missing {
             let body = self.store.get(ObjectKind::Snapshot, id, None).await?;
             let snapshot: Snapshot = model::from_body("snapshot", &body)?;
-            self.fetch_trees(snapshot.tree).await?;
+            self.fetch_trees(Self::root(&snapshot)).await?;
             self.catalogue.commit_staged(id, &snapshot)?;
             progress.advance(1, 0);
         }
@@ -229,32 +229,30 @@ impl Repository {
         Ok(missing.len())
     }
 
-    /// Stage every tree below `root` that the catalogue lacks.
-    async fn fetch_trees(&self, root: ObjectId) -> Result<()> {
+    /// Stage the tree packs holding every tree below `root` that the catalogue lacks.
+    async fn fetch_trees(&self, root: TreeRef) -> Result<()> {
         let mut stack = vec![root];
-        let mut seen = HashSet::new();
-        let mut batch = Vec::new();
-        while let Some(id) = stack.pop() {
-            if !seen.insert(id) || self.catalogue.reader()?.has_tree(&id)? {
-                continue;
+        let mut packs: HashMap<ObjectId, TreePack> = HashMap::new();
+        let reader = self.catalogue.reader()?;
+        while let Some(tref) = stack.pop() {
+            if reader.has_tree(&tref.id)? {
+                continue; // its whole subtree is recorded
             }
-            let (body, stored) = self.store.get_located(ObjectKind::Tree, &id, None).await?;
-            let tree: Tree = model::from_body("tree", &body)?;
-            stack.extend(tree.entries.iter().filter_map(|n| match n.kind {
-                NodeKind::Dir { tree } => Some(tree),
-                _ => None,
-            }));
-            let location = Location {
-                backend: self.store.backends()[stored.backend].name.clone(),
-                stored_len: stored.stored_len,
-                plain_len: body.len() as u64,
-            };
-            batch.push(Record::Tree { id, location: Some(location), body });
-            if batch.len() >= 256 {
-                self.catalogue.record(&std::mem::take(&mut batch))?;
+            if !packs.contains_key(&tref.pack) {
+                let (body, stored) = self.store.get_located(ObjectKind::Tree, &tref.pack, None).await?;
+                let pack: TreePack = model::from_body("tree pack", &body)?;
+                let location = Location {
+                    backend: self.store.backends()[stored.backend].name.clone(),
+                    stored_len: stored.stored_len,
+                    plain_len: body.len() as u64,
+                };
+                self.catalogue.record(&[Record::TreePack { id: tref.pack, location, body }])?;
+                packs.insert(tref.pack, pack);
             }
+            let tree: Tree = model::from_body("tree", packs[&tref.pack].body(&tref.id)?)?;
+            stack.extend(tree.entries.iter().filter_map(|n| n.subtree(&tref.pack)));
         }
-        self.catalogue.record(&batch)
+        Ok(())
     }
 
     /// All snapshots, oldest first.
@@ -278,32 +276,36 @@ impl Repository {
     }
 
     /// A tree, from the catalogue or else the backends.
-    pub async fn tree(&self, id: &ObjectId) -> Result<Tree> {
-        let body = match self.catalogue.reader()?.tree_body(id)? {
-            Some(b) => b,
-            None => self.store.get(ObjectKind::Tree, id, None).await?,
-        };
-        model::from_body("tree", &body)
+    pub async fn tree(&self, tref: &TreeRef) -> Result<Tree> {
+        if let Some(body) = self.catalogue.reader()?.tree_body(&tref.id)? {
+            return model::from_body("tree", &body);
+        }
+        let body = self.store.get(ObjectKind::Tree, &tref.pack, None).await?;
+        let pack: TreePack = model::from_body("tree pack", &body)?;
+        model::from_body("tree", pack.body(&tref.id)?)
     }
 
-    /// The node at `path` (slash-separated, relative to the snapshot root) and its tree.
-    pub async fn lookup(&self, snapshot: &Snapshot, path: &str) -> Result<Option<Node>> {
-        let mut tree_id = snapshot.tree;
-        let mut node = None;
+    /// The root tree of a snapshot.
+    pub fn root(snapshot: &Snapshot) -> TreeRef {
+        TreeRef { id: snapshot.tree, pack: snapshot.tree_pack }
+    }
+
+    /// The node at `path` (slash-separated, relative to the snapshot root), with the tree
+    /// that lists it; `None` for the root itself.
+    pub async fn lookup(&self, snapshot: &Snapshot, path: &str) -> Result<Option<(Node, TreeRef)>> {
+        let mut parent = Self::root(snapshot);
+        let mut found: Option<Node> = None;
         for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
-            if let Some(Node { kind: NodeKind::Dir { tree }, .. }) = &node {
-                tree_id = *tree;
-            } else if node.is_some() {
-                return Err(Error::not_found(format!("'{path}': a component is not a directory")));
+            if let Some(node) = &found {
+                parent = node
+                    .subtree(&parent.pack)
+                    .ok_or_else(|| Error::not_found(format!("'{path}': a component is not a directory")))?;
             }
-            let tree = self.tree(&tree_id).await?;
-            node = Some(
-                tree.get(part.as_bytes())
-                    .cloned()
-                    .ok_or_else(|| Error::not_found(format!("no '{path}' in the snapshot")))?,
-            );
+            let tree = self.tree(&parent).await?;
+            let node = tree.get(part.as_bytes()).cloned();
+            found = Some(node.ok_or_else(|| Error::not_found(format!("no '{path}' in the snapshot")))?);
         }
-        Ok(node)
+        Ok(found.map(|n| (n, parent)))
     }
 
     /// Visit every entry below `path` in a snapshot, depth-first in name order, with its
@@ -311,25 +313,25 @@ impl Repository {
     pub async fn walk(&self, snapshot: &Snapshot, path: &str, visit: &mut dyn FnMut(&str, &Node)) -> Result<()> {
         let base = path.trim_matches('/').to_string();
         let start = match self.lookup(snapshot, &base).await? {
-            None => snapshot.tree,
-            Some(node) => {
+            None => Self::root(snapshot),
+            Some((node, parent)) => {
                 visit(&base, &node);
-                match node.kind {
-                    NodeKind::Dir { tree } => tree,
-                    _ => return Ok(()),
+                match node.subtree(&parent.pack) {
+                    Some(t) => t,
+                    None => return Ok(()),
                 }
             }
         };
         let mut stack = vec![(base, start)];
-        while let Some((prefix, id)) = stack.pop() {
-            let tree = self.tree(&id).await?;
+        while let Some((prefix, tref)) = stack.pop() {
+            let tree = self.tree(&tref).await?;
             let mut subdirs = Vec::new();
             for node in &tree.entries {
                 let name = String::from_utf8_lossy(&node.name);
                 let p = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
                 visit(&p, node);
-                if let NodeKind::Dir { tree } = node.kind {
-                    subdirs.push((p, tree));
+                if let Some(sub) = node.subtree(&tref.pack) {
+                    subdirs.push((p, sub));
                 }
             }
             stack.extend(subdirs.into_iter().rev());

@@ -25,7 +25,7 @@ use crate::codec::ObjectKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::meta;
-use crate::model::{ChunkRef, Meta, Node, NodeKind, Snapshot};
+use crate::model::{ChunkRef, Meta, Node, NodeKind, Snapshot, TreeRef};
 use crate::progress::Progress;
 use crate::repository::Repository;
 
@@ -78,7 +78,7 @@ pub(crate) async fn run(
     let sub = options.path.as_deref().unwrap_or("").trim_matches('/').to_string();
     let start = repo.lookup(snapshot, &sub).await?;
     let total = match &start {
-        Some(Node { kind: NodeKind::File { size, .. }, .. }) => *size,
+        Some((Node { kind: NodeKind::File { size, .. }, .. }, _)) => *size,
         _ => 0,
     };
     progress.begin(
@@ -94,7 +94,7 @@ pub(crate) async fn run(
     let parts: Vec<&str> = sub.split('/').filter(|p| !p.is_empty()).collect();
     for i in 0..parts.len().saturating_sub(1) {
         prefix.push(parts[i]);
-        if let Some(node) = repo.lookup(snapshot, &parts[..=i].join("/")).await? {
+        if let Some((node, _)) = repo.lookup(snapshot, &parts[..=i].join("/")).await? {
             walker.make_dir(&target.join(&prefix), &node.meta)?;
         }
     }
@@ -118,7 +118,7 @@ pub(crate) async fn run(
         }
     });
     let walk = async {
-        let result = walker.walk(repo, &target, &prefix, start, snapshot.tree, &tx).await;
+        let result = walker.walk(repo, &target, &prefix, start, Repository::root(snapshot), &tx).await;
         drop(tx);
         result
     };
@@ -149,28 +149,28 @@ impl TreeWalker {
         repo: &Repository,
         target: &Path,
         prefix: &Path,
-        start: Option<Node>,
-        root: ObjectId,
+        start: Option<(Node, TreeRef)>,
+        root: TreeRef,
         tx: &tokio::sync::mpsc::Sender<FileJob>,
     ) -> Result<()> {
-        let mut stack: Vec<(PathBuf, ObjectId)> = Vec::new();
+        let mut stack: Vec<(PathBuf, TreeRef)> = Vec::new();
         match start {
             None => stack.push((target.to_path_buf(), root)),
-            Some(node) => {
+            Some((node, parent)) => {
                 let path = target.join(prefix).join(OsStr::from_bytes(&node.name));
-                if let Some(tree) = self.entry(&path, &node)? {
-                    stack.push((path, tree));
+                if self.entry(&path, &node)? {
+                    stack.push((path, node.subtree(&parent.pack).expect("a directory")));
                 }
                 self.send_jobs(tx).await?;
             }
         }
-        while let Some((dir, id)) = stack.pop() {
-            let tree = repo.tree(&id).await?;
+        while let Some((dir, tref)) = stack.pop() {
+            let tree = repo.tree(&tref).await?;
             let mut subdirs = Vec::new();
             for node in &tree.entries {
                 let path = dir.join(OsStr::from_bytes(&node.name));
-                if let Some(sub) = self.entry(&path, node)? {
-                    subdirs.push((path, sub));
+                if self.entry(&path, node)? {
+                    subdirs.push((path, node.subtree(&tref.pack).expect("a directory")));
                 }
                 self.send_jobs(tx).await?;
             }
@@ -186,14 +186,14 @@ impl TreeWalker {
         Ok(())
     }
 
-    /// Create one entry; returns the tree to descend into for directories.
-    fn entry(&mut self, path: &Path, node: &Node) -> Result<Option<ObjectId>> {
+    /// Create one entry; true for a directory, whose tree is to be walked next.
+    fn entry(&mut self, path: &Path, node: &Node) -> Result<bool> {
         check_name(&node.name, path)?;
         let io = |what: &str, e: std::io::Error| Error::io(format!("cannot {what} {}", path.display()), e);
         match &node.kind {
-            NodeKind::Dir { tree } => {
+            NodeKind::Dir { .. } => {
                 self.make_dir(path, &node.meta)?;
-                return Ok(Some(*tree));
+                return Ok(true);
             }
             NodeKind::File { size, content } => {
                 let key = (node.meta.dev, node.meta.ino);
@@ -202,7 +202,7 @@ impl TreeWalker {
                         remove_existing(path);
                         std::fs::hard_link(first, path).map_err(|e| io("hard-link", e))?;
                         self.out.others += 1;
-                        return Ok(None);
+                        return Ok(false);
                     }
                     // Create it now so later names can link to it before its content lands.
                     std::fs::File::create(path).map_err(|e| io("create", e))?;
@@ -225,7 +225,7 @@ impl TreeWalker {
                 self.special(path, node);
             }
         }
-        Ok(None)
+        Ok(false)
     }
 
     fn make_dir(&mut self, path: &Path, meta: &Meta) -> Result<()> {

@@ -110,21 +110,24 @@ fn lost_catalogue_is_rebuilt_from_the_backends() {
 }
 
 #[test]
-fn many_small_files_share_objects() {
+fn many_small_files_and_directories_share_objects() {
     let env = Env::new();
     let src = env.path("small");
-    std::fs::create_dir_all(&src).unwrap();
     let mut total = 0;
     for i in 0..3000 {
+        let dir = src.join(format!("d{}/e{}", i % 40, i % 300));
+        std::fs::create_dir_all(&dir).unwrap();
         let data = noise(1000 + (i % 7) * 300, i as u64);
         total += data.len();
-        std::fs::write(src.join(format!("file-{i}")), data).unwrap();
+        std::fs::write(dir.join(format!("file-{i}")), data).unwrap();
     }
     env.ok(&["backup", src.to_str().unwrap()]);
-    let objects = env.objects_per_backend().iter().sum::<usize>();
+    let chunks = env.objects_per_backend().iter().sum::<usize>();
+    let trees = (0..3).map(|i| common::count_files(&env.path(&format!("backend-{i}/tree")))).sum::<usize>();
     let expected = total / (1 << 20) + 1;
-    // About bytes / average chunk size (plus the tree), never one per file.
-    assert!(objects <= expected * 3 + 2, "{objects} objects for {total} bytes in 3000 files");
+    // About bytes / average chunk size, never one per file, nor one per directory (341).
+    assert!(chunks <= expected * 3, "{chunks} chunks for {total} bytes in 3000 files");
+    assert!(trees <= 4, "{trees} tree objects for 341 directories");
     env.ok(&["restore", "latest", "--target", env.path("out").to_str().unwrap()]);
     assert_same_tree(&src, &env.path("out/small"));
 }

@@ -126,7 +126,7 @@ async fn store_one(store: &Store, level: i32, job: Job) -> Result<(Record, bool,
     let location =
         Location { backend: store.backends()[stored.backend].name.clone(), stored_len: stored.stored_len, plain_len };
     let record = match kind {
-        ObjectKind::Tree => Record::Tree { id, location: Some(location), body },
+        ObjectKind::Tree => Record::TreePack { id, location, body },
         _ => Record::Chunk { id, location },
     };
     Ok((record, stored.written, plain_len, stored.stored_len))

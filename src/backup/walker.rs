@@ -24,7 +24,7 @@ use crate::codec::ObjectKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::meta;
-use crate::model::{self, ChunkRef, Meta, Node, NodeKind, Summary, Tree};
+use crate::model::{self, ChunkRef, Meta, Node, NodeKind, Summary, Tree, TreePack, TreeRef};
 use crate::progress::Progress;
 
 /// An entry's content while its directory is being built.
@@ -50,7 +50,17 @@ struct DirBuild {
     need: u64,
 }
 
-type Walked = (ObjectId, Summary, Vec<String>);
+/// Tree bodies waiting to be stored with their parent: (bodies, total size).
+#[derive(Default)]
+struct Built {
+    trees: Vec<(ObjectId, Vec<u8>)>,
+    size: usize,
+}
+
+/// Tree packs grow to about this many plain bytes (a few thousand directory entries).
+const TREE_PACK_TARGET: usize = 256 * 1024;
+
+type Walked = (TreeRef, Summary, Vec<String>);
 
 pub(crate) struct Walker {
     params: ChunkerParams,
@@ -63,7 +73,7 @@ pub(crate) struct Walker {
     queued: HashSet<ObjectId>,
     pack: Pack,
     waiting: VecDeque<DirBuild>,
-    built: HashMap<u64, ObjectId>,
+    built: HashMap<u64, (ObjectId, Built)>,
     next_slot: u64,
     hardlinks: HashMap<(u64, u64), Vec<ChunkRef>>,
     buf: Vec<u8>,
@@ -124,8 +134,9 @@ impl Walker {
         let mut emit = |c: &[u8]| emit_chunk(&mut self.queued, &self.reader, &self.jobs, c);
         self.pack.flush(&mut emit);
         self.build_ready()?;
-        let root_id = self.built.remove(&slot).expect("root built after flush");
-        Ok((root_id, std::mem::take(&mut self.summary), std::mem::take(&mut self.warnings)))
+        let (id, group) = self.built.remove(&slot).expect("root built after flush");
+        let pack = self.emit_pack(group)?;
+        Ok((TreeRef { id, pack }, std::mem::take(&mut self.summary), std::mem::take(&mut self.warnings)))
     }
 
     fn new_dir(&mut self) -> DirBuild {
@@ -203,7 +214,7 @@ impl Walker {
 
     fn walk_dir(&mut self, path: &Path, before: Option<&Node>) -> Result<u64> {
         let parent = match before.map(|n| &n.kind) {
-            Some(NodeKind::Dir { tree }) => self.load_tree(tree)?,
+            Some(NodeKind::Dir { tree, .. }) => self.load_tree(tree)?,
             _ => None,
         };
         let read = std::fs::read_dir(path).map_err(|e| Error::io("cannot list directory", e))?;
@@ -338,28 +349,72 @@ impl Walker {
     /// directory is built after all its subdirectories.
     fn build_ready(&mut self) -> Result<()> {
         while self.waiting.front().is_some_and(|d| self.pack.is_cut(d.need)) {
-            let dir = self.waiting.pop_front().expect("front exists");
+            let mut dir = self.waiting.pop_front().expect("front exists");
+            dir.entries.sort_by(|a, b| a.name.cmp(&b.name));
             let mut tree = Tree { entries: Vec::with_capacity(dir.entries.len()) };
+            let mut group = Built::default();
+            let mut in_group: Vec<usize> = Vec::new();
             for e in dir.entries {
                 let kind = match e.content {
                     Content::Ready(k) => k,
                     Content::Packed(slot, size) => NodeKind::File { size, content: self.pack.take(slot) },
                     Content::Subdir(slot) => {
-                        NodeKind::Dir { tree: self.built.remove(&slot).expect("child built first") }
+                        let (id, child) = self.built.remove(&slot).expect("child built first");
+                        let pack = self.place_subtree(&mut tree, &mut group, &mut in_group, child)?;
+                        if pack.is_none() {
+                            in_group.push(tree.entries.len());
+                        }
+                        NodeKind::Dir { tree: id, pack }
                     }
                 };
                 tree.entries.push(Node { name: e.name, kind, meta: e.meta });
             }
-            tree.sort();
             let body = model::to_body(&tree);
             let id = ObjectId::of(&body);
-            if !self.queued.contains(&id) && !self.reader.has_tree(&id)? {
-                self.queued.insert(id);
-                send(&self.jobs, Job { kind: ObjectKind::Tree, id, body })?;
-            }
-            self.built.insert(dir.slot, id);
+            group.size += body.len();
+            group.trees.push((id, body));
+            self.built.insert(dir.slot, (id, group));
         }
         Ok(())
+    }
+
+    /// Tree packs are filled in name order: a subtree joins the group travelling up with
+    /// this directory; when it does not fit, the subtrees gathered so far are stored as one
+    /// pack (their entries, not yet hashed, now point at it). A subtree too big on its own
+    /// is stored alone. Decided from content only, so an unchanged subtree packs, and
+    /// hashes, the same way every time. Returns the pack the subtree went to, if stored.
+    fn place_subtree(
+        &mut self,
+        tree: &mut Tree,
+        group: &mut Built,
+        in_group: &mut Vec<usize>,
+        child: Built,
+    ) -> Result<Option<ObjectId>> {
+        if child.size > TREE_PACK_TARGET {
+            return self.emit_pack(child).map(Some);
+        }
+        if group.size + child.size > TREE_PACK_TARGET {
+            let pack = self.emit_pack(std::mem::take(group))?;
+            for i in in_group.drain(..) {
+                if let NodeKind::Dir { pack: p, .. } = &mut tree.entries[i].kind {
+                    *p = Some(pack);
+                }
+            }
+        }
+        group.size += child.size;
+        group.trees.extend(child.trees);
+        Ok(None)
+    }
+
+    /// Store a group of tree bodies as one tree pack, unless the pool already has it.
+    fn emit_pack(&mut self, group: Built) -> Result<ObjectId> {
+        let body = model::to_body(&TreePack { trees: group.trees });
+        let id = ObjectId::of(&body);
+        if !self.queued.contains(&id) && !self.reader.has_object(&id)? {
+            self.queued.insert(id);
+            send(&self.jobs, Job { kind: ObjectKind::Tree, id, body })?;
+        }
+        Ok(id)
     }
 }
 

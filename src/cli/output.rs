@@ -30,7 +30,7 @@ fn snapshot_json(id: &ObjectId, s: &Snapshot) -> serde_json::Value {
     json!({
         "id": id.to_hex(), "short_id": id.short(), "time": time(s.time_ns), "time_ns": s.time_ns,
         "hostname": s.hostname, "username": s.username, "paths": s.paths, "tags": s.tags,
-        "tree": s.tree.to_hex(), "parent": s.parent.map(|p| p.to_hex()),
+        "tree": s.tree.to_hex(), "tree_pack": s.tree_pack.to_hex(), "parent": s.parent.map(|p| p.to_hex()),
         "summary": {
             "files": s.summary.files, "dirs": s.summary.dirs, "others": s.summary.others,
             "bytes": s.summary.bytes, "files_read": s.summary.files_read, "bytes_read": s.summary.bytes_read,
