@@ -238,7 +238,7 @@ impl Repository {
             if reader.has_tree(&tref.id)? {
                 continue; // its whole subtree is recorded
             }
-            if !packs.contains_key(&tref.pack) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = packs.entry(tref.pack) {
                 let (body, stored) = self.store.get_located(ObjectKind::Tree, &tref.pack, None).await?;
                 let pack: TreePack = model::from_body("tree pack", &body)?;
                 let location = Location {
@@ -247,7 +247,7 @@ impl Repository {
                     plain_len: body.len() as u64,
                 };
                 self.catalogue.record(&[Record::TreePack { id: tref.pack, location, body }])?;
-                packs.insert(tref.pack, pack);
+                slot.insert(pack);
             }
             let tree: Tree = model::from_body("tree", packs[&tref.pack].body(&tref.id)?)?;
             stack.extend(tree.entries.iter().filter_map(|n| n.subtree(&tref.pack)));
