@@ -34,6 +34,12 @@ fn awkward_tree(root: &Path) {
     std::fs::set_permissions(root.join("docs/readme.md"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(root.join("small.txt"), std::fs::Permissions::from_mode(0o4755)).unwrap();
     std::fs::set_permissions(root.join("empty-dir"), std::fs::Permissions::from_mode(0o711)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        // Owners other than the restoring user, on a file and on a symlink itself.
+        std::os::unix::fs::lchown(root.join("docs/readme.md"), Some(65534), Some(65534)).unwrap();
+        std::os::unix::fs::lchown(root.join("link"), Some(1), Some(2)).unwrap();
+        std::os::unix::fs::chown(root.join("big"), Some(12345), Some(54321)).unwrap();
+    }
     cuckoo::meta::set_mtime(&root.join("big/text.log"), 1_234_567_890_123_456_789).unwrap();
     cuckoo::meta::set_mtime(&root.join("link"), 1_000_000_000_000_000_001).unwrap();
     cuckoo::meta::set_mtime(&root.join("docs"), 999_999_999_999_999_999).unwrap();
