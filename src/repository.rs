@@ -342,9 +342,7 @@ impl Repository {
     /// Back up `options.paths` as a new snapshot. Unchanged files are taken from the parent:
     /// `options.parent`, or the latest snapshot of the same paths from this host.
     pub async fn backup(&self, mut options: BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupOutcome> {
-        let host = options.hostname.clone().unwrap_or_else(|| {
-            nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
-        });
+        let host = options.hostname.clone().unwrap_or_else(backup::hostname);
         let paths: Vec<String> = options
             .paths
             .iter()
