@@ -60,6 +60,16 @@ pub const DEFAULT_COMPRESSION: i32 = 3;
 /// Default requests in flight per backend.
 pub const DEFAULT_CONCURRENCY: usize = 16;
 
+/// Default requests in flight for `scheme`. OpenDAL opens one SSH or FTP connection per
+/// request in flight, and stock servers refuse many at once (OpenSSH drops unauthenticated
+/// connections beyond `MaxStartups` 10), so those get fewer.
+pub fn default_concurrency(scheme: &str) -> usize {
+    match scheme {
+        "sftp" | "ftp" => 8,
+        _ => DEFAULT_CONCURRENCY,
+    }
+}
+
 impl Config {
     /// Read and validate the file at `path`.
     pub fn load(path: &Path) -> Result<Config> {
@@ -148,7 +158,7 @@ fn render_backend(b: &BackendConfig) -> String {
     if b.weight != 1.0 {
         t["weight"] = toml_edit::value(b.weight);
     }
-    if b.concurrency != DEFAULT_CONCURRENCY {
+    if b.concurrency != default_concurrency(&b.scheme) {
         t["concurrency"] = toml_edit::value(b.concurrency as i64);
     }
     for (k, v) in &b.options {
@@ -184,7 +194,7 @@ fn parse_backend(t: &toml::Table) -> std::result::Result<BackendConfig, String> 
         return Err(format!("backend '{name}': weight must be positive, got {weight}"));
     }
     let concurrency = match t.get("concurrency") {
-        None => DEFAULT_CONCURRENCY,
+        None => default_concurrency(&scheme),
         Some(toml::Value::Integer(n)) if *n > 0 => *n as usize,
         Some(v) => {
             return Err(format!("backend '{name}': concurrency must be a positive integer, got {v}"));

@@ -95,9 +95,9 @@ enum BackendCommand {
         /// Share of the data relative to the other backends
         #[arg(long, default_value_t = 1.0)]
         weight: f64,
-        /// Most requests in flight to this backend
-        #[arg(long, default_value_t = config::DEFAULT_CONCURRENCY)]
-        concurrency: usize,
+        /// Most requests in flight to this backend [default: 8 for sftp and ftp, else 16]
+        #[arg(long)]
+        concurrency: Option<usize>,
     },
     /// List backends with the objects and bytes stored on each
     List,
@@ -249,8 +249,9 @@ async fn backend_add(
     scheme: &str,
     options: &[String],
     weight: f64,
-    concurrency: usize,
+    concurrency: Option<usize>,
 ) -> Result<ExitCode> {
+    let concurrency = concurrency.unwrap_or_else(|| config::default_concurrency(scheme));
     if !config::SCHEMES.contains(&scheme) {
         anyhow::bail!("unknown scheme '{scheme}' (this build knows {})", config::SCHEMES.join(", "));
     }
