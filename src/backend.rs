@@ -30,7 +30,7 @@ impl Backend {
     /// Build the operator for `cfg`. Does no I/O: reachability shows on first use.
     pub fn open(cfg: &BackendConfig) -> Result<Backend> {
         opendal::init_default_registry();
-        let mut options = cfg.options.clone();
+        let mut options = resolve_secrets(cfg)?;
         if cfg.scheme == "fs" && !options.contains_key("atomic_write_dir") {
             // Without it a crash mid-write leaves a truncated object under its final name.
             if let Some(root) = options.get("root") {
@@ -39,7 +39,11 @@ impl Backend {
             }
         }
         let op = Operator::via_iter(&cfg.scheme, options).map_err(|e| {
-            Error::config(format!("backend '{}' ({}): invalid options", cfg.name, cfg.scheme)).with_source(e)
+            let (kind, what) = match e.kind() {
+                opendal::ErrorKind::ConfigInvalid => (ErrorKind::Config, "invalid options"),
+                _ => (ErrorKind::Backend, "cannot be opened"),
+            };
+            Error::new(kind, format!("backend '{}' ({}): {what}", cfg.name, cfg.scheme)).with_source(e)
         })?;
         let op = op
             .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)))
@@ -49,10 +53,16 @@ impl Backend {
         Ok(Backend { name: cfg.name.clone(), scheme: cfg.scheme.clone(), weight: cfg.weight, op, content_type })
     }
 
+    /// The OpenDAL operator, for callers that need more than these few operations.
+    pub fn operator(&self) -> &Operator {
+        &self.op
+    }
+
     fn err(&self, what: &str, path: &str, e: opendal::Error) -> Error {
         let kind = match e.kind() {
             opendal::ErrorKind::NotFound => ErrorKind::NotFound,
             opendal::ErrorKind::ConfigInvalid => ErrorKind::Config,
+            opendal::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
             _ => ErrorKind::Backend,
         };
         Error::new(kind, format!("backend '{}' ({}): {what} {path}", self.name, self.scheme)).with_source(e)
@@ -125,5 +135,59 @@ impl Backend {
     /// Remove the object at `path`; a missing object is not an error.
     pub async fn delete(&self, path: &str) -> Result<()> {
         self.op.delete(path).await.map_err(|e| self.err("delete", path, e))
+    }
+}
+
+/// Option values of the form `env:NAME` come from environment variable NAME, and
+/// `file:PATH` from a file only its owner can read; so a config can be shared or committed
+/// without its secrets. Messages name the variable or file, never the value.
+fn resolve_secrets(cfg: &BackendConfig) -> Result<std::collections::BTreeMap<String, String>> {
+    let bad = |key: &str, why: String| Error::config(format!("backend '{}': option '{key}': {why}", cfg.name));
+    let mut out = cfg.options.clone();
+    for (key, value) in out.iter_mut() {
+        if let Some(var) = value.strip_prefix("env:") {
+            *value = std::env::var(var).map_err(|_| bad(key, format!("environment variable {var} is not set")))?;
+        } else if let Some(path) = value.strip_prefix("file:") {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(path).map_err(|e| bad(key, format!("cannot read {path}: {e}")))?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(bad(key, format!("{path} is readable by others: chmod 600 it")));
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| bad(key, format!("cannot read {path}: {e}")))?;
+            *value = text.trim_end_matches(['\n', '\r']).to_string();
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(value: &str) -> BackendConfig {
+        BackendConfig {
+            name: "b".into(),
+            scheme: "memory".into(),
+            weight: 1.0,
+            concurrency: 1,
+            options: [("secret".to_string(), value.to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_env_or_private_files_and_never_show() {
+        use std::os::unix::fs::PermissionsExt;
+        let var = format!("CUCKOO_TEST_SECRET_{}", std::process::id());
+        assert!(resolve_secrets(&cfg(&format!("env:{var}"))).unwrap_err().to_string().contains(&var));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "s3cr3t\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = resolve_secrets(&cfg(&format!("file:{}", path.display()))).unwrap_err().to_string();
+        assert!(err.contains("chmod 600") && !err.contains("s3cr3t"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let got = resolve_secrets(&cfg(&format!("file:{}", path.display()))).unwrap();
+        assert_eq!(got["secret"], "s3cr3t");
+        assert_eq!(resolve_secrets(&cfg("plain")).unwrap()["secret"], "plain");
     }
 }

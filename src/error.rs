@@ -16,8 +16,10 @@ pub enum ErrorKind {
     NotFound,
     /// Something already exists where it must not (an initialised pool, a backend name).
     AlreadyExists,
-    /// A backend could not be reached or refused an operation.
+    /// A backend could not be reached or failed an operation.
     Backend,
+    /// A backend refused an operation for lack of rights (credentials, ACLs).
+    PermissionDenied,
     /// Stored bytes do not decode or do not match their id: never returned as data.
     Corrupt,
     /// An object was written by a newer format version than this build reads.

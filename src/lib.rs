@@ -39,6 +39,7 @@ mod exec;
 pub mod id;
 pub mod meta;
 pub mod model;
+pub mod probe;
 pub mod progress;
 pub mod repository;
 pub mod restore;

@@ -99,8 +99,13 @@ enum BackendCommand {
         #[arg(long)]
         concurrency: Option<usize>,
     },
-    /// List backends with the objects and bytes stored on each
+    /// List backends: health, latency, and the objects and bytes stored on each
     List,
+    /// Check a backend end to end: write, read back, list and delete a probe object
+    Test {
+        /// Backend name from the config
+        name: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -215,15 +220,42 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             output::stats(&repo.stats()?, cli.json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Backend { command: BackendCommand::List } => {
-            let repo = open(&cli, config).await?;
-            output::backends(&repo.usage()?, cli.json);
-            Ok(ExitCode::SUCCESS)
+        Command::Backend { command: BackendCommand::List } => backend_list(&cli, config).await,
+        Command::Backend { command: BackendCommand::Test { name } } => {
+            let cfg = config
+                .backends
+                .iter()
+                .find(|b| &b.name == name)
+                .with_context(|| format!("no backend named '{name}' in {}", config.path.display()))?;
+            let report = cuckoo::probe::probe(&cuckoo::backend::Backend::open(cfg)?).await;
+            output::probe(&report, cli.json);
+            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Backend { command: BackendCommand::Add { name, scheme, options, weight, concurrency } } => {
             backend_add(&cli, config, name, scheme, options, *weight, *concurrency).await
         }
     }
+}
+
+/// Health comes from each backend directly, so the list still shows when one is down; usage
+/// needs the pool open, and is left out (with the reason) when it cannot be.
+async fn backend_list(cli: &Cli, config: Config) -> Result<ExitCode> {
+    let health = futures::future::join_all(config.backends.iter().map(|cfg| async move {
+        match cuckoo::backend::Backend::open(cfg) {
+            Ok(backend) => cuckoo::probe::ping(&backend).await,
+            Err(e) => Err(e.to_string()),
+        }
+    }))
+    .await;
+    let usage = match Repository::open(config.clone(), &progress::Bar::new(true)).await {
+        Ok(repo) => Some(repo.usage()?.into_iter().map(|(b, u)| (b.name, u)).collect()),
+        Err(e) => {
+            eprintln!("cuckoo: usage unknown: {e}");
+            None
+        }
+    };
+    output::backends(&config.backends, usage.as_ref(), &health, cli.json);
+    Ok(if health.iter().all(|h| h.is_ok()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn init(cli: &Cli, config: &Config) -> Result<ExitCode> {

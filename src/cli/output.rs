@@ -189,17 +189,52 @@ pub fn stats(s: &Stats, json: bool) {
     }
 }
 
-pub fn backends(list: &[(BackendConfig, BackendUsage)], json: bool) {
+pub fn backends(
+    list: &[BackendConfig],
+    usage: Option<&std::collections::BTreeMap<String, BackendUsage>>,
+    health: &[Result<f64, String>],
+    json: bool,
+) {
+    let used = |name: &str| usage.map(|u| u.get(name).cloned().unwrap_or_default());
     if json {
         let v: Vec<_> = list
             .iter()
-            .map(|(b, u)| json!({"name": b.name, "scheme": b.scheme, "weight": b.weight, "objects": u.objects, "stored_bytes": u.stored_bytes}))
+            .zip(health)
+            .map(|(b, h)| {
+                let u = used(&b.name);
+                json!({"name": b.name, "scheme": b.scheme, "weight": b.weight, "concurrency": b.concurrency,
+                       "healthy": h.is_ok(), "latency_ms": h.as_ref().ok(), "error": h.as_ref().err(),
+                       "objects": u.as_ref().map(|u| u.objects), "stored_bytes": u.as_ref().map(|u| u.stored_bytes)})
+            })
             .collect();
         println!("{}", serde_json::Value::Array(v));
         return;
     }
-    println!("{:<16} {:<9} {:>7} {:>10} {:>12}", "name", "scheme", "weight", "objects", "stored");
-    for (b, u) in list {
-        println!("{:<16} {:<9} {:>7} {:>10} {:>12}", b.name, b.scheme, b.weight, u.objects, size(u.stored_bytes));
+    println!("{:<16} {:<9} {:>7} {:>10} {:>12}  health", "name", "scheme", "weight", "objects", "stored");
+    for (b, h) in list.iter().zip(health) {
+        let (objects, stored) = match used(&b.name) {
+            Some(u) => (u.objects.to_string(), size(u.stored_bytes)),
+            None => ("?".into(), "?".into()),
+        };
+        let health = match h {
+            Ok(ms) => format!("ok, {ms} ms"),
+            Err(e) => format!("DOWN: {e}"),
+        };
+        println!("{:<16} {:<9} {:>7} {:>10} {:>12}  {health}", b.name, b.scheme, b.weight, objects, stored);
+    }
+}
+
+pub fn probe(report: &cuckoo::probe::ProbeReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_value(report).expect("serialisable"));
+        return;
+    }
+    let steps: Vec<String> = report.steps.iter().map(|(s, ms)| format!("{s} {ms} ms")).collect();
+    match &report.failure {
+        None => println!("backend '{}': OK ({})", report.backend, steps.join(", ")),
+        Some((step, why)) => {
+            let done = if steps.is_empty() { String::new() } else { format!(" after {}", steps.join(", ")) };
+            println!("backend '{}': FAILED at {step}{done}: {why}", report.backend);
+        }
     }
 }
