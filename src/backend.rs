@@ -10,8 +10,11 @@ use futures::TryStreamExt;
 use opendal::Operator;
 use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
 
+use std::sync::Arc;
+
 use crate::config::BackendConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::limit::Limiter;
 
 /// An opened backend.
 #[derive(Clone, Debug)]
@@ -24,6 +27,23 @@ pub struct Backend {
     pub weight: f64,
     op: Operator,
     content_type: bool,
+    limits: Arc<Limiters>,
+}
+
+/// The rate limiters of one backend, shared by its clones.
+#[derive(Debug, Default)]
+struct Limiters {
+    upload: Option<Limiter>,
+    download: Option<Limiter>,
+    requests: Option<Limiter>,
+}
+
+impl Limiters {
+    async fn request(&self) {
+        if let Some(l) = &self.requests {
+            l.acquire(1).await;
+        }
+    }
 }
 
 impl Backend {
@@ -50,7 +70,13 @@ impl Backend {
             .layer(RetryLayer::new().with_jitter().with_max_times(4).with_min_delay(Duration::from_millis(200)))
             .layer(ConcurrentLimitLayer::new(cfg.concurrency));
         let content_type = op.info().capability().write_with_content_type;
-        Ok(Backend { name: cfg.name.clone(), scheme: cfg.scheme.clone(), weight: cfg.weight, op, content_type })
+        let l = cfg.limits;
+        let limits = Arc::new(Limiters {
+            upload: l.upload.map(Limiter::new),
+            download: l.download.map(Limiter::new),
+            requests: l.requests_per_second.map(Limiter::new),
+        });
+        Ok(Backend { name: cfg.name.clone(), scheme: cfg.scheme.clone(), weight: cfg.weight, op, content_type, limits })
     }
 
     /// The OpenDAL operator, for callers that need more than these few operations.
@@ -71,6 +97,10 @@ impl Backend {
     /// Store `bytes` at `path`, replacing what is there. Returns once the service reports the
     /// write complete (for `fs`: written, fsynced and renamed into place).
     pub async fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        self.limits.request().await;
+        if let Some(l) = &self.limits.upload {
+            l.acquire(bytes.len() as u64).await;
+        }
         let mut w = self.op.write_with(path, bytes);
         if self.content_type {
             // Some services (the GCS emulator among them) refuse writes without one.
@@ -81,8 +111,16 @@ impl Backend {
 
     /// The object at `path`, or `None` if it does not exist.
     pub async fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        self.limits.request().await;
         match self.op.read(path).await {
-            Ok(buf) => Ok(Some(buf.to_vec())),
+            Ok(buf) => {
+                // Paid after the fact: the size is known only now. Over many reads the
+                // average stays at the limit.
+                if let Some(l) = &self.limits.download {
+                    l.acquire(buf.len() as u64).await;
+                }
+                Ok(Some(buf.to_vec()))
+            }
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err("read", path, e)),
         }
@@ -90,6 +128,7 @@ impl Backend {
 
     /// The first `n` bytes of the object at `path`.
     pub async fn read_head(&self, path: &str, n: u64) -> Result<Vec<u8>> {
+        self.limits.request().await;
         match self.op.read_with(path).range(0..n).await {
             Ok(buf) => Ok(buf.to_vec()),
             Err(e) => Err(self.err("read", path, e)),
@@ -98,6 +137,7 @@ impl Backend {
 
     /// The length of the object at `path`, or `None` if it does not exist.
     pub async fn len(&self, path: &str) -> Result<Option<u64>> {
+        self.limits.request().await;
         match self.op.stat(path).await {
             Ok(meta) => Ok(Some(meta.content_length())),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
@@ -107,6 +147,7 @@ impl Backend {
 
     /// Every object below `prefix` (a directory path ending in `/`), with its length.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        self.limits.request().await;
         let lister = match self.op.lister_with(prefix).recursive(true).await {
             Ok(l) => l,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(vec![]),
@@ -134,6 +175,7 @@ impl Backend {
 
     /// Remove the object at `path`; a missing object is not an error.
     pub async fn delete(&self, path: &str) -> Result<()> {
+        self.limits.request().await;
         self.op.delete(path).await.map_err(|e| self.err("delete", path, e))
     }
 }
@@ -170,6 +212,7 @@ mod tests {
             scheme: "memory".into(),
             weight: 1.0,
             concurrency: 1,
+            limits: Default::default(),
             options: [("secret".to_string(), value.to_string())].into(),
         }
     }

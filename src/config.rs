@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// Keys of a `[[backend]]` table that cuckoo reads itself; all others go to OpenDAL.
-const OWN_KEYS: [&str; 4] = ["name", "scheme", "weight", "concurrency"];
+const OWN_KEYS: [&str; 7] =
+    ["name", "scheme", "weight", "concurrency", "limit_upload", "limit_download", "requests_per_second"];
 
 /// The OpenDAL schemes this build compiles in.
 pub const SCHEMES: [&str; 11] =
@@ -38,8 +39,21 @@ pub struct BackendConfig {
     pub weight: f64,
     /// Most requests in flight to this backend at once.
     pub concurrency: usize,
+    /// Rate limits; none by default.
+    pub limits: Limits,
     /// The scheme's own options, as strings.
     pub options: BTreeMap<String, String>,
+}
+
+/// Per-backend rate limits (bytes per second, requests per second).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Upload bandwidth.
+    pub upload: Option<u64>,
+    /// Download bandwidth.
+    pub download: Option<u64>,
+    /// Requests of any kind.
+    pub requests_per_second: Option<u64>,
 }
 
 /// The whole pool description.
@@ -161,6 +175,14 @@ fn render_backend(b: &BackendConfig) -> String {
     if b.concurrency != default_concurrency(&b.scheme) {
         t["concurrency"] = toml_edit::value(b.concurrency as i64);
     }
+    let l = b.limits;
+    for (key, v) in
+        [("limit_upload", l.upload), ("limit_download", l.download), ("requests_per_second", l.requests_per_second)]
+    {
+        if let Some(v) = v {
+            t[key] = toml_edit::value(v as i64);
+        }
+    }
     for (k, v) in &b.options {
         t[k.as_str()] = toml_edit::value(v);
     }
@@ -211,7 +233,20 @@ fn parse_backend(t: &toml::Table) -> std::result::Result<BackendConfig, String> 
         };
         options.insert(k.clone(), v);
     }
-    Ok(BackendConfig { name, scheme, weight, concurrency, options })
+    let rate = |key: &str| match t.get(key) {
+        None => Ok(None),
+        Some(toml::Value::Integer(n)) if *n > 0 => Ok(Some(*n as u64)),
+        Some(toml::Value::String(s)) => crate::limit::parse_bytes(s)
+            .map(Some)
+            .ok_or_else(|| format!("backend '{name}': {key} must be a rate such as \"10MiB\", got \"{s}\"")),
+        Some(v) => Err(format!("backend '{name}': {key} must be a positive rate, got {v}")),
+    };
+    let limits = Limits {
+        upload: rate("limit_upload")?,
+        download: rate("limit_download")?,
+        requests_per_second: rate("requests_per_second")?,
+    };
+    Ok(BackendConfig { name, scheme, weight, concurrency, limits, options })
 }
 
 /// Parse `key=value` words from the command line into backend options.
@@ -249,6 +284,7 @@ pub fn create_default(config_path: &Path) -> Result<Config> {
             scheme: "fs".into(),
             weight: 1.0,
             concurrency: DEFAULT_CONCURRENCY,
+            limits: Limits::default(),
             options: BTreeMap::from([("root".to_string(), base.join(name).display().to_string())]),
         })
         .collect();
@@ -312,6 +348,7 @@ mod tests {
             ("", "at least one"),
             ("backend = [", "config test.toml"),
             ("colour = 'red'\n[[backend]]\nname='a'\nscheme='fs'\n", "unexpected key"),
+            ("[[backend]]\nname='a'\nscheme='fs'\nlimit_upload='fast'\n", "rate such as"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");
@@ -325,14 +362,10 @@ mod tests {
         std::fs::write(&path, "# mine\n[[backend]]\nname='a'\nscheme='fs'\nroot='/a'\n").unwrap();
         let mut c = Config::load(&path).unwrap();
         let opts = parse_options(&["root=/b".into()]).unwrap();
-        c.append_backend(BackendConfig {
-            name: "b".into(),
-            scheme: "fs".into(),
-            weight: 3.0,
-            concurrency: 4,
-            options: opts,
-        })
-        .unwrap();
+        let limits = Limits { upload: Some(1 << 20), download: None, requests_per_second: Some(50) };
+        let b =
+            BackendConfig { name: "b".into(), scheme: "fs".into(), weight: 3.0, concurrency: 4, limits, options: opts };
+        c.append_backend(b).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("# mine"));
         let again = Config::load(&path).unwrap();

@@ -37,6 +37,7 @@ pub mod config;
 mod error;
 mod exec;
 pub mod id;
+pub mod limit;
 pub mod meta;
 pub mod model;
 pub mod probe;

@@ -28,6 +28,7 @@ fn backend_config(kind: &str, scratch: &Path, tag: &str) -> Option<BackendConfig
             scheme: kind.into(),
             weight: 1.0,
             concurrency: 16,
+            limits: Default::default(),
             options: BTreeMap::new(),
         },
         _ => {

@@ -98,6 +98,15 @@ enum BackendCommand {
         /// Most requests in flight to this backend [default: 8 for sftp and ftp, else 16]
         #[arg(long)]
         concurrency: Option<usize>,
+        /// Upload bandwidth limit, e.g. 10MiB (per second)
+        #[arg(long, value_parser = parse_rate)]
+        limit_upload: Option<u64>,
+        /// Download bandwidth limit, e.g. 50MiB (per second)
+        #[arg(long, value_parser = parse_rate)]
+        limit_download: Option<u64>,
+        /// Most requests per second to this backend
+        #[arg(long)]
+        requests_per_second: Option<u64>,
     },
     /// List backends: health, latency, and the objects and bytes stored on each
     List,
@@ -231,8 +240,34 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             output::probe(&report, cli.json);
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Backend { command: BackendCommand::Add { name, scheme, options, weight, concurrency } } => {
-            backend_add(&cli, config, name, scheme, options, *weight, *concurrency).await
+        Command::Backend {
+            command:
+                BackendCommand::Add {
+                    name,
+                    scheme,
+                    options,
+                    weight,
+                    concurrency,
+                    limit_upload,
+                    limit_download,
+                    requests_per_second,
+                },
+        } => {
+            let limits = config::Limits {
+                upload: *limit_upload,
+                download: *limit_download,
+                requests_per_second: requests_per_second.filter(|r| *r > 0),
+            };
+            let concurrency = concurrency.unwrap_or_else(|| config::default_concurrency(scheme));
+            let backend = BackendConfig {
+                name: name.clone(),
+                scheme: scheme.clone(),
+                weight: *weight,
+                concurrency,
+                limits,
+                options: config::parse_options(options)?,
+            };
+            backend_add(&cli, config, backend).await
         }
     }
 }
@@ -274,29 +309,14 @@ async fn init(cli: &Cli, config: &Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn backend_add(
-    cli: &Cli,
-    mut config: Config,
-    name: &str,
-    scheme: &str,
-    options: &[String],
-    weight: f64,
-    concurrency: Option<usize>,
-) -> Result<ExitCode> {
-    let concurrency = concurrency.unwrap_or_else(|| config::default_concurrency(scheme));
-    if !config::SCHEMES.contains(&scheme) {
+async fn backend_add(cli: &Cli, mut config: Config, backend: BackendConfig) -> Result<ExitCode> {
+    let (name, scheme, weight) = (backend.name.clone(), backend.scheme.clone(), backend.weight);
+    if !config::SCHEMES.contains(&scheme.as_str()) {
         anyhow::bail!("unknown scheme '{scheme}' (this build knows {})", config::SCHEMES.join(", "));
     }
-    if !(weight.is_finite() && weight > 0.0) || concurrency == 0 {
+    if !(weight.is_finite() && weight > 0.0) || backend.concurrency == 0 {
         anyhow::bail!("--weight must be positive and --concurrency at least 1");
     }
-    let backend = BackendConfig {
-        name: name.to_string(),
-        scheme: scheme.to_string(),
-        weight,
-        concurrency,
-        options: config::parse_options(options)?,
-    };
     // Prove the backend works before the config names it.
     let mut trial = config.clone();
     trial.backends.push(backend.clone());
@@ -315,6 +335,10 @@ async fn backend_add(
         serde_json::json!({"backend": name, "scheme": scheme, "weight": weight, "pool": pool}),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_rate(text: &str) -> Result<u64, String> {
+    cuckoo::limit::parse_bytes(text).ok_or_else(|| format!("'{text}' is not a rate such as 10MiB"))
 }
 
 fn interrupt_on_ctrl_c(repo: &Repository) {
