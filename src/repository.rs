@@ -422,5 +422,5 @@ fn ratio(a: u64, b: u64) -> f64 {
 /// Uploads in flight for a backup: enough to keep every backend busy, few enough that
 /// chunks waiting in memory stay in the tens of MiB.
 fn upload_concurrency(backends: &[BackendConfig]) -> usize {
-    backends.iter().map(|b| b.concurrency).sum::<usize>().clamp(4, 32)
+    backends.iter().map(|b| b.concurrency).sum::<usize>().clamp(4, 64)
 }

@@ -4,28 +4,25 @@
 //! Owns: the order of restore steps and the chunk cache. Must not: decide placement or
 //! decode objects itself (the store verifies every chunk against its id).
 //!
-//! A walker creates directories, links and special files in tree order and queues regular
-//! files; workers fetch chunks (several at once, also within one file) through a small cache,
-//! since small files packed together share chunks, and write them. Directory metadata is set
-//! last, deepest first, because writing into a directory changes its mtime.
+//! A walker creates directories, links and special files in tree order and hands regular
+//! files to `content`, which fetches chunks in batches and writes them. Directory metadata is
+//! set last, deepest first, because writing into a directory changes its mtime.
+
+mod content;
+
+use content::{Batch, Batcher, FileJob};
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
 use nix::sys::stat::{Mode, SFlag, mknod};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::OnceCell;
 
-use crate::codec::ObjectKind;
 use crate::error::{Error, ErrorKind, Result};
-use crate::id::ObjectId;
 use crate::meta;
-use crate::model::{ChunkRef, Meta, Node, NodeKind, Snapshot, TreeRef};
+use crate::model::{Meta, Node, NodeKind, Snapshot, TreeRef};
 use crate::progress::Progress;
 use crate::repository::Repository;
 
@@ -54,19 +51,6 @@ pub struct RestoreOutcome {
     pub warnings: Vec<String>,
 }
 
-/// Files restored at once, and chunk fetches in flight within one file.
-const FILE_WORKERS: usize = 8;
-const PREFETCH: usize = 4;
-/// Decoded chunks kept for files that share them (packed small files); at most ~4 MiB each.
-const CACHE_CHUNKS: usize = 32;
-
-struct FileJob {
-    path: PathBuf,
-    meta: Meta,
-    size: u64,
-    content: Vec<ChunkRef>,
-}
-
 pub(crate) async fn run(
     repo: &Repository,
     snapshot: &Snapshot,
@@ -87,8 +71,13 @@ pub(crate) async fn run(
         if sub.is_empty() { Some(snapshot.summary.bytes) } else { Some(total).filter(|t| *t > 0) },
     );
 
-    let mut walker =
-        TreeWalker { out: RestoreOutcome::default(), dirs: Vec::new(), links: HashMap::new(), jobs: VecDeque::new() };
+    let mut walker = TreeWalker {
+        out: RestoreOutcome::default(),
+        dirs: Vec::new(),
+        links: HashMap::new(),
+        jobs: VecDeque::new(),
+        batcher: Batcher::default(),
+    };
     // Parents of a sub-path are created with their recorded metadata too.
     let mut prefix = PathBuf::new();
     let parts: Vec<&str> = sub.split('/').filter(|p| !p.is_empty()).collect();
@@ -98,37 +87,25 @@ pub(crate) async fn run(
             walker.make_dir(&target.join(&prefix), &node.meta)?;
         }
     }
-    let cache = ChunkCache::new();
     let abort = repo.interrupt_flag();
-    let (tx, rx) = tokio::sync::mpsc::channel::<FileJob>(64);
-    let mut rx = rx;
-    let jobs = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let written = Mutex::new((0u64, 0u64));
-    let restore_files = jobs.map(Ok).try_for_each_concurrent(FILE_WORKERS, |job: FileJob| {
-        let (cache, progress, written, abort) = (&cache, &progress, &written, &abort);
-        async move {
-            if abort.load(Ordering::Relaxed) {
-                return Err(Error::new(ErrorKind::Interrupted, "restore interrupted"));
-            }
-            write_file(repo, cache, &job, progress.as_ref()).await?;
-            let mut w = written.lock().expect("poisoned");
-            w.0 += 1;
-            w.1 += job.size;
-            Ok(())
-        }
-    });
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
+    let batches = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let restore_files = content::write_all(repo, batches, progress.as_ref(), &abort);
     let walk = async {
         let result = walker.walk(repo, &target, &prefix, start, Repository::root(snapshot), &tx).await;
+        let last = walker.batcher.flush();
+        if let (Ok(()), Some(batch)) = (&result, last) {
+            let _ = tx.send(batch).await;
+        }
         drop(tx);
         result
     };
     let (walked, restored) = futures::join!(walk, restore_files);
     walked?;
-    restored?;
+    let (files, bytes) = restored?;
     let mut out = walker.finish()?;
-    let w = written.into_inner().expect("poisoned");
-    out.files += w.0;
-    out.bytes += w.1;
+    out.files += files;
+    out.bytes += bytes;
     progress.end();
     Ok(out)
 }
@@ -141,6 +118,7 @@ struct TreeWalker {
     /// (dev, ino) of hard-linked files already restored -> their path.
     links: HashMap<(u64, u64), PathBuf>,
     jobs: VecDeque<FileJob>,
+    batcher: Batcher,
 }
 
 impl TreeWalker {
@@ -151,7 +129,7 @@ impl TreeWalker {
         prefix: &Path,
         start: Option<(Node, TreeRef)>,
         root: TreeRef,
-        tx: &tokio::sync::mpsc::Sender<FileJob>,
+        tx: &tokio::sync::mpsc::Sender<Batch>,
     ) -> Result<()> {
         let mut stack: Vec<(PathBuf, TreeRef)> = Vec::new();
         match start {
@@ -179,9 +157,11 @@ impl TreeWalker {
         Ok(())
     }
 
-    async fn send_jobs(&mut self, tx: &tokio::sync::mpsc::Sender<FileJob>) -> Result<()> {
+    async fn send_jobs(&mut self, tx: &tokio::sync::mpsc::Sender<Batch>) -> Result<()> {
         while let Some(job) = self.jobs.pop_front() {
-            tx.send(job).await.map_err(|_| Error::new(ErrorKind::Interrupted, "restore stopped"))?;
+            for batch in self.batcher.push(job) {
+                tx.send(batch).await.map_err(|_| Error::new(ErrorKind::Interrupted, "restore stopped"))?;
+            }
         }
         Ok(())
     }
@@ -285,88 +265,8 @@ fn check_name(name: &[u8], path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn remove_existing(path: &Path) {
+pub(super) fn remove_existing(path: &Path) {
     if std::fs::symlink_metadata(path).is_ok() {
         let _ = std::fs::remove_file(path);
-    }
-}
-
-async fn write_file(repo: &Repository, cache: &ChunkCache, job: &FileJob, progress: &dyn Progress) -> Result<()> {
-    let io = |what: &str, e: std::io::Error| Error::io(format!("cannot {what} {}", job.path.display()), e);
-    if job.meta.nlink <= 1 {
-        remove_existing(&job.path);
-    }
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&job.path)
-        .await
-        .map_err(|e| io("create", e))?;
-    let mut slices = futures::stream::iter(job.content.iter().copied())
-        .map(|r| async move { cache.get(repo, r.id).await.map(|c| (c, r)) })
-        .buffered(PREFETCH);
-    let mut written = 0u64;
-    while let Some(item) = slices.next().await {
-        let (chunk, r) = item?;
-        let (from, to) = (r.offset as usize, r.offset as usize + r.len as usize);
-        let slice = chunk.get(from..to).ok_or_else(|| {
-            Error::corrupt(format!("{}: slice {from}..{to} is outside chunk {}", job.path.display(), r.id.to_hex()))
-        })?;
-        file.write_all(slice).await.map_err(|e| io("write", e))?;
-        written += r.len as u64;
-        progress.advance(0, r.len as u64);
-    }
-    if written != job.size {
-        return Err(Error::corrupt(format!(
-            "{}: content is {written} bytes, recorded size {}",
-            job.path.display(),
-            job.size
-        )));
-    }
-    file.flush().await.map_err(|e| io("write", e))?;
-    drop(file);
-    progress.advance(1, 0);
-    meta::apply(&job.path, &job.meta, false).map_err(|e| io("set metadata of", e))
-}
-
-type Slot = Arc<OnceCell<Arc<Vec<u8>>>>;
-
-/// Decoded chunks shared by concurrent file writers: each chunk is fetched once while in
-/// the cache, and the cache holds at most `CACHE_CHUNKS` of them.
-struct ChunkCache {
-    inner: Mutex<(HashMap<ObjectId, Slot>, VecDeque<ObjectId>)>,
-}
-
-impl ChunkCache {
-    fn new() -> Self {
-        ChunkCache { inner: Mutex::new((HashMap::new(), VecDeque::new())) }
-    }
-
-    async fn get(&self, repo: &Repository, id: ObjectId) -> Result<Arc<Vec<u8>>> {
-        let slot = {
-            let mut guard = self.inner.lock().expect("poisoned");
-            let (map, order) = &mut *guard;
-            match map.get(&id) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = Slot::default();
-                    map.insert(id, s.clone());
-                    order.push_back(id);
-                    if order.len() > CACHE_CHUNKS
-                        && let Some(old) = order.pop_front()
-                    {
-                        map.remove(&old);
-                    }
-                    s
-                }
-            }
-        };
-        slot.get_or_try_init(|| async {
-            let hint = repo.location_hint(&id);
-            repo.store().get(ObjectKind::Chunk, &id, hint).await.map(Arc::new)
-        })
-        .await
-        .cloned()
     }
 }

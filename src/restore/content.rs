@@ -1,0 +1,224 @@
+//! Restoring file content: files are grouped into batches that need at most `BATCH_CHUNKS`
+//! distinct chunks; a batch's chunks are fetched all at once while the previous batch is
+//! written, so many small files packed into shared chunks cost one round trip per chunk, in
+//! parallel, not one per file. A file needing more chunks streams alone, `PREFETCH` ahead.
+//!
+//! Owns: batching, fetching and writing content. Must not: create directories or links
+//! (the tree walker does), or decode objects (the store verifies every chunk).
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use tokio::io::AsyncWriteExt;
+
+use crate::codec::ObjectKind;
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::ObjectId;
+use crate::meta;
+use crate::model::{ChunkRef, Meta};
+use crate::progress::Progress;
+use crate::repository::Repository;
+
+/// Distinct chunks one batch may need; up to three batches are in memory at once.
+const BATCH_CHUNKS: usize = 8;
+/// Files written at once.
+const FILE_WORKERS: usize = 16;
+/// Chunks fetched ahead within a file too large for a batch.
+const PREFETCH: usize = 8;
+
+/// One regular file to write.
+pub(super) struct FileJob {
+    pub path: PathBuf,
+    pub meta: Meta,
+    pub size: u64,
+    pub content: Vec<ChunkRef>,
+}
+
+pub(super) enum Batch {
+    Small(Vec<FileJob>),
+    Large(FileJob),
+}
+
+enum Loaded {
+    Small(Vec<FileJob>, HashMap<ObjectId, Arc<Vec<u8>>>),
+    Large(FileJob),
+}
+
+/// Groups file jobs, in restore order, into batches.
+#[derive(Default)]
+pub(super) struct Batcher {
+    jobs: Vec<FileJob>,
+    chunks: HashSet<ObjectId>,
+}
+
+impl Batcher {
+    /// Add a job; returns the batches it completed.
+    pub fn push(&mut self, job: FileJob) -> Vec<Batch> {
+        let ids: HashSet<ObjectId> = job.content.iter().map(|c| c.id).collect();
+        let mut out = Vec::new();
+        if ids.len() > BATCH_CHUNKS {
+            out.extend(self.flush());
+            out.push(Batch::Large(job));
+            return out;
+        }
+        if self.chunks.union(&ids).count() > BATCH_CHUNKS {
+            out.extend(self.flush());
+        }
+        self.chunks.extend(ids);
+        self.jobs.push(job);
+        out
+    }
+
+    /// The batch gathered so far, if any.
+    pub fn flush(&mut self) -> Option<Batch> {
+        self.chunks.clear();
+        (!self.jobs.is_empty()).then(|| Batch::Small(std::mem::take(&mut self.jobs)))
+    }
+}
+
+/// Write every batch; returns (files, bytes) written. The next batch's chunks load while
+/// this one is written. (Letting files of consecutive batches overlap saved ~4% of restore
+/// time on the kernel tree but held half again as much memory.)
+pub(super) async fn write_all(
+    repo: &Repository,
+    batches: impl Stream<Item = Batch>,
+    progress: &dyn Progress,
+    abort: &AtomicBool,
+) -> Result<(u64, u64)> {
+    batches
+        .map(|batch| load(repo, batch))
+        .buffered(2)
+        .try_fold((0u64, 0u64), |(files, bytes), loaded| async move {
+            if abort.load(Ordering::Relaxed) {
+                return Err(Error::new(ErrorKind::Interrupted, "restore interrupted"));
+            }
+            let (n, b) = match loaded {
+                Loaded::Small(jobs, chunks) => {
+                    let (n, b) = (jobs.len() as u64, jobs.iter().map(|j| j.size).sum::<u64>());
+                    futures::stream::iter(jobs)
+                        .map(Ok)
+                        .try_for_each_concurrent(FILE_WORKERS, |job| {
+                            let chunks = &chunks;
+                            async move {
+                                let slices: Vec<_> =
+                                    job.content.iter().map(|r| Ok((chunks[&r.id].clone(), *r))).collect();
+                                write_file(&job, futures::stream::iter(slices), progress).await
+                            }
+                        })
+                        .await?;
+                    (n, b)
+                }
+                Loaded::Large(job) => {
+                    let slices = futures::stream::iter(job.content.iter().copied())
+                        .map(|r| async move { fetch(repo, r.id).await.map(|c| (c, r)) })
+                        .buffered(PREFETCH);
+                    write_file(&job, slices, progress).await?;
+                    (1, job.size)
+                }
+            };
+            Ok((files + n, bytes + b))
+        })
+        .await
+}
+
+async fn load(repo: &Repository, batch: Batch) -> Result<Loaded> {
+    match batch {
+        Batch::Large(job) => Ok(Loaded::Large(job)),
+        Batch::Small(jobs) => {
+            let ids: HashSet<ObjectId> = jobs.iter().flat_map(|j| j.content.iter().map(|c| c.id)).collect();
+            let chunks = futures::stream::iter(ids)
+                .map(|id| async move { fetch(repo, id).await.map(|c| (id, c)) })
+                .buffer_unordered(BATCH_CHUNKS)
+                .try_collect()
+                .await?;
+            Ok(Loaded::Small(jobs, chunks))
+        }
+    }
+}
+
+async fn fetch(repo: &Repository, id: ObjectId) -> Result<Arc<Vec<u8>>> {
+    let hint = repo.location_hint(&id);
+    repo.store().get(ObjectKind::Chunk, &id, hint).await.map(Arc::new)
+}
+
+/// Write `job`'s slices in order, then its metadata.
+async fn write_file(
+    job: &FileJob,
+    mut slices: impl Stream<Item = Result<(Arc<Vec<u8>>, ChunkRef)>> + Unpin,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let io = |what: &str, e: std::io::Error| Error::io(format!("cannot {what} {}", job.path.display()), e);
+    if job.meta.nlink <= 1 {
+        super::remove_existing(&job.path);
+    }
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&job.path)
+        .await
+        .map_err(|e| io("create", e))?;
+    let mut written = 0u64;
+    while let Some(item) = slices.next().await {
+        let (chunk, r) = item?;
+        let (from, to) = (r.offset as usize, r.offset as usize + r.len as usize);
+        let slice = chunk.get(from..to).ok_or_else(|| {
+            Error::corrupt(format!("{}: slice {from}..{to} is outside chunk {}", job.path.display(), r.id.to_hex()))
+        })?;
+        file.write_all(slice).await.map_err(|e| io("write", e))?;
+        written += r.len as u64;
+        progress.advance(0, r.len as u64);
+    }
+    if written != job.size {
+        return Err(Error::corrupt(format!(
+            "{}: content is {written} bytes, recorded size {}",
+            job.path.display(),
+            job.size
+        )));
+    }
+    file.flush().await.map_err(|e| io("write", e))?;
+    drop(file);
+    progress.advance(1, 0);
+    meta::apply(&job.path, &job.meta, false).map_err(|e| io("set metadata of", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(ids: &[u8]) -> FileJob {
+        let meta = Meta { mode: 0, uid: 0, gid: 0, mtime_ns: 0, ctime_ns: 0, dev: 0, ino: 0, nlink: 1 };
+        let content = ids.iter().map(|i| ChunkRef { id: ObjectId([*i; 32]), offset: 0, len: 1 }).collect();
+        FileJob { path: PathBuf::new(), meta, size: ids.len() as u64, content }
+    }
+
+    #[test]
+    fn batches_hold_at_most_batch_chunks_distinct_chunks() {
+        let mut b = Batcher::default();
+        let mut batches = Vec::new();
+        for i in 0..40u8 {
+            // Files share chunks pairwise, as packed small files do.
+            batches.extend(b.push(job(&[i / 2])));
+        }
+        batches.extend(b.push(job(&(100..130).collect::<Vec<u8>>())));
+        batches.extend(b.flush());
+        let sizes: Vec<usize> = batches
+            .iter()
+            .map(|b| match b {
+                Batch::Small(jobs) => jobs.len(),
+                Batch::Large(_) => 0,
+            })
+            .collect();
+        // Two files per chunk: BATCH_CHUNKS chunks hold 2 * BATCH_CHUNKS files; the large
+        // file (30 chunks) goes alone, after the batch before it is flushed.
+        let full = 2 * BATCH_CHUNKS;
+        let mut want = vec![full; 40 / full];
+        want.push(40 % full);
+        want.retain(|n| *n > 0);
+        want.push(0);
+        assert_eq!(sizes, want);
+    }
+}
