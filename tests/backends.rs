@@ -224,3 +224,21 @@ fn mixed_pool_of_every_kind() {
     }
     runtime().block_on(pool_round_trip(pool, scratch.path()));
 }
+
+/// A refused credential is a permission error that names the backend and never shows the
+/// secret. Azurite is the server here that checks keys.
+#[test]
+fn wrong_credentials_are_a_named_permission_error_without_the_secret() {
+    let scratch = tempfile::tempdir().unwrap();
+    let Some(mut cfg) = backend_config("azblob", scratch.path(), &unique("perm")) else {
+        require("azblob");
+        return;
+    };
+    let wrong = "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXlXcm9uZ0tleQ==";
+    cfg.options.insert("account_key".into(), wrong.into());
+    let err = runtime().block_on(async { Backend::open(&cfg).unwrap().write("x", b"x".to_vec()).await.unwrap_err() });
+    let text = format!("{err} {err:?}");
+    assert_eq!(err.kind(), cuckoo::ErrorKind::PermissionDenied, "{text}");
+    assert!(err.to_string().contains(&format!("backend '{}'", cfg.name)), "{text}");
+    assert!(!text.contains(wrong), "the secret leaked: {text}");
+}
