@@ -249,6 +249,39 @@ impl Catalogue {
     }
 }
 
+impl Catalogue {
+    /// Objects whose recorded reference count differs from what the published trees and
+    /// snapshots imply: (object, expected, recorded).
+    pub fn refcount_mismatches(&self) -> Result<Vec<(ObjectId, u64, u64)>> {
+        let txn = self.db.begin_read()?;
+        let mut expected: std::collections::HashMap<ObjectId, u64> = std::collections::HashMap::new();
+        for row in txn.open_table(TREES)?.iter()? {
+            let (_, v) = row?;
+            let tree: Tree = model::from_body("tree", v.value())?;
+            for child in children(&tree) {
+                *expected.entry(child).or_default() += 1;
+            }
+        }
+        for row in txn.open_table(SNAPSHOTS)?.iter()? {
+            let (_, v) = row?;
+            let s: Snapshot = model::from_body("snapshot", v.value())?;
+            *expected.entry(s.tree).or_default() += 1;
+            *expected.entry(s.tree_pack).or_default() += 1;
+        }
+        let mut out = Vec::new();
+        for row in txn.open_table(REFS)?.iter()? {
+            let (k, v) = row?;
+            let id = ObjectId(k.value());
+            let want = expected.remove(&id).unwrap_or(0);
+            if want != v.value() {
+                out.push((id, want, v.value()));
+            }
+        }
+        out.extend(expected.into_iter().map(|(id, want)| (id, want, 0)));
+        Ok(out)
+    }
+}
+
 /// A read transaction with typed lookups.
 pub struct Reader {
     txn: redb::ReadTransaction,

@@ -31,9 +31,11 @@
 pub mod backend;
 pub mod backup;
 pub mod catalogue;
+pub mod check;
 pub mod chunker;
 pub mod codec;
 pub mod config;
+pub mod diff;
 mod error;
 mod exec;
 pub mod id;

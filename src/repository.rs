@@ -382,6 +382,48 @@ impl Repository {
         crate::restore::run(self, snapshot, options, progress).await
     }
 
+    /// Reference counts in the catalogue that disagree with its trees, as check findings.
+    pub(crate) fn catalogue_refcount_problems(&self) -> Result<Vec<crate::check::Finding>> {
+        Ok(self
+            .catalogue
+            .refcount_mismatches()?
+            .into_iter()
+            .map(|(id, want, got)| crate::check::Finding {
+                snapshot: "catalogue".into(),
+                path: String::new(),
+                object: id.to_hex(),
+                problem: format!(
+                    "reference count is {got}, the trees imply {want} (delete the catalogue to rebuild it)"
+                ),
+            })
+            .collect())
+    }
+
+    /// Verify the pool (see `check`).
+    pub async fn check(
+        &self,
+        options: crate::check::CheckOptions,
+        progress: &dyn Progress,
+    ) -> Result<crate::check::CheckReport> {
+        crate::check::check(self, options, progress).await
+    }
+
+    /// Write the content of the file at `path` in `snapshot` to `out`, streaming.
+    pub async fn cat(
+        &self,
+        snapshot: &Snapshot,
+        path: &str,
+        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<u64> {
+        match self.lookup(snapshot, path).await? {
+            Some((Node { kind: crate::model::NodeKind::File { content, .. }, .. }, _)) => {
+                crate::restore::stream_content(self, &content, out).await
+            }
+            Some(_) => Err(Error::config(format!("'{path}' is not a regular file"))),
+            None => Err(Error::config("give a file: SNAPSHOT:PATH")),
+        }
+    }
+
     /// Where the catalogue says object `id` is, as a backend index.
     pub(crate) fn location_hint(&self, id: &ObjectId) -> Option<usize> {
         let loc = self.catalogue.reader().ok()?.location(id).ok()??;

@@ -75,6 +75,27 @@ enum Command {
     },
     /// Show sizes, deduplication and compression of the pool
     Stats,
+    /// Verify the pool: every referenced object exists, refcounts agree; optionally read data
+    Check {
+        /// Download and verify every object
+        #[arg(long)]
+        read_data: bool,
+        /// Download and verify a random part, e.g. 10%
+        #[arg(long, value_parser = parse_percent, conflicts_with = "read_data")]
+        read_data_subset: Option<f64>,
+    },
+    /// Show what changed between two snapshots
+    Diff {
+        /// The older snapshot
+        a: String,
+        /// The newer snapshot
+        b: String,
+    },
+    /// Write one file of a snapshot to standard output: SNAPSHOT:PATH
+    Cat {
+        /// Snapshot id (or prefix, or `latest`), a colon, and the file's path
+        target: String,
+    },
     /// Manage backends
     Backend {
         #[command(subcommand)]
@@ -224,6 +245,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             output::restore(&id, &done, cli.json);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Check { read_data, read_data_subset } => {
+            let repo = open(&cli, config).await?;
+            let fraction = if *read_data { Some(1.0) } else { *read_data_subset };
+            let bar = progress::Bar::new(cli.json);
+            let report = repo.check(cuckoo::check::CheckOptions { read_data: fraction }, &bar).await?;
+            output::check(&report, cli.json);
+            Ok(if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Diff { a, b } => {
+            let repo = open(&cli, config).await?;
+            let ((_, sa), (_, sb)) = (repo.find_snapshot(a)?, repo.find_snapshot(b)?);
+            output::diff(&cuckoo::diff::diff(&repo, &sa, &sb).await?, cli.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cat { target } => {
+            let repo = open(&cli, config).await?;
+            let (spec, path) = target.split_once(':').context("give SNAPSHOT:PATH")?;
+            let (_, snapshot) = repo.find_snapshot(spec)?;
+            repo.cat(&snapshot, path, &mut tokio::io::stdout()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stats => {
             let repo = open(&cli, config).await?;
             output::stats(&repo.stats()?, cli.json);
@@ -335,6 +377,11 @@ async fn backend_add(cli: &Cli, mut config: Config, backend: BackendConfig) -> R
         serde_json::json!({"backend": name, "scheme": scheme, "weight": weight, "pool": pool}),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let n: f64 = text.trim_end_matches('%').parse().map_err(|_| format!("'{text}' is not a percentage"))?;
+    if (0.0..=100.0).contains(&n) && n > 0.0 { Ok(n / 100.0) } else { Err(format!("'{text}' is not in (0, 100]")) }
 }
 
 fn parse_rate(text: &str) -> Result<u64, String> {

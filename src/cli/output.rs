@@ -238,3 +238,41 @@ pub fn probe(report: &cuckoo::probe::ProbeReport, json: bool) {
         }
     }
 }
+
+pub fn check(report: &cuckoo::check::CheckReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_value(report).expect("serialisable"));
+        return;
+    }
+    for f in &report.findings {
+        println!("snapshot {} {}: object {}: {}", f.snapshot, f.path, &f.object[..16], f.problem);
+    }
+    let read = if report.objects_read > 0 {
+        format!(", read and verified {} objects ({})", report.objects_read, size(report.bytes_read))
+    } else {
+        String::new()
+    };
+    let verdict = if report.findings.is_empty() {
+        "no problems".to_string()
+    } else {
+        format!("{} problems", report.findings.len())
+    };
+    println!("checked {} snapshots, {} objects{read}: {verdict}", report.snapshots, report.objects);
+}
+
+pub fn diff(changes: &[(String, cuckoo::diff::Change)], json: bool) {
+    use cuckoo::diff::Change;
+    for (path, change) in changes {
+        if json {
+            println!("{}", json!({"path": path, "change": change}));
+        } else {
+            let mark = match change {
+                Change::Added => '+',
+                Change::Removed => '-',
+                Change::Modified => 'M',
+                Change::Metadata => 'U',
+            };
+            println!("{mark} {path}");
+        }
+    }
+}

@@ -124,6 +124,28 @@ pub(super) async fn write_all(
         .await
 }
 
+/// Write the slices of one file to `out` in order, fetching `PREFETCH` chunks ahead.
+pub(crate) async fn stream_content(
+    repo: &Repository,
+    content: &[ChunkRef],
+    out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+) -> Result<u64> {
+    let mut slices = futures::stream::iter(content.iter().copied())
+        .map(|r| async move { fetch(repo, r.id).await.map(|c| (c, r)) })
+        .buffered(PREFETCH);
+    let mut written = 0u64;
+    while let Some(item) = slices.next().await {
+        let (chunk, r) = item?;
+        let slice = chunk
+            .get(r.offset as usize..(r.offset + r.len) as usize)
+            .ok_or_else(|| Error::corrupt(format!("slice outside chunk {}", r.id.to_hex())))?;
+        out.write_all(slice).await.map_err(|e| Error::io("cannot write output", e))?;
+        written += r.len as u64;
+    }
+    out.flush().await.map_err(|e| Error::io("cannot write output", e))?;
+    Ok(written)
+}
+
 async fn load(repo: &Repository, batch: Batch) -> Result<Loaded> {
     match batch {
         Batch::Large(job) => Ok(Loaded::Large(job)),

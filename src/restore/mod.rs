@@ -1,8 +1,9 @@
 //! Restoring a snapshot into a local directory: byte-identical content, modes, owners (as
 //! root), nanosecond mtimes, symlinks, hard links, empty directories and special files.
 //!
-//! Owns: the order of restore steps and the chunk cache. Must not: decide placement or
-//! decode objects itself (the store verifies every chunk against its id).
+//! Owns: the order of restore steps, creating entries and setting metadata (file content is
+//! `content`'s). Must not: decide placement or decode objects itself (the store verifies
+//! every chunk against its id).
 //!
 //! A walker creates directories, links and special files in tree order and hands regular
 //! files to `content`, which fetches chunks in batches and writes them. Directory metadata is
@@ -10,6 +11,7 @@
 
 mod content;
 
+pub(crate) use content::stream_content;
 use content::{Batch, Batcher, FileJob};
 
 use std::collections::{HashMap, VecDeque};
@@ -101,8 +103,9 @@ pub(crate) async fn run(
         result
     };
     let (walked, restored) = futures::join!(walk, restore_files);
-    walked?;
+    // A failed write stops the walker with a bare "stopped": report the write's own error.
     let (files, bytes) = restored?;
+    walked?;
     let mut out = walker.finish()?;
     out.files += files;
     out.bytes += bytes;
