@@ -99,3 +99,35 @@ fn cat_streams_one_file_byte_for_byte() {
     let out = env.run(&["cat", "latest:src/docs"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
 }
+
+#[test]
+fn restore_with_a_lost_chunk_restores_everything_else_and_names_the_rest() {
+    let env = Env::new();
+    let src = tree(&env);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let chunks = chunk_files(&env);
+    std::fs::remove_file(&chunks[chunks.len() / 2]).unwrap();
+
+    let out = env.path("out");
+    let run = env.run(&["restore", "latest", "--target", out.to_str().unwrap(), "--json"]);
+    assert_eq!(run.status.code(), Some(1), "{}", String::from_utf8_lossy(&run.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let failed: Vec<String> = v["failed"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+    assert!(!failed.is_empty());
+    let mut restored = 0;
+    for entry in std::fs::read_dir(src.join("docs")).unwrap().chain(std::fs::read_dir(&src).unwrap()) {
+        let p = entry.unwrap().path();
+        if !p.is_file() {
+            continue;
+        }
+        let rel = p.strip_prefix(env.path("")).unwrap();
+        let target = out.join(rel);
+        if failed.iter().any(|f| f.starts_with(&target.display().to_string())) {
+            assert!(!target.exists(), "a failed file was left behind: {}", target.display());
+        } else {
+            assert!(std::fs::read(&target).unwrap() == std::fs::read(&p).unwrap(), "{}", p.display());
+            restored += 1;
+        }
+    }
+    assert!(restored > 0);
+}

@@ -243,7 +243,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let options = RestoreOptions { target: target.clone(), path: path.clone() };
             let done = repo.restore(&snap, options, bar).await.with_context(|| format!("restore of {}", id.short()))?;
             output::restore(&id, &done, cli.json);
-            Ok(ExitCode::SUCCESS)
+            if done.failed.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "cuckoo: {} files could not be restored (listed above); everything else was",
+                    done.failed.len()
+                );
+                Ok(ExitCode::FAILURE)
+            }
         }
         Command::Check { read_data, read_data_subset } => {
             let repo = open(&cli, config).await?;

@@ -161,6 +161,9 @@ pub fn restore(id: &ObjectId, done: &RestoreOutcome, json: bool) {
     for w in &done.warnings {
         eprintln!("warning: {w}");
     }
+    for f in &done.failed {
+        eprintln!("not restored: {f}");
+    }
     println!(
         "restored snapshot {}: {} files ({}), {} dirs, {} links and special files",
         id.short(),

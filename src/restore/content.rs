@@ -43,7 +43,7 @@ pub(super) enum Batch {
 }
 
 enum Loaded {
-    Small(Vec<FileJob>, HashMap<ObjectId, Arc<Vec<u8>>>),
+    Small(Vec<FileJob>, Fetched),
     Large(FileJob),
 }
 
@@ -79,49 +79,102 @@ impl Batcher {
     }
 }
 
-/// Write every batch; returns (files, bytes) written. The next batch's chunks load while
-/// this one is written. (Letting files of consecutive batches overlap saved ~4% of restore
-/// time on the kernel tree but held half again as much memory.)
+/// What `write_all` did.
+#[derive(Default)]
+pub(super) struct Written {
+    pub files: u64,
+    pub bytes: u64,
+    /// Files not restored because the pool could not supply their content: "path: why".
+    pub failed: Vec<String>,
+}
+
+/// Write every batch. The next batch's chunks load while this one is written. (Letting
+/// files of consecutive batches overlap saved ~4% of restore time on the kernel tree but
+/// held half again as much memory.) A file whose chunks are missing or corrupt is removed
+/// and reported, and the restore goes on; a local write error stops it.
 pub(super) async fn write_all(
     repo: &Repository,
     batches: impl Stream<Item = Batch>,
     progress: &dyn Progress,
     abort: &AtomicBool,
-) -> Result<(u64, u64)> {
-    batches
+) -> Result<Written> {
+    let failed = std::sync::Mutex::new(Vec::new());
+    let outcome = |job: &FileJob, result: Result<()>| -> Result<u64> {
+        match result {
+            Ok(()) => Ok(1),
+            Err(e) if is_pool_fault(&e) => {
+                super::remove_existing(&job.path);
+                failed.lock().expect("poisoned").push(format!("{}: {e}", job.path.display()));
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
+    };
+    let (files, bytes) = batches
         .map(|batch| load(repo, batch))
         .buffered(2)
-        .try_fold((0u64, 0u64), |(files, bytes), loaded| async move {
-            if abort.load(Ordering::Relaxed) {
-                return Err(Error::new(ErrorKind::Interrupted, "restore interrupted"));
+        .map(Ok::<_, Error>)
+        .try_fold((0u64, 0u64), |(files, bytes), loaded| {
+            let outcome = &outcome;
+            async move {
+                if abort.load(Ordering::Relaxed) {
+                    return Err(Error::new(ErrorKind::Interrupted, "restore interrupted"));
+                }
+                let done = std::sync::atomic::AtomicU64::new(0);
+                let done_bytes = std::sync::atomic::AtomicU64::new(0);
+                let count = |job: &FileJob, n: u64| {
+                    done.fetch_add(n, Ordering::Relaxed);
+                    done_bytes.fetch_add(n * job.size, Ordering::Relaxed);
+                };
+                match loaded {
+                    Loaded::Small(jobs, chunks) => {
+                        futures::stream::iter(jobs)
+                            .map(Ok::<_, Error>)
+                            .try_for_each_concurrent(FILE_WORKERS, |job| {
+                                let (chunks, count) = (&chunks, &count);
+                                async move {
+                                    let slices: Vec<_> = job.content.iter().map(|r| slice_of(chunks, r)).collect();
+                                    let result = write_file(&job, futures::stream::iter(slices), progress).await;
+                                    count(&job, outcome(&job, result)?);
+                                    Ok(())
+                                }
+                            })
+                            .await?;
+                    }
+                    Loaded::Large(job) => {
+                        let slices = futures::stream::iter(job.content.iter().copied())
+                            .map(|r| async move { fetch(repo, r.id).await.map(|c| (c, r)) })
+                            .buffered(PREFETCH);
+                        let result = write_file(&job, slices, progress).await;
+                        count(&job, outcome(&job, result)?);
+                    }
+                }
+                Ok((files + done.into_inner(), bytes + done_bytes.into_inner()))
             }
-            let (n, b) = match loaded {
-                Loaded::Small(jobs, chunks) => {
-                    let (n, b) = (jobs.len() as u64, jobs.iter().map(|j| j.size).sum::<u64>());
-                    futures::stream::iter(jobs)
-                        .map(Ok)
-                        .try_for_each_concurrent(FILE_WORKERS, |job| {
-                            let chunks = &chunks;
-                            async move {
-                                let slices: Vec<_> =
-                                    job.content.iter().map(|r| Ok((chunks[&r.id].clone(), *r))).collect();
-                                write_file(&job, futures::stream::iter(slices), progress).await
-                            }
-                        })
-                        .await?;
-                    (n, b)
-                }
-                Loaded::Large(job) => {
-                    let slices = futures::stream::iter(job.content.iter().copied())
-                        .map(|r| async move { fetch(repo, r.id).await.map(|c| (c, r)) })
-                        .buffered(PREFETCH);
-                    write_file(&job, slices, progress).await?;
-                    (1, job.size)
-                }
-            };
-            Ok((files + n, bytes + b))
         })
-        .await
+        .await?;
+    Ok(Written { files, bytes, failed: failed.into_inner().expect("poisoned") })
+}
+
+/// Errors that come from the pool's content rather than from this machine.
+fn is_pool_fault(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::NotFound
+            | ErrorKind::Corrupt
+            | ErrorKind::Backend
+            | ErrorKind::PermissionDenied
+            | ErrorKind::UnsupportedVersion
+    )
+}
+
+type Fetched = HashMap<ObjectId, std::result::Result<Arc<Vec<u8>>, (ErrorKind, String)>>;
+
+fn slice_of(chunks: &Fetched, r: &ChunkRef) -> Result<(Arc<Vec<u8>>, ChunkRef)> {
+    match &chunks[&r.id] {
+        Ok(c) => Ok((c.clone(), *r)),
+        Err((kind, why)) => Err(Error::new(*kind, why.clone())),
+    }
 }
 
 /// Write the slices of one file to `out` in order, fetching `PREFETCH` chunks ahead.
@@ -146,17 +199,18 @@ pub(crate) async fn stream_content(
     Ok(written)
 }
 
-async fn load(repo: &Repository, batch: Batch) -> Result<Loaded> {
+/// Fetch a batch's chunks; a chunk that cannot be had fails only the files that need it.
+async fn load(repo: &Repository, batch: Batch) -> Loaded {
     match batch {
-        Batch::Large(job) => Ok(Loaded::Large(job)),
+        Batch::Large(job) => Loaded::Large(job),
         Batch::Small(jobs) => {
             let ids: HashSet<ObjectId> = jobs.iter().flat_map(|j| j.content.iter().map(|c| c.id)).collect();
             let chunks = futures::stream::iter(ids)
-                .map(|id| async move { fetch(repo, id).await.map(|c| (id, c)) })
+                .map(|id| async move { (id, fetch(repo, id).await.map_err(|e| (e.kind(), e.to_string()))) })
                 .buffer_unordered(BATCH_CHUNKS)
-                .try_collect()
-                .await?;
-            Ok(Loaded::Small(jobs, chunks))
+                .collect()
+                .await;
+            Loaded::Small(jobs, chunks)
         }
     }
 }

@@ -51,6 +51,9 @@ pub struct RestoreOutcome {
     /// Entries that could not be restored as recorded (e.g. devices without root): one line
     /// each. None is dropped silently.
     pub warnings: Vec<String>,
+    /// Files whose content the pool could not supply (missing or corrupt chunks): removed
+    /// rather than left wrong, one line each. Everything else was restored.
+    pub failed: Vec<String>,
 }
 
 pub(crate) async fn run(
@@ -104,11 +107,12 @@ pub(crate) async fn run(
     };
     let (walked, restored) = futures::join!(walk, restore_files);
     // A failed write stops the walker with a bare "stopped": report the write's own error.
-    let (files, bytes) = restored?;
+    let written = restored?;
     walked?;
     let mut out = walker.finish()?;
-    out.files += files;
-    out.bytes += bytes;
+    out.files += written.files;
+    out.bytes += written.bytes;
+    out.failed = written.failed;
     progress.end();
     Ok(out)
 }
