@@ -214,6 +214,30 @@ impl Catalogue {
         Ok(())
     }
 
+    /// Drop a snapshot record and its references to its root tree and pack. The trees stay:
+    /// they may be shared, and their data goes only by prune.
+    pub fn remove_snapshot(&self, id: &ObjectId) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut snaps = txn.open_table(SNAPSHOTS)?;
+            let removed = snaps.remove(id.0)?.map(|v| v.value().to_vec());
+            if let Some(body) = removed {
+                let s: Snapshot = model::from_body("snapshot", &body)?;
+                let mut refs = txn.open_table(REFS)?;
+                for object in [s.tree, s.tree_pack] {
+                    let n = refs.get(object.0)?.map(|v| v.value()).unwrap_or(0);
+                    if n <= 1 {
+                        refs.remove(object.0)?;
+                    } else {
+                        refs.insert(object.0, n - 1)?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(ObjectId, Snapshot)>> {
         let txn = self.db.begin_read()?;

@@ -38,6 +38,7 @@ pub mod config;
 pub mod diff;
 mod error;
 mod exec;
+pub mod forget;
 pub mod id;
 pub mod limit;
 pub mod meta;

@@ -209,6 +209,12 @@ impl Repository {
     /// put on the backends: fetch each unknown snapshot and the trees it needs.
     pub async fn sync(&self, progress: &dyn Progress) -> Result<usize> {
         let remote = self.store.list_snapshots().await?;
+        // Snapshots forgotten elsewhere: on no backend any more.
+        for (id, _) in self.catalogue.snapshots()? {
+            if !remote.contains(&id) {
+                self.catalogue.remove_snapshot(&id)?;
+            }
+        }
         let reader = self.catalogue.reader()?;
         let missing: Vec<ObjectId> =
             remote.into_iter().filter(|id| !reader.has_snapshot(id).unwrap_or(false)).collect();
@@ -258,6 +264,16 @@ impl Repository {
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(ObjectId, Snapshot)>> {
         self.catalogue.snapshots()
+    }
+
+    /// Forget snapshots: their records leave every backend and the catalogue. No data is
+    /// deleted (that is prune's job), so this is safe beside running backups.
+    pub async fn forget(&self, ids: &[ObjectId]) -> Result<()> {
+        for id in ids {
+            self.store.delete_everywhere(&crate::store::object_path(ObjectKind::Snapshot, id)).await?;
+            self.catalogue.remove_snapshot(id)?;
+        }
+        Ok(())
     }
 
     /// Resolve `latest`, a full id or a unique id prefix.

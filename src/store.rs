@@ -135,6 +135,12 @@ impl Store {
         Ok(())
     }
 
+    /// Delete the object at `path` from every backend (missing is fine).
+    pub async fn delete_everywhere(&self, path: &str) -> Result<()> {
+        join_all(self.backends.iter().map(|b| b.delete(path))).await.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(())
+    }
+
     /// Fetch, decode and verify object `id`. `hint` is where the catalogue says it is; after
     /// that the ring's order is tried, so objects are found after the backend set changed.
     pub async fn get(&self, kind: ObjectKind, id: &ObjectId, hint: Option<usize>) -> Result<Vec<u8>> {

@@ -131,3 +131,40 @@ fn restore_with_a_lost_chunk_restores_everything_else_and_names_the_rest() {
     }
     assert!(restored > 0);
 }
+
+#[test]
+fn forget_by_id_and_by_policy_everywhere_and_keeps_the_pool_consistent() {
+    let env = Env::new();
+    let other = env.second_machine();
+    let src = tree(&env);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        std::fs::write(src.join(format!("docs/round{i}.txt")), format!("round {i}")).unwrap();
+        ids.push(env.json(&["backup", src.to_str().unwrap()])["id"].as_str().unwrap().to_string());
+    }
+    let machine_b = |args: &[&str]| {
+        let out = env.command(args).env("CUCKOO_CONFIG", &other).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(machine_b(&["snapshots", "--json"]).as_array().unwrap().len(), 3);
+
+    env.ok(&["forget", &ids[0][..8]]);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    // The other machine's catalogue drops it too, and the pool still checks clean.
+    assert_eq!(machine_b(&["snapshots", "--json"]).as_array().unwrap().len(), 2);
+    assert_eq!(env.json(&["check"])["findings"].as_array().unwrap().len(), 0);
+
+    let dry = env.json(&["forget", "--keep-last", "1", "--dry-run"]);
+    let keep: Vec<bool> = dry["snapshots"].as_array().unwrap().iter().map(|s| s["keep"].as_bool().unwrap()).collect();
+    assert_eq!(keep.iter().filter(|k| **k).count(), 1);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2, "dry run changed nothing");
+    env.ok(&["forget", "--keep-last", "1"]);
+    let left = env.json(&["snapshots"]);
+    assert_eq!(left.as_array().unwrap().len(), 1);
+    assert_eq!(left[0]["id"].as_str().unwrap(), ids[2]);
+    env.ok(&["restore", "latest", "--target", env.path("out").to_str().unwrap()]);
+    common::assert_same_tree(&src, &env.path("out/src"));
+    let out = env.run(&["forget"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give a policy"));
+}

@@ -84,6 +84,35 @@ enum Command {
         #[arg(long, value_parser = parse_percent, conflicts_with = "read_data")]
         read_data_subset: Option<f64>,
     },
+    /// Forget snapshots, by id or by a retention policy (data goes only by a later prune)
+    Forget {
+        /// Snapshots to forget (ids or prefixes)
+        snapshots: Vec<String>,
+        /// Keep the newest N snapshots (per host and paths)
+        #[arg(long)]
+        keep_last: Option<u32>,
+        /// Keep the newest snapshot of each of the last N hours that have one
+        #[arg(long)]
+        keep_hourly: Option<u32>,
+        /// … days
+        #[arg(long)]
+        keep_daily: Option<u32>,
+        /// … ISO weeks
+        #[arg(long)]
+        keep_weekly: Option<u32>,
+        /// … months
+        #[arg(long)]
+        keep_monthly: Option<u32>,
+        /// … years
+        #[arg(long)]
+        keep_yearly: Option<u32>,
+        /// Keep snapshots with this tag (repeatable)
+        #[arg(long)]
+        keep_tag: Vec<String>,
+        /// Only show what would be forgotten
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Show what changed between two snapshots
     Diff {
         /// The older snapshot
@@ -261,6 +290,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             output::check(&report, cli.json);
             Ok(if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Forget {
+            snapshots,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_tag,
+            dry_run,
+        } => {
+            let policy = cuckoo::forget::Policy {
+                last: *keep_last,
+                hourly: *keep_hourly,
+                daily: *keep_daily,
+                weekly: *keep_weekly,
+                monthly: *keep_monthly,
+                yearly: *keep_yearly,
+                tags: keep_tag.clone(),
+            };
+            forget(&cli, config, snapshots, &policy, *dry_run).await
+        }
         Command::Diff { a, b } => {
             let repo = open(&cli, config).await?;
             let ((_, sa), (_, sb)) = (repo.find_snapshot(a)?, repo.find_snapshot(b)?);
@@ -341,6 +392,34 @@ async fn backend_list(cli: &Cli, config: Config) -> Result<ExitCode> {
     };
     output::backends(&config.backends, usage.as_ref(), &health, cli.json);
     Ok(if health.iter().all(|h| h.is_ok()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn forget(
+    cli: &Cli,
+    config: Config,
+    ids: &[String],
+    policy: &cuckoo::forget::Policy,
+    dry_run: bool,
+) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    let all = repo.snapshots()?;
+    let decisions: Vec<(cuckoo::ObjectId, Vec<String>)> = match (ids.is_empty(), policy.is_empty()) {
+        (false, true) => {
+            let chosen: Vec<cuckoo::ObjectId> =
+                ids.iter().map(|s| repo.find_snapshot(s).map(|(id, _)| id)).collect::<cuckoo::Result<_>>()?;
+            all.iter()
+                .map(|(id, _)| (*id, if chosen.contains(id) { vec![] } else { vec!["not named".into()] }))
+                .collect()
+        }
+        (true, false) => cuckoo::forget::apply(&all, policy).into_iter().map(|d| (d.id, d.reasons)).collect(),
+        _ => anyhow::bail!("name snapshots to forget, or give a policy (--keep-last, --keep-daily, …), not both"),
+    };
+    let gone: Vec<cuckoo::ObjectId> = decisions.iter().filter(|(_, r)| r.is_empty()).map(|(id, _)| *id).collect();
+    output::forget(&all, &decisions, dry_run, cli.json);
+    if !dry_run {
+        repo.forget(&gone).await?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn init(cli: &Cli, config: &Config) -> Result<ExitCode> {

@@ -279,3 +279,22 @@ pub fn diff(changes: &[(String, cuckoo::diff::Change)], json: bool) {
         }
     }
 }
+
+pub fn forget(all: &[(ObjectId, Snapshot)], decisions: &[(ObjectId, Vec<String>)], dry_run: bool, json: bool) {
+    let time_of = |id: &ObjectId| all.iter().find(|(i, _)| i == id).map(|(_, s)| time(s.time_ns)).unwrap_or_default();
+    if json {
+        let v: Vec<_> = decisions
+            .iter()
+            .map(|(id, reasons)| json!({"id": id.to_hex(), "keep": !reasons.is_empty(), "reasons": reasons}))
+            .collect();
+        println!("{}", json!({"dry_run": dry_run, "snapshots": v}));
+        return;
+    }
+    for (id, reasons) in decisions {
+        let verdict = if reasons.is_empty() { "forget".to_string() } else { format!("keep ({})", reasons.join(", ")) };
+        println!("{} {}  {verdict}", id.short(), time_of(id));
+    }
+    let n = decisions.iter().filter(|(_, r)| r.is_empty()).count();
+    let verb = if dry_run { "would forget" } else { "forgot" };
+    println!("{verb} {n} of {} snapshots (their data stays stored: prune is not implemented yet)", decisions.len());
+}
