@@ -128,10 +128,21 @@ impl Backend {
 
     /// The first `n` bytes of the object at `path`.
     pub async fn read_head(&self, path: &str, n: u64) -> Result<Vec<u8>> {
-        self.limits.request().await;
-        match self.op.read_with(path).range(0..n).await {
-            Ok(buf) => Ok(buf.to_vec()),
-            Err(e) => Err(self.err("read", path, e)),
+        // OpenDAL's FTP service leaves the data connection open after a partial read, and
+        // the next request on that pooled connection fails: read whole objects there.
+        if self.scheme != "ftp" {
+            self.limits.request().await;
+            if let Ok(buf) = self.op.read_with(path).range(0..n).await {
+                return Ok(buf.to_vec());
+            }
+        }
+        // A failed ranged read gets one plain read before giving up.
+        match self.read(path).await? {
+            Some(mut all) => {
+                all.truncate(n as usize);
+                Ok(all)
+            }
+            None => Err(Error::not_found(format!("backend '{}' ({}): read {path}: not found", self.name, self.scheme))),
         }
     }
 
