@@ -94,11 +94,13 @@ async fn listing_and_concurrency(b: &Backend) {
         let i: usize = path.rsplit('/').next().unwrap().parse().unwrap();
         assert_eq!(*len, (1 + i % 100) as u64, "{}: listed length of {path}", b.name);
     }
-    // Writers racing on one name: the result is one of their objects, whole.
-    let versions: Vec<Vec<u8>> = (0..8).map(|i| common::noise(300_000, 50 + i)).collect();
-    futures::future::join_all(versions.iter().map(|v| b.write("race/one", v.clone()))).await;
+    // Writers racing on one name. Cuckoo only ever does that with identical bytes (names are
+    // content hashes), which must leave the object whole. Different bytes may mix on servers
+    // that write in place (WsgiDAV does), so that is not asked of them.
+    let object = common::noise(300_000, 50);
+    futures::future::join_all((0..8).map(|_| b.write("race/one", object.clone()))).await;
     let got = b.read("race/one").await.unwrap().unwrap();
-    assert!(versions.contains(&got), "{}: concurrent writes left a mixed object", b.name);
+    assert!(got == object, "{}: identical concurrent writes left a damaged object", b.name);
 }
 
 /// A small real tree: this crate's sources, plus files of several chunks (enough objects
