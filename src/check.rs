@@ -58,9 +58,12 @@ type Referrers = HashMap<ObjectId, (ObjectId, String, ObjectKind)>;
 pub async fn check(repo: &Repository, options: CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let mut refs: Referrers = HashMap::new();
+    // Snapshots share most of their trees: each tree is walked once, and what it references
+    // is attributed to the first snapshot that reaches it.
+    let mut seen_trees = HashSet::new();
     for (sid, snapshot) in repo.snapshots()? {
         report.snapshots += 1;
-        walk_snapshot(repo, sid, Repository::root(&snapshot), &mut refs, &mut report).await;
+        walk_snapshot(repo, sid, Repository::root(&snapshot), &mut seen_trees, &mut refs, &mut report).await;
     }
     report.objects = refs.len() as u64;
 
@@ -88,11 +91,11 @@ async fn walk_snapshot(
     repo: &Repository,
     sid: ObjectId,
     root: TreeRef,
+    seen_trees: &mut HashSet<ObjectId>,
     refs: &mut Referrers,
     report: &mut CheckReport,
 ) {
     let mut stack = vec![(String::new(), root)];
-    let mut seen_trees = HashSet::new();
     refs.entry(root.pack).or_insert((sid, "/".into(), ObjectKind::Tree));
     while let Some((path, tref)) = stack.pop() {
         if !seen_trees.insert(tref.id) {
