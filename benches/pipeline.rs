@@ -4,6 +4,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use cuckoo::chunker::{ChunkerParams, StreamChunker};
 use cuckoo::codec::{self, ObjectKind};
+use cuckoo::crypto::{Keys, MasterKey};
 use cuckoo::id::ObjectId;
 use cuckoo::ring::Ring;
 use std::hint::black_box;
@@ -29,7 +30,7 @@ fn stages(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("fastcdc", |b| {
         b.iter(|| {
-            let mut chunker = StreamChunker::new(ChunkerParams::default());
+            let mut chunker = StreamChunker::new(ChunkerParams::default(), 0);
             let mut n = 0;
             chunker.push(&input, &mut |_, c| n += c.len());
             chunker.finish(&mut |_, c| n += c.len());
@@ -37,15 +38,26 @@ fn stages(c: &mut Criterion) {
         })
     });
     g.bench_function("blake3", |b| b.iter(|| black_box(ObjectId::of(&input))));
+    let sealed = Keys::from_master(&MasterKey::from_bytes([7; 32]));
+    g.bench_function("blake3_keyed", |b| b.iter(|| black_box(sealed.id_of(&input))));
     let chunk = &input[..1 << 20];
+    let id = ObjectId([0; 32]);
     g.throughput(Throughput::Bytes(chunk.len() as u64));
-    for level in [1, 3] {
-        g.bench_with_input(BenchmarkId::new("zstd", level), &level, |b, &l| {
-            b.iter(|| black_box(codec::encode(ObjectKind::Chunk, chunk, l)))
+    for (name, keys) in [("plain", Keys::plain()), ("sealed", sealed)] {
+        for level in [1, 3] {
+            g.bench_with_input(BenchmarkId::new(format!("zstd_{name}"), level), &level, |b, &l| {
+                b.iter(|| black_box(codec::encode(ObjectKind::Chunk, &id, chunk, l, &keys)))
+            });
+        }
+        // Level 0 stores the body raw: what remains is the envelope (and the AEAD).
+        g.bench_function(format!("envelope_only_{name}"), |b| {
+            b.iter(|| black_box(codec::encode(ObjectKind::Chunk, &id, chunk, 0, &keys)))
+        });
+        let encoded = codec::encode(ObjectKind::Chunk, &id, chunk, 3, &keys);
+        g.bench_function(format!("decode_{name}"), |b| {
+            b.iter(|| black_box(codec::decode(ObjectKind::Chunk, &id, &encoded, &keys).unwrap()))
         });
     }
-    let encoded = codec::encode(ObjectKind::Chunk, chunk, 3);
-    g.bench_function("decode", |b| b.iter(|| black_box(codec::decode(ObjectKind::Chunk, &encoded).unwrap())));
     g.finish();
 }
 

@@ -7,7 +7,7 @@
 //! do not depend on what precedes it), and one shared stream into which small files are
 //! concatenated (so many small files cost one object per ~average chunk, not one each).
 
-use fastcdc::v2020::FastCDC;
+use fastcdc::v2020::{FastCDC, Normalization::Level1};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -47,15 +47,17 @@ impl ChunkerParams {
 /// seen the whole stream at once. Holds at most `2 * max` bytes.
 pub struct StreamChunker {
     params: ChunkerParams,
+    seed: u64,
     buf: Vec<u8>,
     /// Stream offset of `buf[0]`.
     base: u64,
 }
 
 impl StreamChunker {
-    /// A chunker at stream offset 0.
-    pub fn new(params: ChunkerParams) -> Self {
-        StreamChunker { params, buf: Vec::with_capacity(2 * params.max as usize), base: 0 }
+    /// A chunker at stream offset 0. A non-zero `seed` (secret, in an encrypted pool) is
+    /// mixed into FastCDC's gear table, so cut points depend on it as well as the content.
+    pub fn new(params: ChunkerParams, seed: u64) -> Self {
+        StreamChunker { params, seed, buf: Vec::with_capacity(2 * params.max as usize), base: 0 }
     }
 
     /// Total bytes pushed so far: the stream offset the next pushed byte will have.
@@ -89,7 +91,7 @@ impl StreamChunker {
         let p = self.params;
         let mut start = 0;
         while more(self.buf.len() - start) {
-            let cdc = FastCDC::new(&self.buf[start..], p.min, p.avg, p.max);
+            let cdc = FastCDC::with_level_and_seed(&self.buf[start..], p.min, p.avg, p.max, Level1, self.seed);
             let (_, end) = cdc.cut(0, self.buf.len() - start);
             emit(self.base + start as u64, &self.buf[start..start + end]);
             start += end;
@@ -109,7 +111,7 @@ mod tests {
     }
 
     fn chunks_of(data: &[u8], pieces: &[usize]) -> Vec<(u64, Vec<u8>)> {
-        let mut c = StreamChunker::new(small());
+        let mut c = StreamChunker::new(small(), 0);
         let mut out = Vec::new();
         let mut emit = |o: u64, d: &[u8]| out.push((o, d.to_vec()));
         let mut rest = data;
@@ -143,6 +145,20 @@ mod tests {
         let expected: Vec<usize> = FastCDC::new(&data, 64, 256, 1024).map(|c| c.length).collect();
         let got: Vec<usize> = chunks_of(&data, &[4096]).iter().map(|c| c.1.len()).collect();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_seed_moves_the_cut_points() {
+        let data = pseudo_random(100_000, 3);
+        let cuts = |seed| {
+            let mut c = StreamChunker::new(small(), seed);
+            let mut v = Vec::new();
+            c.push(&data, &mut |o, _| v.push(o));
+            c.finish(&mut |o, _| v.push(o));
+            v
+        };
+        assert_eq!(cuts(0x5eed), cuts(0x5eed));
+        assert_ne!(cuts(0), cuts(0x5eed));
     }
 
     #[test]

@@ -1,18 +1,33 @@
 //! The object envelope: how any object's body becomes the bytes stored on a backend, and back.
 //!
-//! Owns: the 12-byte header (magic, format version, kind, codec, plain length) and zstd.
-//! Must not: do I/O, or decide object names or placement. docs/format.md is the spec.
+//! Owns: the 12-byte header (magic, format version, kind, codec, flags, plain length), zstd,
+//! and what an encrypted envelope seals with which associated data. Must not: do I/O, hold
+//! keys (`crypto` does), or decide object names or placement. docs/format.md is the spec.
+//!
+//! An encrypted envelope hides the codec and plain length in a separately sealed 5-byte
+//! header, so a ranged read of its first `HEAD_LEN` bytes still yields the plain length
+//! (rebuilding a catalogue needs it) without fetching the object.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
+use crate::crypto::{Keys, NONCE_LEN, Part, TAG_LEN};
 use crate::error::{Error, ErrorKind, Result};
+use crate::id::ObjectId;
 
 /// First four bytes of every stored object.
 pub const MAGIC: [u8; 4] = *b"CKOO";
 /// The envelope version this build writes and the only one it reads.
 pub const FORMAT_VERSION: u8 = 1;
-/// Bytes before the payload.
+/// Bytes before the payload of an unencrypted envelope.
 pub const HEADER_LEN: usize = 12;
+/// Flags bit: the rest of the envelope is sealed (see the module doc).
+const FLAG_ENCRYPTED: u8 = 1;
+/// Sealed inner header: codec (1) and plain length (4), plus its tag.
+const SEALED_HEADER_LEN: usize = 5 + TAG_LEN;
+/// Bytes before the sealed payload of an encrypted envelope; also enough to read any
+/// envelope's plain length.
+pub const HEAD_LEN: usize = HEADER_LEN + NONCE_LEN + SEALED_HEADER_LEN;
 
 /// What an object is; stored in the header so a misplaced object is caught.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +41,8 @@ pub enum ObjectKind {
     Snapshot = 3,
     /// The pool record kept on every backend.
     Pool = 4,
+    /// A passphrase-wrapped master key (never encrypted by the pool's own keys).
+    Key = 5,
 }
 
 impl ObjectKind {
@@ -35,6 +52,7 @@ impl ObjectKind {
             2 => ObjectKind::Tree,
             3 => ObjectKind::Snapshot,
             4 => ObjectKind::Pool,
+            5 => ObjectKind::Key,
             _ => return None,
         })
     }
@@ -44,7 +62,7 @@ impl ObjectKind {
     pub fn max_plain_len(self) -> usize {
         match self {
             ObjectKind::Chunk => 64 << 20,
-            ObjectKind::Pool => 1 << 20,
+            ObjectKind::Pool | ObjectKind::Key => 1 << 20,
             ObjectKind::Tree | ObjectKind::Snapshot => u32::MAX as usize,
         }
     }
@@ -58,22 +76,76 @@ thread_local! {
         const { RefCell::new(None) };
 }
 
-/// Compress `body` at zstd `level` into an envelope of `kind`; stores it raw when zstd does
-/// not save at least 1/32 of it (incompressible data costs nothing to read back).
-pub fn encode(kind: ObjectKind, body: &[u8], level: i32) -> Vec<u8> {
+/// Compress `body` at zstd `level` into an envelope of `kind` for object `id`, sealed when
+/// `keys` belong to an encrypted pool. The body is stored raw when zstd does not save at
+/// least 1/32 of it (incompressible data costs nothing to read back).
+pub fn encode(kind: ObjectKind, id: &ObjectId, body: &[u8], level: i32, keys: &Keys) -> Vec<u8> {
+    encode_with_nonce(kind, id, body, level, keys, rand::random())
+}
+
+fn encode_with_nonce(
+    kind: ObjectKind,
+    id: &ObjectId,
+    body: &[u8],
+    level: i32,
+    keys: &Keys,
+    nonce: [u8; NONCE_LEN],
+) -> Vec<u8> {
     assert!(body.len() <= kind.max_plain_len(), "object body too large");
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len() / 2);
+    let sealed = is_sealed(kind, keys);
+    let start = if sealed { HEAD_LEN } else { HEADER_LEN };
+    let mut out = Vec::with_capacity(start + body.len() / 2 + TAG_LEN);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&[FORMAT_VERSION, kind as u8, CODEC_ZSTD, 0]);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.resize(start, 0);
     let budget = body.len() - body.len() / 32;
-    let compressed = level > 0 && compress_into(body, level, budget, &mut out);
-    if !compressed {
-        out.truncate(HEADER_LEN);
-        out[6] = CODEC_RAW;
+    let codec = if level > 0 && compress_into(body, level, budget, &mut out) {
+        CODEC_ZSTD
+    } else {
+        out.truncate(start);
         out.extend_from_slice(body);
+        CODEC_RAW
+    };
+    if !sealed {
+        out[6] = codec;
+        return out;
     }
+    seal(id, keys, nonce, codec, body.len(), out)
+}
+
+/// Key slots must be readable before the pool is unlocked; everything else of an encrypted
+/// pool is sealed.
+fn is_sealed(kind: ObjectKind, keys: &Keys) -> bool {
+    keys.is_encrypted() && kind != ObjectKind::Key
+}
+
+/// Seal an envelope whose payload starts at `HEAD_LEN`. The outer header then says only what
+/// the object is; the header's associated data binds it to its id (so objects cannot be
+/// swapped), and the body's binds it to the whole sealed header.
+fn seal(id: &ObjectId, keys: &Keys, nonce: [u8; NONCE_LEN], codec: u8, plain_len: usize, mut out: Vec<u8>) -> Vec<u8> {
+    out[6] = 0;
+    out[7] = FLAG_ENCRYPTED;
+    out[8..HEADER_LEN].fill(0);
+    out[HEADER_LEN..HEADER_LEN + NONCE_LEN].copy_from_slice(&nonce);
+    let mut inner = [0u8; 5];
+    inner[0] = codec;
+    inner[1..].copy_from_slice(&(plain_len as u32).to_le_bytes());
+    let tag = keys.seal(Part::Header, &nonce, &header_aad(&out[..HEADER_LEN], id), &mut inner);
+    let at = HEADER_LEN + NONCE_LEN;
+    out[at..at + 5].copy_from_slice(&inner);
+    out[at + 5..HEAD_LEN].copy_from_slice(&tag);
+    let (head, payload) = out.split_at_mut(HEAD_LEN);
+    let tag = keys.seal(Part::Body, &nonce, head, payload);
+    out.extend_from_slice(&tag);
     out
+}
+
+fn header_aad(outer: &[u8], id: &ObjectId) -> [u8; HEADER_LEN + 32] {
+    let mut aad = [0u8; HEADER_LEN + 32];
+    aad[..HEADER_LEN].copy_from_slice(&outer[..HEADER_LEN]);
+    aad[HEADER_LEN..].copy_from_slice(&id.0);
+    aad
 }
 
 fn compress_into(body: &[u8], level: i32, budget: usize, out: &mut Vec<u8>) -> bool {
@@ -104,10 +176,13 @@ pub struct Header {
     /// Length of the decoded body.
     pub plain_len: usize,
     codec: u8,
+    sealed: bool,
 }
 
-/// Parse and check the header.
-pub fn parse_header(bytes: &[u8]) -> Result<Header> {
+/// Parse and check the header of an object of `kind` named `id` from its first bytes
+/// (`HEAD_LEN` of them, or the whole object if shorter); opens the sealed header of an
+/// encrypted envelope.
+pub fn read_header(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -> Result<Header> {
     if bytes.len() < HEADER_LEN || bytes[..4] != MAGIC {
         return Err(Error::corrupt("not a cuckoo object (bad magic)"));
     }
@@ -117,28 +192,67 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header> {
             format!("object format version {} is not supported by this build (reads {FORMAT_VERSION})", bytes[4]),
         ));
     }
-    let kind =
+    let found =
         ObjectKind::from_u8(bytes[5]).ok_or_else(|| Error::corrupt(format!("unknown object kind {}", bytes[5])))?;
-    if bytes[7] != 0 {
-        return Err(Error::new(ErrorKind::UnsupportedVersion, "object uses flags this build does not know"));
+    if found != kind {
+        return Err(Error::corrupt(format!("expected a {kind:?} object, found a {found:?}")));
     }
-    let plain_len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+    let sealed = match bytes[7] {
+        0 => false,
+        FLAG_ENCRYPTED => true,
+        _ => return Err(Error::new(ErrorKind::UnsupportedVersion, "object uses flags this build does not know")),
+    };
+    if sealed != is_sealed(kind, keys) {
+        // Never accept plaintext in an encrypted pool: a provider could plant it.
+        return Err(Error::corrupt(if sealed {
+            "object is encrypted, but the pool is not"
+        } else {
+            "object is not encrypted, but the pool is"
+        }));
+    }
+    let (codec, plain_len) = if sealed { open_header(id, bytes, keys)? } else { (bytes[6], le_u32(&bytes[8..12])) };
     if plain_len > kind.max_plain_len() {
         return Err(Error::corrupt(format!("object claims {plain_len} bytes, over the limit")));
     }
-    Ok(Header { kind, plain_len, codec: bytes[6] })
+    Ok(Header { kind, plain_len, codec, sealed })
 }
 
-/// Decode an envelope that must be of `kind`; returns the plain body.
-pub fn decode(kind: ObjectKind, bytes: &[u8]) -> Result<Vec<u8>> {
-    let header = parse_header(bytes)?;
-    if header.kind != kind {
-        return Err(Error::corrupt(format!("expected a {kind:?} object, found a {:?}", header.kind)));
+fn open_header(id: &ObjectId, bytes: &[u8], keys: &Keys) -> Result<(u8, usize)> {
+    if bytes.len() < HEAD_LEN {
+        return Err(Error::corrupt("encrypted object is truncated"));
     }
-    let payload = &bytes[HEADER_LEN..];
+    if bytes[6] != 0 || bytes[8..HEADER_LEN] != [0; 4] {
+        return Err(Error::corrupt("encrypted object has a malformed outer header"));
+    }
+    let nonce = &bytes[HEADER_LEN..HEADER_LEN + NONCE_LEN];
+    let at = HEADER_LEN + NONCE_LEN;
+    let mut inner = [0u8; 5];
+    inner.copy_from_slice(&bytes[at..at + 5]);
+    keys.open(Part::Header, nonce, &header_aad(bytes, id), &mut inner, &bytes[at + 5..HEAD_LEN])?;
+    Ok((inner[0], le_u32(&inner[1..])))
+}
+
+fn le_u32(bytes: &[u8]) -> usize {
+    u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize
+}
+
+/// Decode an envelope that must be of `kind` and named `id`; returns the plain body.
+pub fn decode(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -> Result<Vec<u8>> {
+    let header = read_header(kind, id, bytes, keys)?;
+    let payload: Cow<[u8]> = if header.sealed {
+        if bytes.len() < HEAD_LEN + TAG_LEN {
+            return Err(Error::corrupt("encrypted object is truncated"));
+        }
+        let (sealed, tag) = bytes[HEAD_LEN..].split_at(bytes.len() - HEAD_LEN - TAG_LEN);
+        let mut buf = sealed.to_vec();
+        keys.open(Part::Body, &bytes[HEADER_LEN..HEADER_LEN + NONCE_LEN], &bytes[..HEAD_LEN], &mut buf, tag)?;
+        Cow::Owned(buf)
+    } else {
+        Cow::Borrowed(&bytes[HEADER_LEN..])
+    };
     let body = match header.codec {
-        CODEC_RAW => payload.to_vec(),
-        CODEC_ZSTD => zstd::bulk::decompress(payload, header.plain_len)
+        CODEC_RAW => payload.into_owned(),
+        CODEC_ZSTD => zstd::bulk::decompress(&payload, header.plain_len)
             .map_err(|e| Error::corrupt("zstd payload does not decompress").with_source(e))?,
         other => return Err(Error::corrupt(format!("unknown codec {other}"))),
     };
@@ -151,47 +265,98 @@ pub fn decode(kind: ObjectKind, bytes: &[u8]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::MasterKey;
     use proptest::prelude::*;
+
+    const ID: ObjectId = ObjectId([5; 32]);
+
+    fn sealed_keys() -> Keys {
+        Keys::from_master(&MasterKey::from_bytes([7; 32]))
+    }
 
     #[test]
     fn compressible_data_is_compressed() {
         let body = b"abcabcabc".repeat(1000);
-        let enc = encode(ObjectKind::Chunk, &body, 3);
+        let enc = encode(ObjectKind::Chunk, &ID, &body, 3, &Keys::plain());
         assert!(enc.len() < body.len() / 10);
         assert_eq!(enc[6], CODEC_ZSTD);
-        assert_eq!(decode(ObjectKind::Chunk, &enc).unwrap(), body);
+        assert_eq!(decode(ObjectKind::Chunk, &ID, &enc, &Keys::plain()).unwrap(), body);
     }
 
     #[test]
     fn incompressible_data_is_stored_raw() {
-        let body: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-        let body = *blake3::hash(&body).as_bytes();
-        let enc = encode(ObjectKind::Chunk, &body, 3);
+        let body = *blake3::hash(b"random enough").as_bytes();
+        let enc = encode(ObjectKind::Chunk, &ID, &body, 3, &Keys::plain());
         assert_eq!(enc[6], CODEC_RAW);
         assert_eq!(enc.len(), HEADER_LEN + body.len());
     }
 
     #[test]
     fn wrong_kind_version_and_truncation_are_errors() {
-        let enc = encode(ObjectKind::Tree, b"hello hello hello hello", 3);
-        assert_eq!(decode(ObjectKind::Chunk, &enc).unwrap_err().kind(), ErrorKind::Corrupt);
+        let plain = Keys::plain();
+        let enc = encode(ObjectKind::Tree, &ID, b"hello hello hello hello", 3, &plain);
+        assert_eq!(decode(ObjectKind::Chunk, &ID, &enc, &plain).unwrap_err().kind(), ErrorKind::Corrupt);
         let mut newer = enc.clone();
         newer[4] = 2;
-        assert_eq!(decode(ObjectKind::Tree, &newer).unwrap_err().kind(), ErrorKind::UnsupportedVersion);
-        assert!(decode(ObjectKind::Tree, &enc[..enc.len() - 1]).is_err());
-        assert!(decode(ObjectKind::Tree, &enc[..5]).is_err());
+        assert_eq!(decode(ObjectKind::Tree, &ID, &newer, &plain).unwrap_err().kind(), ErrorKind::UnsupportedVersion);
+        assert!(decode(ObjectKind::Tree, &ID, &enc[..enc.len() - 1], &plain).is_err());
+        assert!(decode(ObjectKind::Tree, &ID, &enc[..5], &plain).is_err());
+    }
+
+    #[test]
+    fn sealed_envelope_hides_length_and_reads_its_header_from_a_prefix() {
+        let keys = sealed_keys();
+        let body = b"some text some text some text".repeat(100);
+        let enc = encode(ObjectKind::Chunk, &ID, &body, 3, &keys);
+        assert_eq!(&enc[6..12], &[0, FLAG_ENCRYPTED, 0, 0, 0, 0]);
+        assert_eq!(read_header(ObjectKind::Chunk, &ID, &enc[..HEAD_LEN], &keys).unwrap().plain_len, body.len());
+        assert_eq!(decode(ObjectKind::Chunk, &ID, &enc, &keys).unwrap(), body);
+        // Fresh nonce each time: equal content never gives equal bytes.
+        assert_ne!(encode(ObjectKind::Chunk, &ID, &body, 3, &keys), enc);
+    }
+
+    #[test]
+    fn sealed_envelope_detects_tampering_swapping_and_downgrade() {
+        let keys = sealed_keys();
+        let enc = encode(ObjectKind::Tree, &ID, b"tree body tree body", 3, &keys);
+        for at in [5, 8, 12, 40, HEAD_LEN, enc.len() - 1] {
+            let mut bad = enc.clone();
+            bad[at] ^= 0x10;
+            assert_eq!(decode(ObjectKind::Tree, &ID, &bad, &keys).unwrap_err().kind(), ErrorKind::Corrupt, "byte {at}");
+        }
+        // Another object's bytes under this name, another pool's key, plaintext planted.
+        assert!(decode(ObjectKind::Tree, &ObjectId([6; 32]), &enc, &keys).is_err());
+        let other = Keys::from_master(&MasterKey::from_bytes([8; 32]));
+        assert!(decode(ObjectKind::Tree, &ID, &enc, &other).is_err());
+        let planted = encode(ObjectKind::Tree, &ID, b"tree body tree body", 3, &Keys::plain());
+        assert!(decode(ObjectKind::Tree, &ID, &planted, &keys).is_err());
+        assert!(decode(ObjectKind::Tree, &ID, &enc, &Keys::plain()).is_err());
+    }
+
+    /// A change to this vector is a change of the on-backend format (docs/format.md).
+    #[test]
+    fn sealed_envelope_known_answer() {
+        let enc = encode_with_nonce(ObjectKind::Chunk, &ID, b"hello", 3, &sealed_keys(), [9; NONCE_LEN]);
+        assert_eq!(enc.len(), HEAD_LEN + 5 + TAG_LEN);
+        assert_eq!(
+            hex::encode(&enc),
+            "434b4f4f0101000100000000090909090909090909090909090909090909090909090909\
+             f963fcc2a89a5cd3849965c02a485acf620b0b3c25bcf69866f5554cf2ff5f6e2e78f3fe16932d7910a0"
+        );
     }
 
     proptest! {
         #[test]
-        fn round_trip(body in proptest::collection::vec(any::<u8>(), 0..5000), level in 0i32..5) {
-            let enc = encode(ObjectKind::Chunk, &body, level);
-            prop_assert_eq!(decode(ObjectKind::Chunk, &enc).unwrap(), body);
+        fn round_trip(body in proptest::collection::vec(any::<u8>(), 0..5000), level in 0i32..5, sealed: bool) {
+            let keys = if sealed { sealed_keys() } else { Keys::plain() };
+            let enc = encode(ObjectKind::Chunk, &ID, &body, level, &keys);
+            prop_assert_eq!(decode(ObjectKind::Chunk, &ID, &enc, &keys).unwrap(), body);
         }
 
         #[test]
-        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = decode(ObjectKind::Chunk, &bytes);
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), sealed: bool) {
+            let keys = if sealed { sealed_keys() } else { Keys::plain() };
+            let _ = decode(ObjectKind::Chunk, &ID, &bytes, &keys);
         }
     }
 }

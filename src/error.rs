@@ -30,6 +30,8 @@ pub enum ErrorKind {
     Catalogue,
     /// The operation was interrupted on request.
     Interrupted,
+    /// The passphrase opens none of the pool's key slots.
+    WrongPassphrase,
 }
 
 /// The library error: a kind, a one-line context, and the underlying cause if any.

@@ -8,10 +8,11 @@
 //! ```no_run
 //! # async fn demo() -> cuckoo::Result<()> {
 //! use std::sync::Arc;
-//! use cuckoo::{BackupOptions, Config, NoProgress, Repository, RestoreOptions};
+//! use cuckoo::{BackupOptions, Config, NoProgress, Passphrase, Repository, RestoreOptions};
 //!
 //! let config = Config::load("pool.toml".as_ref())?;
-//! let repo = Repository::open(config, &NoProgress).await?;
+//! let passphrase = Passphrase::new(std::env::var("CUCKOO_PASSWORD").unwrap_or_default());
+//! let repo = Repository::open(config, &passphrase, &NoProgress).await?;
 //! let done = repo
 //!     .backup(BackupOptions { paths: vec!["/home/me/src".into()], ..Default::default() }, Arc::new(NoProgress))
 //!     .await?;
@@ -35,6 +36,7 @@ pub mod check;
 pub mod chunker;
 pub mod codec;
 pub mod config;
+pub mod crypto;
 pub mod diff;
 mod error;
 mod exec;
@@ -52,8 +54,9 @@ pub mod store;
 
 pub use backup::{BackupOptions, BackupOutcome};
 pub use config::Config;
+pub use crypto::{KdfParams, NoPassphrase, Passphrase, PassphraseSource};
 pub use error::{Error, ErrorKind, Result};
 pub use id::ObjectId;
 pub use progress::{NoProgress, Progress};
-pub use repository::{InitOutcome, Repository, Stats, init};
+pub use repository::{InitOptions, InitOutcome, KeyInfo, Repository, Stats, init};
 pub use restore::{RestoreOptions, RestoreOutcome};

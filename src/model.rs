@@ -120,14 +120,14 @@ pub struct TreePack {
 }
 
 impl TreePack {
-    /// The body of tree `id`, checked against its id.
-    pub fn body(&self, id: &ObjectId) -> Result<&[u8]> {
+    /// The body of tree `id`, checked against its id under the pool's `keys`.
+    pub fn body(&self, id: &ObjectId, keys: &crate::crypto::Keys) -> Result<&[u8]> {
         let (_, body) = self
             .trees
             .iter()
             .find(|(t, _)| t == id)
             .ok_or_else(|| Error::corrupt(format!("tree {} is not in its pack", id.to_hex())))?;
-        if ObjectId::of(body) != *id {
+        if keys.id_of(body) != *id {
             return Err(Error::corrupt(format!("tree {} does not match its id", id.to_hex())));
         }
         Ok(body)

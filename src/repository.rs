@@ -16,6 +16,7 @@ use crate::catalogue::{BackendUsage, Catalogue, Location, Record};
 use crate::chunker::ChunkerParams;
 use crate::codec::ObjectKind;
 use crate::config::{BackendConfig, Config};
+use crate::crypto::{self, KdfParams, KeySlot, Keys, MasterKey, Passphrase, PassphraseSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::model::{self, Node, PoolRecord, Snapshot, Tree, TreePack, TreeRef};
@@ -27,6 +28,7 @@ pub struct Repository {
     config: Config,
     store: Store,
     pool: PoolRecord,
+    unlocked: Option<Unlocked>,
     catalogue: Arc<Catalogue>,
     catalogue_path: PathBuf,
     abort: Arc<AtomicBool>,
@@ -39,6 +41,19 @@ pub enum InitOutcome {
     Created(PoolRecord),
     /// The pool existed; these backends were added to it.
     Adopted(PoolRecord, Vec<String>),
+}
+
+/// One key slot, as `cuckoo key list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    /// The slot's id (hex).
+    pub id: String,
+    /// When it was made, nanoseconds since the epoch.
+    pub created_ns: i64,
+    /// Its Argon2id costs.
+    pub kdf: KdfParams,
+    /// True for the slot this session was unlocked with.
+    pub current: bool,
 }
 
 /// Pool-wide totals for `stats`.
@@ -62,43 +77,108 @@ pub struct Stats {
     pub backends: std::collections::BTreeMap<String, BackendUsage>,
 }
 
-/// Create a pool on the backends of `config`, or add backends that lack the pool record.
-pub async fn init(config: &Config) -> Result<InitOutcome> {
-    let store = Store::open(&config.backends)?;
-    let records = store.read_pool_records().await?;
-    let existing = agreed_record(&store, &records)?;
-    let missing: Vec<usize> = (0..records.len()).filter(|i| records[*i].is_none()).collect();
-    match existing {
-        Some(record) if missing.is_empty() => Err(Error::new(
-            ErrorKind::AlreadyExists,
-            format!("pool {} is already initialised on every backend", record.pool_id_hex()),
-        )),
-        Some(record) => {
-            store.write_pool_record(&record, &missing).await?;
-            let names = missing.iter().map(|i| store.backends()[*i].name.clone()).collect();
-            Ok(InitOutcome::Adopted(record, names))
-        }
-        None => {
-            let record =
-                PoolRecord { pool_id: rand::random(), created_ns: backup::now_ns(), chunker: ChunkerParams::default() };
-            store.write_pool_record(&record, &missing).await?;
-            Ok(InitOutcome::Created(record))
-        }
+/// How `init` creates a new pool.
+#[derive(Debug, Clone, Copy)]
+pub struct InitOptions {
+    /// Encrypt everything on the backends (the default).
+    pub encrypt: bool,
+    /// Argon2id costs of the first key slot.
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions { encrypt: true, kdf: KdfParams::default() }
     }
 }
 
-/// The pool record all backends that have one agree on.
-fn agreed_record(store: &Store, records: &[Option<PoolRecord>]) -> Result<Option<PoolRecord>> {
-    let mut found: Option<(usize, &PoolRecord)> = None;
-    for (i, r) in records.iter().enumerate() {
-        let Some(r) = r else { continue };
-        match found {
+/// Create a pool on the backends of `config`, or add backends that lack the pool record.
+/// The passphrase is asked for (as a new one) when creating an encrypted pool, and to
+/// unlock an existing encrypted pool before adding backends to it.
+pub async fn init(config: &Config, options: &InitOptions, passphrase: &dyn PassphraseSource) -> Result<InitOutcome> {
+    let store = Store::open(&config.backends)?;
+    let raw = store.read_pool_records().await?;
+    let missing: Vec<usize> = (0..raw.len()).filter(|i| raw[*i].is_none()).collect();
+    if missing.len() == raw.len() {
+        return create(store, options, passphrase).await;
+    }
+    let (store, _) = unlock(store, &raw, passphrase).await?;
+    let record = agreed_record(&store, &raw)?.expect("some backend has a record");
+    if missing.is_empty() {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!("pool {} is already initialised on every backend", record.pool_id_hex()),
+        ));
+    }
+    // Key slots first: a backend with the pool record must be able to unlock it.
+    for (_, _, bytes) in store.read_key_slots().await? {
+        store.write_key_slot(&bytes, &missing).await?;
+    }
+    store.write_pool_record(&record, &missing).await?;
+    let names = missing.iter().map(|i| store.backends()[*i].name.clone()).collect();
+    Ok(InitOutcome::Adopted(record, names))
+}
+
+async fn create(store: Store, options: &InitOptions, passphrase: &dyn PassphraseSource) -> Result<InitOutcome> {
+    let all: Vec<usize> = (0..store.backends().len()).collect();
+    let keys = if options.encrypt {
+        options.kdf.validate()?;
+        let passphrase = passphrase.passphrase(true)?;
+        let master = MasterKey::generate();
+        let kdf = options.kdf;
+        let (slot, master) =
+            crate::exec::cpu(move || KeySlot::seal(&master, &passphrase, kdf, backup::now_ns()).map(|s| (s, master)))
+                .await?;
+        store.write_key_slot(&slot.encode(), &all).await?;
+        Keys::from_master(&master)
+    } else {
+        Keys::plain()
+    };
+    let store = store.with_keys(keys);
+    let record =
+        PoolRecord { pool_id: rand::random(), created_ns: backup::now_ns(), chunker: ChunkerParams::default() };
+    store.write_pool_record(&record, &all).await?;
+    Ok(InitOutcome::Created(record))
+}
+
+/// The master key and the key slot that opened it.
+struct Unlocked {
+    master: MasterKey,
+    slot: ObjectId,
+}
+
+/// If the pool records are sealed, ask for the passphrase, open a key slot with it and
+/// return the store with the pool's keys.
+async fn unlock(
+    store: Store,
+    raw: &[Option<Vec<u8>>],
+    passphrase: &dyn PassphraseSource,
+) -> Result<(Store, Option<Unlocked>)> {
+    if !raw.iter().flatten().any(|bytes| crate::store::pool_record_is_sealed(bytes)) {
+        return Ok((store, None));
+    }
+    let slots: Vec<(ObjectId, KeySlot)> =
+        store.read_key_slots().await?.into_iter().map(|(id, slot, _)| (id, slot)).collect();
+    let passphrase = passphrase.passphrase(false)?;
+    let (master, slot) = crate::exec::cpu(move || crypto::unlock(&slots, &passphrase)).await?;
+    let store = store.with_keys(Keys::from_master(&master));
+    Ok((store, Some(Unlocked { master, slot })))
+}
+
+/// The pool record all backends that have one agree on, decoded with the store's keys.
+fn agreed_record(store: &Store, raw: &[Option<Vec<u8>>]) -> Result<Option<PoolRecord>> {
+    let mut found: Option<(usize, PoolRecord)> = None;
+    for (i, bytes) in raw.iter().enumerate() {
+        let Some(bytes) = bytes else { continue };
+        let name = &store.backends()[i].name;
+        let r = crate::store::decode_pool_record(bytes, store.keys())
+            .map_err(|e| Error::new(e.kind(), format!("backend '{name}': pool record: {}", e.context())))?;
+        match &found {
             None => found = Some((i, r)),
             Some((j, f)) if f.pool_id != r.pool_id => {
                 return Err(Error::config(format!(
-                    "backends '{}' and '{}' belong to different pools ({} and {})",
-                    store.backends()[j].name,
-                    store.backends()[i].name,
+                    "backends '{}' and '{name}' belong to different pools ({} and {})",
+                    store.backends()[*j].name,
                     f.pool_id_hex(),
                     r.pool_id_hex()
                 )));
@@ -106,19 +186,25 @@ fn agreed_record(store: &Store, records: &[Option<PoolRecord>]) -> Result<Option
             _ => {}
         }
     }
-    Ok(found.map(|(_, r)| r.clone()))
+    Ok(found.map(|(_, r)| r))
 }
 
 impl Repository {
     /// Open the pool of `config`: check every backend is reachable and in the pool, open the
     /// catalogue and bring it up to date with the backends.
-    pub async fn open(config: Config, progress: &dyn Progress) -> Result<Repository> {
+    pub async fn open(
+        config: Config,
+        passphrase: &dyn PassphraseSource,
+        progress: &dyn Progress,
+    ) -> Result<Repository> {
         let store = Store::open(&config.backends)?;
-        let records = store.read_pool_records().await?;
-        let Some(pool) = agreed_record(&store, &records)? else {
+        let raw = store.read_pool_records().await?;
+        if raw.iter().all(Option::is_none) {
             return Err(Error::not_found("the pool is not initialised: run `cuckoo init`"));
-        };
-        if let Some(i) = records.iter().position(Option::is_none) {
+        }
+        let (store, unlocked) = unlock(store, &raw, passphrase).await?;
+        let pool = agreed_record(&store, &raw)?.expect("some backend has a record");
+        if let Some(i) = raw.iter().position(Option::is_none) {
             return Err(Error::config(format!(
                 "backend '{}' is not part of pool {} yet: run `cuckoo init` to add it",
                 store.backends()[i].name,
@@ -141,8 +227,15 @@ impl Repository {
             Some(_) => {}
             None => catalogue.set_pool_id(&pool.pool_id)?,
         }
-        let repo =
-            Repository { config, store, pool, catalogue: Arc::new(catalogue), catalogue_path, abort: Arc::default() };
+        let repo = Repository {
+            config,
+            store,
+            pool,
+            unlocked,
+            catalogue: Arc::new(catalogue),
+            catalogue_path,
+            abort: Arc::default(),
+        };
         if fresh {
             repo.rebuild_locations(progress).await?;
         }
@@ -150,6 +243,73 @@ impl Repository {
         let usage = repo.catalogue.usage()?;
         repo.store.set_loads(usage.iter().filter_map(|(name, u)| Some((repo.store.index_of(name)?, u.stored_bytes))));
         Ok(repo)
+    }
+
+    /// True if the pool is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.store.keys().is_encrypted()
+    }
+
+    fn unlocked(&self) -> Result<&Unlocked> {
+        self.unlocked.as_ref().ok_or_else(|| Error::config("the pool is not encrypted: it has no keys"))
+    }
+
+    /// The pool's key slots, marking the one this session was unlocked with.
+    pub async fn key_slots(&self) -> Result<Vec<KeyInfo>> {
+        let current = self.unlocked()?.slot;
+        let mut slots: Vec<KeyInfo> = self
+            .store
+            .read_key_slots()
+            .await?
+            .into_iter()
+            .map(|(id, slot, _)| KeyInfo {
+                id: id.to_hex(),
+                created_ns: slot.created_ns,
+                kdf: slot.kdf,
+                current: id == current,
+            })
+            .collect();
+        slots.sort_by_key(|k| k.created_ns);
+        Ok(slots)
+    }
+
+    /// Add a key slot that opens the pool with `passphrase`; returns its id.
+    pub async fn add_key(&self, passphrase: Passphrase, kdf: KdfParams) -> Result<ObjectId> {
+        let master = self.unlocked()?.master.clone();
+        let slot = crate::exec::cpu(move || KeySlot::seal(&master, &passphrase, kdf, backup::now_ns())).await?;
+        let all: Vec<usize> = (0..self.store.backends().len()).collect();
+        self.store.write_key_slot(&slot.encode(), &all).await
+    }
+
+    /// Remove the key slot whose id starts with `spec`. The slot this session was unlocked
+    /// with is kept (use `change_passphrase`), so a pool can never lose its last way in.
+    pub async fn remove_key(&self, spec: &str) -> Result<ObjectId> {
+        let current = self.unlocked()?.slot;
+        let spec = spec.to_ascii_lowercase();
+        let slots = self.store.read_key_slots().await?;
+        let mut matches =
+            slots.iter().map(|(id, _, _)| *id).filter(|id| !spec.is_empty() && id.to_hex().starts_with(&spec));
+        let id = match (matches.next(), matches.next()) {
+            (Some(id), None) => id,
+            (Some(_), Some(_)) => return Err(Error::config(format!("key id '{spec}' is ambiguous: give more digits"))),
+            _ => return Err(Error::not_found(format!("no key slot '{spec}'"))),
+        };
+        if id == current {
+            return Err(Error::config(
+                "that is the key slot this passphrase opened: remove it with another passphrase, or use `key passwd`",
+            ));
+        }
+        self.store.delete_key_slot(&id).await?;
+        Ok(id)
+    }
+
+    /// Replace the passphrase of the key slot in use: the new slot is written to every
+    /// backend before the old one is deleted, so an interruption leaves both usable.
+    pub async fn change_passphrase(&self, passphrase: Passphrase, kdf: KdfParams) -> Result<ObjectId> {
+        let old = self.unlocked()?.slot;
+        let new = self.add_key(passphrase, kdf).await?;
+        self.store.delete_key_slot(&old).await?;
+        Ok(new)
     }
 
     /// The config the pool was opened with.
@@ -255,7 +415,7 @@ impl Repository {
                 self.catalogue.record(&[Record::TreePack { id: tref.pack, location, body }])?;
                 slot.insert(pack);
             }
-            let tree: Tree = model::from_body("tree", packs[&tref.pack].body(&tref.id)?)?;
+            let tree: Tree = model::from_body("tree", packs[&tref.pack].body(&tref.id, self.store.keys())?)?;
             stack.extend(tree.entries.iter().filter_map(|n| n.subtree(&tref.pack)));
         }
         Ok(())
@@ -298,7 +458,7 @@ impl Repository {
         }
         let body = self.store.get(ObjectKind::Tree, &tref.pack, None).await?;
         let pack: TreePack = model::from_body("tree pack", &body)?;
-        model::from_body("tree", pack.body(&tref.id)?)
+        model::from_body("tree", pack.body(&tref.id, self.store.keys())?)
     }
 
     /// The root tree of a snapshot.

@@ -14,6 +14,7 @@ use futures::future::join_all;
 use crate::backend::Backend;
 use crate::codec::{self, ObjectKind};
 use crate::config::BackendConfig;
+use crate::crypto::{KEYS_PREFIX, KeySlot, Keys};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::model::{self, PoolRecord};
@@ -31,6 +32,7 @@ pub fn object_path(kind: ObjectKind, id: &ObjectId) -> String {
         ObjectKind::Tree => format!("tree/{}/{hex}", &hex[..2]),
         ObjectKind::Snapshot => format!("snapshots/{hex}"),
         ObjectKind::Pool => POOL_RECORD.to_string(),
+        ObjectKind::Key => format!("{KEYS_PREFIX}{hex}"),
     }
 }
 
@@ -50,6 +52,7 @@ pub struct Store {
     backends: Vec<Backend>,
     ring: Ring,
     loads: Arc<Vec<AtomicU64>>,
+    keys: Keys,
 }
 
 /// The outcome of storing one object.
@@ -69,7 +72,18 @@ impl Store {
         let backends = configs.iter().map(Backend::open).collect::<Result<Vec<_>>>()?;
         let ring = Ring::new(backends.iter().map(|b| (b.name.as_str(), b.weight)))?;
         let loads = Arc::new(backends.iter().map(|_| AtomicU64::new(0)).collect());
-        Ok(Store { backends, ring, loads })
+        Ok(Store { backends, ring, loads, keys: Keys::plain() })
+    }
+
+    /// The same store, naming and sealing objects with `keys` (an unlocked encrypted pool).
+    pub fn with_keys(mut self, keys: Keys) -> Store {
+        self.keys = keys;
+        self
+    }
+
+    /// The keys objects are named and sealed with.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// The backends, in config order; indices everywhere refer to this order.
@@ -162,7 +176,8 @@ impl Store {
             match backend.read(&path).await {
                 Ok(Some(bytes)) => {
                     let stored = Stored { backend: i, stored_len: bytes.len() as u64, written: false };
-                    let body = crate::exec::cpu(move || verify(kind, &id, &bytes)).await.map_err(|e| {
+                    let keys = self.keys.clone();
+                    let body = crate::exec::cpu(move || verify(kind, &id, &bytes, &keys)).await.map_err(|e| {
                         Error::new(e.kind(), format!("backend '{}': {path}: {}", backend.name, e.context()))
                     })?;
                     return Ok((body, stored));
@@ -187,8 +202,8 @@ impl Store {
     /// The plain length recorded in a stored object's header, read without fetching it.
     pub async fn plain_len(&self, index: usize, kind: ObjectKind, id: &ObjectId) -> Result<u64> {
         let path = object_path(kind, id);
-        let head = self.backends[index].read_head(&path, codec::HEADER_LEN as u64).await?;
-        Ok(codec::parse_header(&head)?.plain_len as u64)
+        let head = self.backends[index].read_head(&path, codec::HEAD_LEN as u64).await?;
+        Ok(codec::read_header(kind, id, &head, &self.keys)?.plain_len as u64)
     }
 
     /// Every chunk on backend `index`, with its stored length.
@@ -197,62 +212,99 @@ impl Store {
         Ok(list.iter().filter_map(|(p, len)| Some((id_from_path(p)?, *len))).collect())
     }
 
-    /// Read the pool record from every backend. Each entry is `None` when that backend has
-    /// none (new or foreign); any unreachable backend is an error naming it.
-    pub async fn read_pool_records(&self) -> Result<Vec<Option<PoolRecord>>> {
+    /// The pool record's bytes from every backend: `None` where a backend has none (new or
+    /// foreign); any unreachable backend is an error naming it. Decode them with
+    /// `decode_pool_record` once the keys are known.
+    pub async fn read_pool_records(&self) -> Result<Vec<Option<Vec<u8>>>> {
         let reads = join_all(self.backends.iter().map(|b| b.read(POOL_RECORD))).await;
-        reads
-            .into_iter()
-            .zip(&self.backends)
-            .map(|(r, b)| {
-                let unreachable = |e: Error| {
-                    Error::new(ErrorKind::Backend, format!("backend '{}' ({}) is unreachable", b.name, b.scheme))
-                        .with_source(e)
-                };
-                match r.map_err(unreachable)? {
-                    None => Ok(None),
-                    Some(bytes) => decode_pool_record(&bytes)
-                        .map(Some)
-                        .map_err(|e| Error::new(e.kind(), format!("backend '{}': pool record: {}", b.name, e))),
-                }
-            })
-            .collect()
+        reads.into_iter().zip(&self.backends).map(|(r, b)| r.map_err(|e| unreachable(b, e))).collect()
     }
 
-    /// Write the pool record to the backends in `which`.
+    /// Write the pool record, sealed with this store's keys, to the backends in `which`.
     pub async fn write_pool_record(&self, record: &PoolRecord, which: &[usize]) -> Result<()> {
-        let bytes = encode_pool_record(record);
+        let bytes = encode_pool_record(record, &self.keys);
         let writes = which.iter().map(|i| self.backends[*i].write(POOL_RECORD, bytes.clone()));
         join_all(writes).await.into_iter().collect::<Result<Vec<()>>>()?;
         Ok(())
     }
+
+    /// Every key slot on any backend, by name, each checked against its name.
+    pub async fn read_key_slots(&self) -> Result<Vec<(ObjectId, KeySlot, Vec<u8>)>> {
+        let lists = join_all(self.backends.iter().map(|b| b.list(KEYS_PREFIX))).await;
+        let mut found: Vec<(ObjectId, KeySlot, Vec<u8>)> = Vec::new();
+        for (list, backend) in lists.into_iter().zip(&self.backends) {
+            for (path, _) in list.map_err(|e| unreachable(backend, e))? {
+                let Some(id) = id_from_path(&path) else { continue };
+                if found.iter().any(|(f, _, _)| *f == id) {
+                    continue;
+                }
+                let Some(bytes) = backend.read(&path).await? else { continue };
+                if KeySlot::id(&bytes) != id {
+                    return Err(Error::corrupt(format!(
+                        "backend '{}': key slot {path} does not match its name",
+                        backend.name
+                    )));
+                }
+                let slot = KeySlot::decode(&bytes)
+                    .map_err(|e| Error::new(e.kind(), format!("backend '{}': {path}: {e}", backend.name)))?;
+                found.push((id, slot, bytes));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Write a key slot's bytes to the backends in `which`; returns its name.
+    pub async fn write_key_slot(&self, bytes: &[u8], which: &[usize]) -> Result<ObjectId> {
+        let id = KeySlot::id(bytes);
+        let path = object_path(ObjectKind::Key, &id);
+        let writes = which.iter().map(|i| self.backends[*i].write(&path, bytes.to_vec()));
+        join_all(writes).await.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(id)
+    }
+
+    /// Delete key slot `id` from every backend.
+    pub async fn delete_key_slot(&self, id: &ObjectId) -> Result<()> {
+        self.delete_everywhere(&object_path(ObjectKind::Key, id)).await
+    }
+}
+
+fn unreachable(b: &Backend, e: Error) -> Error {
+    Error::new(ErrorKind::Backend, format!("backend '{}' ({}) is unreachable", b.name, b.scheme)).with_source(e)
 }
 
 /// Decode an envelope and check its body hashes to the id it was fetched by.
-pub fn verify(kind: ObjectKind, id: &ObjectId, bytes: &[u8]) -> Result<Vec<u8>> {
-    let body = codec::decode(kind, bytes)?;
-    if ObjectId::of_large(&body) != *id {
+pub fn verify(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -> Result<Vec<u8>> {
+    let body = codec::decode(kind, id, bytes, keys)?;
+    if keys.id_of_large(&body) != *id {
         return Err(Error::corrupt(format!("content does not match its id {}", id.to_hex())));
     }
     Ok(body)
 }
 
+/// The pool record has no id to bind it to; the all-zero id stands in.
+const POOL_RECORD_ID: ObjectId = ObjectId([0; 32]);
+
 /// The pool record's bytes: the envelope, then a BLAKE3 of its body (it has no id to check).
-pub fn encode_pool_record(record: &PoolRecord) -> Vec<u8> {
+pub fn encode_pool_record(record: &PoolRecord, keys: &Keys) -> Vec<u8> {
     let body = model::to_body(record);
-    let mut bytes = codec::encode(ObjectKind::Pool, &body, 0);
-    bytes.extend_from_slice(ObjectId::of(&body).0.as_slice());
+    let mut bytes = codec::encode(ObjectKind::Pool, &POOL_RECORD_ID, &body, 0, keys);
+    bytes.extend_from_slice(keys.id_of(&body).0.as_slice());
     bytes
 }
 
+/// True if the pool record's bytes are sealed: the pool needs a passphrase to open.
+pub fn pool_record_is_sealed(bytes: &[u8]) -> bool {
+    bytes.len() > 7 && bytes[..4] == codec::MAGIC && bytes[7] & 1 == 1
+}
+
 /// Parse and check the pool record's bytes.
-pub fn decode_pool_record(bytes: &[u8]) -> Result<PoolRecord> {
+pub fn decode_pool_record(bytes: &[u8], keys: &Keys) -> Result<PoolRecord> {
     if bytes.len() < 32 {
         return Err(Error::corrupt("pool record is truncated"));
     }
     let (envelope, sum) = bytes.split_at(bytes.len() - 32);
-    let body = codec::decode(ObjectKind::Pool, envelope)?;
-    if ObjectId::of(&body).0 != sum {
+    let body = codec::decode(ObjectKind::Pool, &POOL_RECORD_ID, envelope, keys)?;
+    if keys.id_of(&body).0 != sum {
         return Err(Error::corrupt("pool record checksum mismatch"));
     }
     model::from_body("pool record", &body)

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use cuckoo::backend::Backend;
 use cuckoo::config::{BackendConfig, Config};
-use cuckoo::{BackupOptions, NoProgress, Repository, RestoreOptions};
+use cuckoo::{BackupOptions, InitOptions, KdfParams, NoProgress, Passphrase, Repository, RestoreOptions};
 use futures::StreamExt;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -128,9 +128,11 @@ async fn pool_round_trip(backends: Vec<BackendConfig>, scratch: &Path) {
         compression: 3,
         backends,
     };
-    cuckoo::init(&config).await.unwrap();
+    let passphrase = Passphrase::new("pool passphrase");
+    let fast = KdfParams { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
+    cuckoo::init(&config, &InitOptions { encrypt: true, kdf: fast }, &passphrase).await.unwrap();
     let src = real_tree(scratch);
-    let repo = Repository::open(config.clone(), &NoProgress).await.unwrap();
+    let repo = Repository::open(config.clone(), &passphrase, &NoProgress).await.unwrap();
     let options = BackupOptions { paths: vec![src.clone()], ..Default::default() };
     let done = repo.backup(options, Arc::new(NoProgress)).await.unwrap();
     assert_eq!(done.snapshot.summary.skipped, 0);
@@ -138,7 +140,7 @@ async fn pool_round_trip(backends: Vec<BackendConfig>, scratch: &Path) {
 
     // Restore from the backends alone: no catalogue.
     std::fs::remove_file(scratch.join("catalogue.redb")).unwrap();
-    let repo = Repository::open(config, &NoProgress).await.unwrap();
+    let repo = Repository::open(config, &passphrase, &NoProgress).await.unwrap();
     let (_, snapshot) = repo.find_snapshot("latest").unwrap();
     let out = scratch.join("out");
     let options = RestoreOptions { target: out.clone(), path: None };

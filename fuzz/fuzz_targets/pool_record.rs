@@ -1,9 +1,13 @@
-//! The pool record read from every backend at open.
+//! The pool record read from every backend at open, plain or sealed.
 #![no_main]
+use cuckoo::crypto::{Keys, MasterKey};
+use cuckoo::store::{decode_pool_record, encode_pool_record};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(record) = cuckoo::store::decode_pool_record(data) {
-        assert_eq!(cuckoo::store::decode_pool_record(&cuckoo::store::encode_pool_record(&record)).unwrap(), record);
+    for keys in [Keys::plain(), Keys::from_master(&MasterKey::from_bytes([1; 32]))] {
+        if let Ok(record) = decode_pool_record(data, &keys) {
+            assert_eq!(decode_pool_record(&encode_pool_record(&record, &keys), &keys).unwrap(), record);
+        }
     }
 });

@@ -90,11 +90,12 @@ pub(crate) async fn run(
     let walk_progress = progress.clone();
     let catalogue = ctx.catalogue.clone();
     let params = ctx.params;
+    let keys = ctx.store.keys().clone();
     let abort = ctx.abort.clone();
     let walk_paths = paths.clone();
     let exclude = options.exclude.clone();
     let walked = tokio::task::spawn_blocking(move || {
-        let mut w = walker::Walker::new(params, catalogue.reader()?, jobs, walk_progress, abort, exclude);
+        let mut w = walker::Walker::new(params, keys, catalogue.reader()?, jobs, walk_progress, abort, exclude);
         w.run(&walk_paths, parent_tree)
     })
     .await
@@ -142,8 +143,8 @@ pub(crate) async fn run(
 /// catalogue follows (and would catch up from the backends if we died in between).
 async fn commit(ctx: &Context<'_>, snapshot: &Snapshot) -> Result<ObjectId> {
     let body = model::to_body(snapshot);
-    let id = ObjectId::of(&body);
-    let envelope = codec::encode(ObjectKind::Snapshot, &body, ctx.compression);
+    let id = ctx.store.keys().id_of(&body);
+    let envelope = codec::encode(ObjectKind::Snapshot, &id, &body, ctx.compression, ctx.store.keys());
     ctx.store.put_everywhere(&object_path(ObjectKind::Snapshot, &id), &envelope).await?;
     let catalogue = ctx.catalogue.clone();
     let snap = snapshot.clone();

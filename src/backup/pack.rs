@@ -24,9 +24,9 @@ pub(crate) struct Pack {
 }
 
 impl Pack {
-    pub fn new(params: ChunkerParams) -> Self {
+    pub fn new(params: ChunkerParams, seed: u64) -> Self {
         Pack {
-            chunker: StreamChunker::new(params),
+            chunker: StreamChunker::new(params, seed),
             cut: VecDeque::new(),
             waiting: VecDeque::new(),
             resolved: HashMap::new(),
@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn files_resolve_to_slices_that_rebuild_them() {
         let params = ChunkerParams { min: 64, avg: 256, max: 1024 };
-        let mut pack = Pack::new(params);
+        let mut pack = Pack::new(params, 0);
         let mut chunks: HashMap<ObjectId, Vec<u8>> = HashMap::new();
         let mut emit = |c: &[u8]| {
             let id = ObjectId::of(c);

@@ -121,7 +121,8 @@ fn fail(first: &Mutex<Option<Error>>, abort: &AtomicBool, e: Error) {
 async fn store_one(store: &Store, level: i32, job: Job) -> Result<(Record, bool, u64, u64)> {
     let Job { kind, id, body } = job;
     let plain_len = body.len() as u64;
-    let (envelope, body) = cpu(move || (codec::encode(kind, &body, level), body)).await;
+    let keys = store.keys().clone();
+    let (envelope, body) = cpu(move || (codec::encode(kind, &id, &body, level, &keys), body)).await;
     let stored = store.put(kind, &id, envelope).await?;
     let location =
         Location { backend: store.backends()[stored.backend].name.clone(), stored_len: stored.stored_len, plain_len };

@@ -21,6 +21,7 @@ use super::upload::Job;
 use crate::catalogue::Reader;
 use crate::chunker::{ChunkerParams, StreamChunker};
 use crate::codec::ObjectKind;
+use crate::crypto::Keys;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::meta;
@@ -64,13 +65,10 @@ type Walked = (TreeRef, Summary, Vec<String>);
 
 pub(crate) struct Walker {
     params: ChunkerParams,
-    reader: Reader,
-    jobs: mpsc::Sender<Job>,
+    out: Emitter,
     progress: Arc<dyn Progress>,
     abort: Arc<AtomicBool>,
     exclude: HashSet<PathBuf>,
-    /// Objects queued in this run (the catalogue knows the older ones).
-    queued: HashSet<ObjectId>,
     pack: Pack,
     waiting: VecDeque<DirBuild>,
     built: HashMap<u64, (ObjectId, Built)>,
@@ -92,6 +90,7 @@ pub(crate) fn top_name(path: &Path) -> Vec<u8> {
 impl Walker {
     pub fn new(
         params: ChunkerParams,
+        keys: Keys,
         reader: Reader,
         jobs: mpsc::Sender<Job>,
         progress: Arc<dyn Progress>,
@@ -100,13 +99,11 @@ impl Walker {
     ) -> Self {
         Walker {
             params,
-            reader,
-            jobs,
+            pack: Pack::new(params, keys.chunker_seed()),
+            out: Emitter { reader, jobs, keys, queued: HashSet::new() },
             progress,
             abort,
             exclude: exclude.into_iter().collect(),
-            queued: HashSet::new(),
-            pack: Pack::new(params),
             waiting: VecDeque::new(),
             built: HashMap::new(),
             next_slot: 0,
@@ -131,8 +128,7 @@ impl Walker {
         }
         let slot = root.slot;
         self.queue_dir(root)?;
-        let mut emit = |c: &[u8]| emit_chunk(&mut self.queued, &self.reader, &self.jobs, c);
-        self.pack.flush(&mut emit);
+        self.pack.flush(&mut |c| self.out.chunk(c));
         self.build_ready()?;
         let (id, group) = self.built.remove(&slot).expect("root built after flush");
         let pack = self.emit_pack(group)?;
@@ -145,7 +141,7 @@ impl Walker {
     }
 
     fn check_abort(&self) -> Result<()> {
-        if self.abort.load(Ordering::Relaxed) || self.jobs.is_closed() {
+        if self.abort.load(Ordering::Relaxed) || self.out.jobs.is_closed() {
             return Err(Error::new(ErrorKind::Interrupted, "backup stopped"));
         }
         Ok(())
@@ -277,8 +273,7 @@ impl Walker {
             } else {
                 self.next_slot += 1;
                 let slot = self.next_slot;
-                let mut emit = |c: &[u8]| emit_chunk(&mut self.queued, &self.reader, &self.jobs, c);
-                let end = self.pack.add(slot, &data, &mut emit);
+                let end = self.pack.add(slot, &data, &mut |c| self.out.chunk(c));
                 dir.need = dir.need.max(end);
                 Content::Packed(slot, data.len() as u64)
             }
@@ -295,7 +290,7 @@ impl Walker {
     }
 
     fn chunk_alone(&mut self, file: &mut File) -> Result<(Vec<ChunkRef>, u64)> {
-        let mut chunker = StreamChunker::new(self.params);
+        let mut chunker = StreamChunker::new(self.params, self.out.keys.chunker_seed());
         let mut refs = Vec::new();
         let mut total = 0u64;
         let mut buf = std::mem::take(&mut self.buf);
@@ -312,13 +307,11 @@ impl Walker {
             total += n as u64;
             self.summary.bytes_read += n as u64;
             self.progress.advance(0, n as u64);
-            let mut emit =
-                |_: u64, c: &[u8]| refs.push(chunk_ref(emit_chunk(&mut self.queued, &self.reader, &self.jobs, c), c));
-            chunker.push(&buf[..n], &mut emit);
+            chunker.push(&buf[..n], &mut |_, c| refs.push(chunk_ref(self.out.chunk(c), c)));
         };
         self.buf = buf;
         result?;
-        chunker.finish(&mut |_, c| refs.push(chunk_ref(emit_chunk(&mut self.queued, &self.reader, &self.jobs, c), c)));
+        chunker.finish(&mut |_, c| refs.push(chunk_ref(self.out.chunk(c), c)));
         Ok((refs, total))
     }
 
@@ -334,7 +327,7 @@ impl Walker {
     }
 
     fn load_tree(&self, id: &ObjectId) -> Result<Option<Tree>> {
-        match self.reader.tree_body(id)? {
+        match self.out.reader.tree_body(id)? {
             Some(body) => Ok(Some(model::from_body("tree", &body)?)),
             None => Ok(None),
         }
@@ -370,7 +363,7 @@ impl Walker {
                 tree.entries.push(Node { name: e.name, kind, meta: e.meta });
             }
             let body = model::to_body(&tree);
-            let id = ObjectId::of(&body);
+            let id = self.out.keys.id_of(&body);
             group.size += body.len();
             group.trees.push((id, body));
             self.built.insert(dir.slot, (id, group));
@@ -408,13 +401,7 @@ impl Walker {
 
     /// Store a group of tree bodies as one tree pack, unless the pool already has it.
     fn emit_pack(&mut self, group: Built) -> Result<ObjectId> {
-        let body = model::to_body(&TreePack { trees: group.trees });
-        let id = ObjectId::of(&body);
-        if !self.queued.contains(&id) && !self.reader.has_object(&id)? {
-            self.queued.insert(id);
-            send(&self.jobs, Job { kind: ObjectKind::Tree, id, body })?;
-        }
-        Ok(id)
+        self.out.tree_pack(model::to_body(&TreePack { trees: group.trees }))
     }
 }
 
@@ -422,16 +409,38 @@ fn chunk_ref(id: ObjectId, data: &[u8]) -> ChunkRef {
     ChunkRef { id, offset: 0, len: data.len() as u32 }
 }
 
-/// Hash a chunk and queue it unless the pool or this run already has it.
-fn emit_chunk(queued: &mut HashSet<ObjectId>, reader: &Reader, jobs: &mpsc::Sender<Job>, data: &[u8]) -> ObjectId {
-    let id = ObjectId::of_large(data);
-    // A catalogue read error only costs a redundant upload (the store skips equal objects).
-    if !queued.contains(&id) && !reader.has_object(&id).unwrap_or(false) {
-        queued.insert(id);
-        // A closed channel means the uploads failed; the walker notices at its next check.
-        let _ = send(jobs, Job { kind: ObjectKind::Chunk, id, body: data.to_vec() });
+/// Names objects and queues the ones neither the pool nor this run has yet.
+struct Emitter {
+    reader: Reader,
+    jobs: mpsc::Sender<Job>,
+    keys: Keys,
+    /// Objects queued in this run (the catalogue knows the older ones).
+    queued: HashSet<ObjectId>,
+}
+
+impl Emitter {
+    fn is_new(&mut self, id: &ObjectId) -> bool {
+        // A catalogue read error only costs a redundant upload (the store skips equal objects).
+        !self.queued.contains(id) && !self.reader.has_object(id).unwrap_or(false) && self.queued.insert(*id)
     }
-    id
+
+    /// Hash a chunk and queue it if new.
+    fn chunk(&mut self, data: &[u8]) -> ObjectId {
+        let id = self.keys.id_of_large(data);
+        if self.is_new(&id) {
+            // A closed channel means the uploads failed; the walker notices at its next check.
+            let _ = send(&self.jobs, Job { kind: ObjectKind::Chunk, id, body: data.to_vec() });
+        }
+        id
+    }
+
+    fn tree_pack(&mut self, body: Vec<u8>) -> Result<ObjectId> {
+        let id = self.keys.id_of(&body);
+        if self.is_new(&id) {
+            send(&self.jobs, Job { kind: ObjectKind::Tree, id, body })?;
+        }
+        Ok(id)
+    }
 }
 
 fn send(jobs: &mpsc::Sender<Job>, job: Job) -> Result<()> {

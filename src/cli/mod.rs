@@ -5,6 +5,7 @@
 
 mod output;
 mod progress;
+mod secret;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,14 +30,76 @@ struct Cli {
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
     json: bool,
+    /// Read the pool's passphrase from this file [otherwise CUCKOO_PASSWORD, or a prompt]
+    #[arg(long, global = true, env = "CUCKOO_PASSWORD_FILE")]
+    password_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Argon2id costs for a new key slot.
+#[derive(clap::Args)]
+struct KdfArgs {
+    /// Memory the passphrase hash uses, in MiB (more slows guessing down)
+    #[arg(long, default_value_t = 64)]
+    kdf_memory: u32,
+    /// Passes of the passphrase hash over its memory
+    #[arg(long, default_value_t = 3)]
+    kdf_iterations: u32,
+}
+
+impl KdfArgs {
+    fn params(&self) -> cuckoo::KdfParams {
+        cuckoo::KdfParams {
+            memory_kib: self.kdf_memory.saturating_mul(1024),
+            iterations: self.kdf_iterations,
+            parallelism: 1,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// List the key slots
+    List,
+    /// Add a passphrase that also opens the pool
+    Add {
+        /// Read the new passphrase from this file [otherwise CUCKOO_NEW_PASSWORD, or a prompt]
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Remove a key slot (not the one whose passphrase was given)
+    Remove {
+        /// Key slot id or unique prefix, as `key list` shows
+        id: String,
+    },
+    /// Change the passphrase that was given (replaces its key slot)
+    Passwd {
+        /// Read the new passphrase from this file [otherwise CUCKOO_NEW_PASSWORD, or a prompt]
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Create the pool on every backend of the config (or add new backends to it)
-    Init,
+    Init {
+        /// Store everything unencrypted (new pools are encrypted unless this is given)
+        #[arg(long)]
+        no_encrypt: bool,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Manage the passphrases (key slots) of an encrypted pool
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Back up files and directories as a new snapshot
     Backup {
         /// Paths to back up
@@ -213,7 +276,7 @@ async fn load_config(cli: &Cli) -> Result<Config> {
         eprintln!("  {r}");
     }
     eprintln!("cuckoo: config written to {} (add cloud backends with `cuckoo backend add`)", path.display());
-    if let Err(e) = cuckoo::init(&config).await
+    if let Err(e) = cuckoo::init(&config, &cuckoo::InitOptions::default(), &passphrase(cli)).await
         && e.kind() != ErrorKind::AlreadyExists
     {
         return Err(e.into());
@@ -221,15 +284,37 @@ async fn load_config(cli: &Cli) -> Result<Config> {
     Ok(config)
 }
 
+fn passphrase(cli: &Cli) -> secret::Source {
+    secret::Source {
+        file: cli.password_file.clone(),
+        env: "CUCKOO_PASSWORD",
+        flag: "--password-file",
+        prompt: "Passphrase of the pool",
+    }
+}
+
+fn new_passphrase(file: &Option<PathBuf>) -> secret::Source {
+    secret::Source {
+        file: file.clone(),
+        env: "CUCKOO_NEW_PASSWORD",
+        flag: "--new-password-file",
+        prompt: "New passphrase",
+    }
+}
+
 async fn open(cli: &Cli, config: Config) -> Result<Repository> {
     let bar = progress::Bar::new(cli.json);
-    Ok(Repository::open(config, &bar).await?)
+    Ok(Repository::open(config, &passphrase(cli), &bar).await?)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let config = load_config(&cli).await?;
     match &cli.command {
-        Command::Init => init(&cli, &config).await,
+        Command::Init { no_encrypt, kdf } => {
+            let options = cuckoo::InitOptions { encrypt: !no_encrypt, kdf: kdf.params() };
+            init(&cli, &config, &options).await
+        }
+        Command::Key { command } => key(&cli, config, command).await,
         Command::Backup { paths, tags, parent, force, exclude } => {
             let repo = open(&cli, config).await?;
             let parent = match parent {
@@ -383,7 +468,7 @@ async fn backend_list(cli: &Cli, config: Config) -> Result<ExitCode> {
         }
     }))
     .await;
-    let usage = match Repository::open(config.clone(), &progress::Bar::new(true)).await {
+    let usage = match Repository::open(config.clone(), &passphrase(cli), &progress::Bar::new(true)).await {
         Ok(repo) => Some(repo.usage()?.into_iter().map(|(b, u)| (b.name, u)).collect()),
         Err(e) => {
             eprintln!("cuckoo: usage unknown: {e}");
@@ -422,18 +507,64 @@ async fn forget(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn init(cli: &Cli, config: &Config) -> Result<ExitCode> {
-    match cuckoo::init(config).await? {
+async fn init(cli: &Cli, config: &Config, options: &cuckoo::InitOptions) -> Result<ExitCode> {
+    match cuckoo::init(config, options, &passphrase(cli)).await? {
         InitOutcome::Created(record) => output::message(
             cli.json,
-            &format!("created pool {} on {} backends", record.pool_id_hex(), config.backends.len()),
-            serde_json::json!({"pool": record.pool_id_hex(), "created": true}),
+            &format!(
+                "created pool {} on {} backends, {}",
+                record.pool_id_hex(),
+                config.backends.len(),
+                if options.encrypt {
+                    "encrypted (XChaCha20-Poly1305; keep the passphrase: without it the data cannot be read)"
+                } else {
+                    "unencrypted (--no-encrypt)"
+                }
+            ),
+            serde_json::json!({"pool": record.pool_id_hex(), "created": true, "encrypted": options.encrypt}),
         ),
         InitOutcome::Adopted(record, names) => output::message(
             cli.json,
             &format!("added {} to pool {}", names.join(", "), record.pool_id_hex()),
             serde_json::json!({"pool": record.pool_id_hex(), "added": names}),
         ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn key(cli: &Cli, config: Config, command: &KeyCommand) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    if !repo.is_encrypted() {
+        anyhow::bail!("the pool is not encrypted: it has no passphrases");
+    }
+    match command {
+        KeyCommand::List => output::keys(&repo.key_slots().await?, cli.json),
+        KeyCommand::Add { new_password_file, kdf } => {
+            let new = cuckoo::PassphraseSource::passphrase(&new_passphrase(new_password_file), true)?;
+            let id = repo.add_key(new, kdf.params()).await?;
+            output::message(
+                cli.json,
+                &format!("added key slot {}", id.short()),
+                serde_json::json!({"added": id.to_hex()}),
+            );
+        }
+        KeyCommand::Remove { id } => {
+            let id = repo.remove_key(id).await?;
+            output::message(
+                cli.json,
+                &format!("removed key slot {}", id.short()),
+                serde_json::json!({"removed": id.to_hex()}),
+            );
+        }
+        KeyCommand::Passwd { new_password_file, kdf } => {
+            let new = cuckoo::PassphraseSource::passphrase(&new_passphrase(new_password_file), true)?;
+            let id = repo.change_passphrase(new, kdf.params()).await?;
+            output::message(
+                cli.json,
+                &format!("passphrase changed (key slot {})", id.short()),
+                serde_json::json!({"changed": id.to_hex()}),
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -449,7 +580,7 @@ async fn backend_add(cli: &Cli, mut config: Config, backend: BackendConfig) -> R
     // Prove the backend works before the config names it.
     let mut trial = config.clone();
     trial.backends.push(backend.clone());
-    let pool = match cuckoo::init(&trial).await {
+    let pool = match cuckoo::init(&trial, &cuckoo::InitOptions::default(), &passphrase(cli)).await {
         Ok(InitOutcome::Created(r) | InitOutcome::Adopted(r, _)) => r.pool_id_hex(),
         // It already carries this pool's record (added before, then dropped from the config).
         Err(e) if e.kind() == ErrorKind::AlreadyExists => "(existing)".to_string(),

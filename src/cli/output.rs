@@ -298,3 +298,21 @@ pub fn forget(all: &[(ObjectId, Snapshot)], decisions: &[(ObjectId, Vec<String>)
     let verb = if dry_run { "would forget" } else { "forgot" };
     println!("{verb} {n} of {} snapshots (their data stays stored: prune is not implemented yet)", decisions.len());
 }
+
+pub fn keys(slots: &[cuckoo::KeyInfo], json: bool) {
+    if json {
+        println!("{}", serde_json::to_value(slots).expect("key info serialises"));
+        return;
+    }
+    println!("{:<2}{:<10} {:<20} {:>8} {:>6}", "", "ID", "CREATED", "MEMORY", "PASSES");
+    for k in slots {
+        println!(
+            "{:<2}{:<10} {:<20} {:>4} MiB {:>6}",
+            if k.current { "*" } else { "" },
+            &k.id[..8],
+            time(k.created_ns),
+            k.kdf.memory_kib / 1024,
+            k.kdf.iterations
+        );
+    }
+}

@@ -7,6 +7,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The passphrase of every test pool.
+pub const PASSPHRASE: &str = "test passphrase";
+
 /// A temporary home for one test: XDG dirs, a pool config, scratch space.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -14,7 +17,8 @@ pub struct Env {
 }
 
 impl Env {
-    /// A pool of three `fs` backends with weights 1, 2 and 3, initialised.
+    /// A pool of three `fs` backends with weights 1, 2 and 3, initialised and encrypted
+    /// (the default) with the passphrase `PASSPHRASE`, cheaply derived.
     pub fn new() -> Env {
         Self::with_catalogue("catalogue.redb")
     }
@@ -29,7 +33,7 @@ impl Env {
         }
         std::fs::write(&config, text).unwrap();
         let env = Env { dir, config };
-        env.ok(&["init"]);
+        env.ok(&["init", "--kdf-memory", "8", "--kdf-iterations", "1"]);
         env
     }
 
@@ -52,7 +56,8 @@ impl Env {
         c.args(args)
             .env("CUCKOO_CONFIG", &self.config)
             .env("XDG_CONFIG_HOME", self.path("xdg-config"))
-            .env("XDG_DATA_HOME", self.path("xdg-data"));
+            .env("XDG_DATA_HOME", self.path("xdg-data"))
+            .env("CUCKOO_PASSWORD", PASSPHRASE);
         c
     }
 

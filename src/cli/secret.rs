@@ -1,0 +1,55 @@
+//! Where the CLI gets passphrases: a file, an environment variable, or a terminal prompt.
+
+use std::path::PathBuf;
+
+use cuckoo::{Error, ErrorKind, Passphrase, PassphraseSource};
+
+/// One passphrase role (the pool's, or a new one for `key add`), with its flag and variable.
+pub struct Source {
+    pub file: Option<PathBuf>,
+    pub env: &'static str,
+    pub flag: &'static str,
+    pub prompt: &'static str,
+}
+
+impl PassphraseSource for Source {
+    fn passphrase(&self, new: bool) -> cuckoo::Result<Passphrase> {
+        let given = if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::new(ErrorKind::Io, format!("cannot read passphrase file {}", path.display())).with_source(e)
+            })?;
+            Passphrase::new(text)
+        } else if let Ok(text) = std::env::var(self.env) {
+            Passphrase::new(text)
+        } else {
+            return self.prompt(new);
+        };
+        check(given)
+    }
+}
+
+impl Source {
+    fn prompt(&self, new: bool) -> cuckoo::Result<Passphrase> {
+        let ask = |label: &str| {
+            rpassword::prompt_password(label).map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("a passphrase is needed: set {} or give {}, or run on a terminal", self.env, self.flag),
+                )
+                .with_source(e)
+            })
+        };
+        let first = check(Passphrase::new(ask(&format!("{}: ", self.prompt))?))?;
+        if new && Passphrase::new(ask("Repeat it: ")?).eq_secret(&first) {
+            return Ok(first);
+        }
+        if new {
+            return Err(Error::new(ErrorKind::Config, "the two passphrases differ; nothing was changed"));
+        }
+        Ok(first)
+    }
+}
+
+fn check(p: Passphrase) -> cuckoo::Result<Passphrase> {
+    if p.is_empty() { Err(Error::new(ErrorKind::Config, "the passphrase is empty")) } else { Ok(p) }
+}
