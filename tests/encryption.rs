@@ -185,6 +185,13 @@ fn key_slots_add_change_and_remove_passphrases() {
     let out = env.path("out");
     assert!(with("third", &["restore", "latest", "--target", out.to_str().unwrap()]).status.success());
     assert_same_tree(&src, &out.join("private"));
+
+    // A backend added later gets the key slots before the pool record.
+    let added = env.path("backend-new");
+    let add = with("third", &["backend", "add", "n", "fs", &format!("root={}", added.display())]);
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    assert_eq!(std::fs::read_dir(added.join("keys")).unwrap().count(), 1);
+    assert!(with("third", &["snapshots"]).status.success());
 }
 
 #[test]

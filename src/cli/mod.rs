@@ -89,6 +89,9 @@ enum KeyCommand {
 enum Command {
     /// Create the pool on every backend of the config (or add new backends to it)
     Init {
+        /// Encrypt the pool (the default; asks for a passphrase)
+        #[arg(long, conflicts_with = "no_encrypt")]
+        encrypt: bool,
         /// Store everything unencrypted (new pools are encrypted unless this is given)
         #[arg(long)]
         no_encrypt: bool,
@@ -310,7 +313,7 @@ async fn open(cli: &Cli, config: Config) -> Result<Repository> {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let config = load_config(&cli).await?;
     match &cli.command {
-        Command::Init { no_encrypt, kdf } => {
+        Command::Init { no_encrypt, kdf, .. } => {
             let options = cuckoo::InitOptions { encrypt: !no_encrypt, kdf: kdf.params() };
             init(&cli, &config, &options).await
         }

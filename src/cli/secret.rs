@@ -39,7 +39,8 @@ impl Source {
                 .with_source(e)
             })
         };
-        let first = check(Passphrase::new(ask(&format!("{}: ", self.prompt))?))?;
+        let label = if new { format!("{} (new): ", self.prompt) } else { format!("{}: ", self.prompt) };
+        let first = check(Passphrase::new(ask(&label)?))?;
         if new && Passphrase::new(ask("Repeat it: ")?).eq_secret(&first) {
             return Ok(first);
         }
