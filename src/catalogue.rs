@@ -25,6 +25,8 @@ const STAGED: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("staged_tr
 const OBJECTS: TableDefinition<[u8; 32], (u8, u16, u64, u64)> = TableDefinition::new("objects");
 /// id -> number of distinct trees (or snapshots, for root trees) that reference it.
 const REFS: TableDefinition<[u8; 32], u64> = TableDefinition::new("refs");
+/// Prune records (from any machine) whose deletions this catalogue has applied.
+const APPLIED_PRUNES: TableDefinition<[u8; 32], ()> = TableDefinition::new("applied_prunes");
 /// backend name -> backend number used in OBJECTS (config order may change; names don't).
 const BACKENDS: TableDefinition<&str, u16> = TableDefinition::new("backends");
 
@@ -121,6 +123,7 @@ impl Catalogue {
         txn.open_table(OBJECTS)?;
         txn.open_table(REFS)?;
         txn.open_table(BACKENDS)?;
+        txn.open_table(APPLIED_PRUNES)?;
         txn.commit()?;
         Ok((Catalogue { db }, fresh))
     }
@@ -225,12 +228,7 @@ impl Catalogue {
                 let s: Snapshot = model::from_body("snapshot", &body)?;
                 let mut refs = txn.open_table(REFS)?;
                 for object in [s.tree, s.tree_pack] {
-                    let n = refs.get(object.0)?.map(|v| v.value()).unwrap_or(0);
-                    if n <= 1 {
-                        refs.remove(object.0)?;
-                    } else {
-                        refs.insert(object.0, n - 1)?;
-                    }
+                    decrement(&mut refs, &object)?;
                 }
             }
         }
@@ -274,6 +272,29 @@ impl Catalogue {
 }
 
 impl Catalogue {
+    /// Whether prune record `id` has been applied here.
+    pub fn prune_applied(&self, id: &ObjectId) -> Result<bool> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(APPLIED_PRUNES)?.get(id.0)?.is_some())
+    }
+
+    /// In one transaction: drop the trees no snapshot reaches any more (with the references
+    /// they held), forget the objects prune record `record` deleted, and remember it as
+    /// applied, so no backup counts on those objects again.
+    pub fn apply_prune(&self, record: &ObjectId, deleted: &[ObjectId]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        drop_unreachable_trees(&txn)?;
+        {
+            let mut objects = txn.open_table(OBJECTS)?;
+            for id in deleted {
+                objects.remove(id.0)?;
+            }
+            txn.open_table(APPLIED_PRUNES)?.insert(record.0, ())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Objects whose recorded reference count differs from what the published trees and
     /// snapshots imply: (object, expected, recorded).
     pub fn refcount_mismatches(&self) -> Result<Vec<(ObjectId, u64, u64)>> {
@@ -369,6 +390,54 @@ fn children(tree: &Tree) -> HashSet<ObjectId> {
         }
     }
     out
+}
+
+/// Remove the trees that no snapshot reaches through other trees, releasing their references.
+fn drop_unreachable_trees(txn: &redb::WriteTransaction) -> Result<usize> {
+    let mut trees = txn.open_table(TREES)?;
+    let mut stack = Vec::new();
+    for row in txn.open_table(SNAPSHOTS)?.iter()? {
+        stack.push(model::from_body::<Snapshot>("snapshot", row?.1.value())?.tree);
+    }
+    let mut reachable = HashSet::new();
+    while let Some(id) = stack.pop() {
+        if !reachable.insert(id) {
+            continue;
+        }
+        if let Some(body) = trees.get(id.0)? {
+            let tree: Tree = model::from_body("tree", body.value())?;
+            stack.extend(tree.entries.iter().filter_map(|n| match n.kind {
+                NodeKind::Dir { tree, .. } => Some(tree),
+                _ => None,
+            }));
+        }
+    }
+    let mut dead = Vec::new();
+    for row in trees.iter()? {
+        let id = row?.0.value();
+        if !reachable.contains(&ObjectId(id)) {
+            dead.push(id);
+        }
+    }
+    let mut refs = txn.open_table(REFS)?;
+    for id in &dead {
+        if let Some(body) = trees.remove(id)?.map(|v| v.value().to_vec()) {
+            for child in children(&model::from_body("tree", &body)?) {
+                decrement(&mut refs, &child)?;
+            }
+        }
+    }
+    Ok(dead.len())
+}
+
+fn decrement(refs: &mut redb::Table<[u8; 32], u64>, id: &ObjectId) -> Result<()> {
+    let n = refs.get(id.0)?.map(|v| v.value()).unwrap_or(0);
+    if n <= 1 {
+        refs.remove(id.0)?;
+    } else {
+        refs.insert(id.0, n - 1)?;
+    }
+    Ok(())
 }
 
 fn increment(refs: &mut redb::Table<[u8; 32], u64>, id: &ObjectId) -> Result<()> {

@@ -43,6 +43,10 @@ pub enum ObjectKind {
     Pool = 4,
     /// A passphrase-wrapped master key (never encrypted by the pool's own keys).
     Key = 5,
+    /// A lock held by a running backup, restore, check or prune.
+    Lock = 6,
+    /// The list of objects one prune deleted, for other machines' catalogues.
+    Prune = 7,
 }
 
 impl ObjectKind {
@@ -53,6 +57,8 @@ impl ObjectKind {
             3 => ObjectKind::Snapshot,
             4 => ObjectKind::Pool,
             5 => ObjectKind::Key,
+            6 => ObjectKind::Lock,
+            7 => ObjectKind::Prune,
             _ => return None,
         })
     }
@@ -62,8 +68,8 @@ impl ObjectKind {
     pub fn max_plain_len(self) -> usize {
         match self {
             ObjectKind::Chunk => 64 << 20,
-            ObjectKind::Pool | ObjectKind::Key => 1 << 20,
-            ObjectKind::Tree | ObjectKind::Snapshot => u32::MAX as usize,
+            ObjectKind::Pool | ObjectKind::Key | ObjectKind::Lock => 1 << 20,
+            ObjectKind::Tree | ObjectKind::Snapshot | ObjectKind::Prune => u32::MAX as usize,
         }
     }
 }

@@ -32,6 +32,8 @@ pub enum ErrorKind {
     Interrupted,
     /// The passphrase opens none of the pool's key slots.
     WrongPassphrase,
+    /// Another operation holds a conflicting lock on the pool.
+    Locked,
 }
 
 /// The library error: a kind, a one-line context, and the underlying cause if any.

@@ -185,6 +185,34 @@ pub struct Snapshot {
     pub program_version: String,
 }
 
+/// A lock, kept on every backend while an operation runs: shared for backup, restore and
+/// check, exclusive for prune.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    /// True for prune's lock, which excludes every other.
+    pub exclusive: bool,
+    /// What holds it ("backup", "prune", ...), for messages.
+    pub operation: String,
+    /// Machine of the holder.
+    pub hostname: String,
+    /// Process id of the holder on that machine.
+    pub pid: u32,
+    /// When it was taken, nanoseconds since the epoch.
+    pub created_ns: i64,
+    /// When the holder last proved it is alive; a lock not refreshed for a while is stale.
+    pub refreshed_ns: i64,
+}
+
+/// The objects one prune deleted, kept on every backend so that every machine's catalogue
+/// stops counting on them at its next sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneRecord {
+    /// When the prune ran, nanoseconds since the epoch.
+    pub time_ns: i64,
+    /// Chunks and tree packs deleted.
+    pub deleted: Vec<ObjectId>,
+}
+
 /// The pool record, kept on every backend: which pool a backend belongs to and the settings
 /// every writer must share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use crate::config::{BackendConfig, Config};
 use crate::crypto::{self, KdfParams, KeySlot, Keys, MasterKey, Passphrase, PassphraseSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
-use crate::model::{self, Node, PoolRecord, Snapshot, Tree, TreePack, TreeRef};
+use crate::model::{self, Node, PoolRecord, PruneRecord, Snapshot, Tree, TreePack, TreeRef};
 use crate::progress::Progress;
 use crate::store::Store;
 
@@ -32,6 +32,18 @@ pub struct Repository {
     catalogue: Arc<Catalogue>,
     catalogue_path: PathBuf,
     abort: Arc<AtomicBool>,
+    no_lock: AtomicBool,
+}
+
+/// The lock an operation takes (see `lock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Shared, always (backup: it must see every finished prune).
+    Shared,
+    /// Shared, unless `set_no_lock` (restore, check).
+    ReadOnly,
+    /// Exclusive (prune).
+    Exclusive,
 }
 
 /// How `init` went.
@@ -235,6 +247,7 @@ impl Repository {
             catalogue: Arc::new(catalogue),
             catalogue_path,
             abort: Arc::default(),
+            no_lock: AtomicBool::new(false),
         };
         if fresh {
             repo.rebuild_locations(progress).await?;
@@ -375,6 +388,7 @@ impl Repository {
                 self.catalogue.remove_snapshot(&id)?;
             }
         }
+        self.apply_prune_records().await?;
         let reader = self.catalogue.reader()?;
         let missing: Vec<ObjectId> =
             remote.into_iter().filter(|id| !reader.has_snapshot(id).unwrap_or(false)).collect();
@@ -393,6 +407,61 @@ impl Repository {
         }
         progress.end();
         Ok(missing.len())
+    }
+
+    /// Forget the objects that prunes (here or elsewhere) deleted, so no backup refers to them.
+    async fn apply_prune_records(&self) -> Result<()> {
+        for id in self.store.list_everywhere(crate::store::PRUNE_PREFIX).await? {
+            if self.catalogue.prune_applied(&id)? {
+                continue;
+            }
+            let body = self.store.get(ObjectKind::Prune, &id, None).await?;
+            let record: PruneRecord = model::from_body("prune record", &body)?;
+            self.catalogue.apply_prune(&id, &record.deleted)?;
+        }
+        Ok(())
+    }
+
+    /// Run `work` under a lock on the pool (see `lock`); the catalogue is synced once the
+    /// lock is held, so it reflects every prune that finished before.
+    async fn locked<T>(&self, operation: &str, need: Need, work: impl Future<Output = Result<T>>) -> Result<T> {
+        if need == Need::ReadOnly && self.no_lock.load(std::sync::atomic::Ordering::Relaxed) {
+            return work.await;
+        }
+        let lock = crate::lock::acquire(&self.store, operation, need == Need::Exclusive).await?;
+        let result = match self.sync(&crate::progress::NoProgress).await {
+            Ok(_) => work.await,
+            Err(e) => Err(e),
+        };
+        let released = lock.release().await;
+        let value = result?;
+        released?;
+        Ok(value)
+    }
+
+    /// Run restore and check without a shared lock: for backends this user may only read.
+    /// A prune running meanwhile can then make them fail, never corrupt data. Backups always
+    /// lock: unlocked, a prune could delete what they are about to reference.
+    pub fn set_no_lock(&self, no_lock: bool) {
+        self.no_lock.store(no_lock, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Delete the objects no snapshot references (see `prune`), under the exclusive lock.
+    pub async fn prune(
+        &self,
+        options: crate::prune::PruneOptions,
+        progress: &dyn Progress,
+    ) -> Result<crate::prune::PruneReport> {
+        self.locked("prune", Need::Exclusive, crate::prune::run(self, options, progress)).await
+    }
+
+    /// Remove stale locks (or all, with `all`) left by processes that died.
+    pub async fn unlock(&self, all: bool) -> Result<Vec<crate::lock::Found>> {
+        crate::lock::remove(&self.store, all).await
+    }
+
+    pub(crate) fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
     }
 
     /// Stage the tree packs holding every tree below `root` that the catalogue lacks.
@@ -517,7 +586,12 @@ impl Repository {
 
     /// Back up `options.paths` as a new snapshot. Unchanged files are taken from the parent:
     /// `options.parent`, or the latest snapshot of the same paths from this host.
-    pub async fn backup(&self, mut options: BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupOutcome> {
+    pub async fn backup(&self, options: BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupOutcome> {
+        // The parent is chosen under the lock: one chosen before could be pruned meanwhile.
+        self.locked("backup", Need::Shared, self.backup_locked(options, progress)).await
+    }
+
+    async fn backup_locked(&self, mut options: BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupOutcome> {
         let host = options.hostname.clone().unwrap_or_else(backup::hostname);
         let paths: Vec<String> = options
             .paths
@@ -555,7 +629,7 @@ impl Repository {
         options: crate::restore::RestoreOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<crate::restore::RestoreOutcome> {
-        crate::restore::run(self, snapshot, options, progress).await
+        self.locked("restore", Need::ReadOnly, crate::restore::run(self, snapshot, options, progress)).await
     }
 
     /// Reference counts in the catalogue that disagree with its trees, as check findings.
@@ -581,7 +655,7 @@ impl Repository {
         options: crate::check::CheckOptions,
         progress: &dyn Progress,
     ) -> Result<crate::check::CheckReport> {
-        crate::check::check(self, options, progress).await
+        self.locked("check", Need::ReadOnly, crate::check::check(self, options, progress)).await
     }
 
     /// Write the content of the file at `path` in `snapshot` to `out`, streaming.

@@ -22,6 +22,10 @@ use crate::ring::Ring;
 
 /// Path of the pool record on every backend.
 pub const POOL_RECORD: &str = "cuckoo.pool";
+/// Where locks live, on every backend.
+pub const LOCKS_PREFIX: &str = "locks/";
+/// Where prune records live, on every backend.
+pub const PRUNE_PREFIX: &str = "prune/";
 
 /// Where an object of `kind` named `id` lives on a backend.
 pub fn object_path(kind: ObjectKind, id: &ObjectId) -> String {
@@ -33,6 +37,8 @@ pub fn object_path(kind: ObjectKind, id: &ObjectId) -> String {
         ObjectKind::Snapshot => format!("snapshots/{hex}"),
         ObjectKind::Pool => POOL_RECORD.to_string(),
         ObjectKind::Key => format!("{KEYS_PREFIX}{hex}"),
+        ObjectKind::Lock => format!("{LOCKS_PREFIX}{hex}"),
+        ObjectKind::Prune => format!("{PRUNE_PREFIX}{hex}"),
     }
 }
 
@@ -191,12 +197,29 @@ impl Store {
 
     /// Ids of all snapshots on any backend.
     pub async fn list_snapshots(&self) -> Result<BTreeSet<ObjectId>> {
-        let lists = join_all(self.backends.iter().map(|b| b.list("snapshots/"))).await;
+        self.list_everywhere("snapshots/").await
+    }
+
+    /// Ids of the objects under `prefix` on any backend (snapshots, locks, prune records).
+    pub async fn list_everywhere(&self, prefix: &str) -> Result<BTreeSet<ObjectId>> {
+        let lists = join_all(self.backends.iter().map(|b| b.list(prefix))).await;
         let mut ids = BTreeSet::new();
         for list in lists {
             ids.extend(list?.iter().filter_map(|(p, _)| id_from_path(p)));
         }
         Ok(ids)
+    }
+
+    /// Read and open an object kept on every backend whose name is not its content hash
+    /// (locks): the first backend that has it answers; `None` if none has it any more.
+    pub async fn get_named(&self, kind: ObjectKind, id: &ObjectId) -> Result<Option<Vec<u8>>> {
+        let path = object_path(kind, id);
+        for backend in &self.backends {
+            if let Some(bytes) = backend.read(&path).await? {
+                return codec::decode(kind, id, &bytes, &self.keys).map(Some);
+            }
+        }
+        Ok(None)
     }
 
     /// The plain length recorded in a stored object's header, read without fetching it.

@@ -168,3 +168,100 @@ fn forget_by_id_and_by_policy_everywhere_and_keeps_the_pool_consistent() {
     let out = env.run(&["forget"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("give a policy"));
 }
+
+fn stored_bytes(env: &Env) -> u64 {
+    (0..3).map(|i| dir_bytes(&env.path(&format!("backend-{i}")))).sum()
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.map(|e| {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() { dir_bytes(&e.path()) } else { e.metadata().unwrap().len() }
+    })
+    .sum()
+}
+
+#[test]
+fn prune_reclaims_space_and_other_machines_stop_counting_on_deleted_data() {
+    let env = Env::new();
+    let other = env.second_machine();
+    let machine_b = |args: &[&str]| env.command(args).env("CUCKOO_CONFIG", &other).output().unwrap();
+    let src = tree(&env);
+    let first = env.json(&["backup", src.to_str().unwrap()])["id"].as_str().unwrap().to_string();
+    // Machine B learns every object of the first snapshot.
+    assert!(machine_b(&["snapshots"]).status.success());
+    let big = std::fs::read(src.join("big.bin")).unwrap();
+    std::fs::remove_file(src.join("big.bin")).unwrap();
+    for i in 0..25 {
+        std::fs::remove_file(src.join(format!("docs/note{i}.txt"))).unwrap();
+    }
+    std::fs::write(src.join("docs/new.txt"), text(50_000, 77)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+
+    // Nothing is unreferenced while both snapshots exist; a dry run deletes nothing.
+    assert_eq!(env.json(&["prune"])["unused_objects"], 0);
+    env.ok(&["forget", &first[..8]]);
+    let before = stored_bytes(&env);
+    let dry = env.json(&["prune", "--dry-run"]);
+    assert!(dry["unused_objects"].as_u64().unwrap() >= 5, "{dry}");
+    assert_eq!(stored_bytes(&env), before);
+    let done = env.json(&["prune"]);
+    assert_eq!(done["unused_objects"], dry["unused_objects"]);
+    let after = stored_bytes(&env);
+    assert!(after + (5 << 20) < before, "5 MiB of big.bin reclaimed: {before} -> {after}");
+    assert_eq!(env.json(&["check", "--read-data"])["findings"].as_array().unwrap().len(), 0);
+    env.ok(&["restore", "latest", "--target", env.path("out").to_str().unwrap()]);
+    common::assert_same_tree(&src, &env.path("out/src"));
+
+    // B's catalogue still lists big.bin's chunks; its next backup must store them again.
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    let out = machine_b(&["backup", src.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["summary"]["bytes_added"].as_u64().unwrap() >= big.len() as u64, "{v}");
+    let out = machine_b(&["check", "--read-data", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["findings"].as_array().unwrap().len(), 0, "{v}");
+    let restored = env.path("out-b");
+    assert!(machine_b(&["restore", "latest", "--target", restored.to_str().unwrap()]).status.success());
+    common::assert_same_tree(&src, &restored.join("src"));
+}
+
+#[test]
+fn prune_refuses_while_another_operation_holds_the_pool() {
+    let env = Env::new();
+    let src = tree(&env);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let other = env.second_machine();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (repo, lock) = runtime.block_on(async {
+        let config = cuckoo::Config::load(&other).unwrap();
+        let pass = cuckoo::Passphrase::new(common::PASSPHRASE);
+        let repo = cuckoo::Repository::open(config, &pass, &cuckoo::NoProgress).await.unwrap();
+        let lock = cuckoo::lock::acquire(repo.store(), "backup", false).await.unwrap();
+        (repo, lock)
+    });
+    let out = env.run(&["prune"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("locked by backup"), "{err}");
+    // Backups share: a second one runs beside the first.
+    env.ok(&["backup", src.to_str().unwrap()]);
+    // A live lock is not stale, so plain `unlock` keeps it.
+    assert_eq!(env.json(&["unlock"])["removed"].as_array().unwrap().len(), 0);
+    runtime.block_on(lock.release()).unwrap();
+
+    // Under prune's exclusive lock: backups and restores wait their turn, except a restore
+    // told not to lock (read-only credentials).
+    let prune = runtime.block_on(cuckoo::lock::acquire(repo.store(), "prune", true)).unwrap();
+    let target = env.path("out");
+    let restore = ["restore", "latest", "--target", target.to_str().unwrap()];
+    assert!(String::from_utf8_lossy(&env.run(&restore).stderr).contains("locked by prune"));
+    assert!(!env.run(&["backup", src.to_str().unwrap()]).status.success());
+    env.ok(&[&["--no-lock"][..], &restore].concat());
+    common::assert_same_tree(&src, &target.join("src"));
+    runtime.block_on(prune.release()).unwrap();
+    drop(repo);
+    env.ok(&["prune"]);
+}

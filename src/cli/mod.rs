@@ -30,6 +30,9 @@ struct Cli {
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
     json: bool,
+    /// Take no lock for restore and check (for read-only credentials; a concurrent prune may make them fail)
+    #[arg(long, global = true)]
+    no_lock: bool,
     /// Read the pool's passphrase from this file [otherwise CUCKOO_PASSWORD, or a prompt]
     #[arg(long, global = true, env = "CUCKOO_PASSWORD_FILE")]
     password_file: Option<PathBuf>,
@@ -179,6 +182,18 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Delete the data no snapshot references any more (waits for no one: fails if the pool is in use)
+    Prune {
+        /// Only show what would be deleted
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove locks left by processes that died (stale: no refresh for 30 min, or a dead pid here)
+    Unlock {
+        /// Remove every lock, also ones that look alive
+        #[arg(long)]
+        all: bool,
+    },
     /// Show what changed between two snapshots
     Diff {
         /// The older snapshot
@@ -307,7 +322,9 @@ fn new_passphrase(file: &Option<PathBuf>) -> secret::Source {
 
 async fn open(cli: &Cli, config: Config) -> Result<Repository> {
     let bar = progress::Bar::new(cli.json);
-    Ok(Repository::open(config, &passphrase(cli), &bar).await?)
+    let repo = Repository::open(config, &passphrase(cli), &bar).await?;
+    repo.set_no_lock(cli.no_lock);
+    Ok(repo)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -399,6 +416,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 tags: keep_tag.clone(),
             };
             forget(&cli, config, snapshots, &policy, *dry_run).await
+        }
+        Command::Prune { dry_run } => {
+            let repo = open(&cli, config).await?;
+            interrupt_on_ctrl_c(&repo);
+            let bar = progress::Bar::new(cli.json);
+            let report = repo.prune(cuckoo::prune::PruneOptions { dry_run: *dry_run }, &bar).await?;
+            output::prune(&report, cli.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Unlock { all } => {
+            let repo = open(&cli, config).await?;
+            let removed = repo.unlock(*all).await?;
+            output::message(
+                cli.json,
+                &format!("removed {} lock(s)", removed.len()),
+                serde_json::json!({"removed": removed.iter().map(|l| l.id.to_hex()).collect::<Vec<_>>()}),
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Diff { a, b } => {
             let repo = open(&cli, config).await?;

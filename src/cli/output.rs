@@ -316,3 +316,21 @@ pub fn keys(slots: &[cuckoo::KeyInfo], json: bool) {
         );
     }
 }
+
+pub fn prune(r: &cuckoo::prune::PruneReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_value(r).expect("prune report serialises"));
+        return;
+    }
+    let size = |b: u64| format_size(b, BINARY);
+    println!("{} snapshots reference {} objects ({} stored)", r.snapshots, r.live_objects, size(r.live_stored_bytes));
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    println!("{verb} {} unreferenced objects ({} stored)", r.unused_objects, size(r.unused_stored_bytes));
+    if r.partly_used_chunks > 0 {
+        println!(
+            "{} chunks are partly used: {} of them no snapshot references (kept: other files share those chunks)",
+            r.partly_used_chunks,
+            size(r.partly_used_unreferenced_bytes)
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! Prune: delete the chunks and tree packs no snapshot references any more.
+//!
+//! Owns: computing what is live, what is garbage, and the delete order. Must not: forget
+//! snapshots (that is `forget`), or run without the exclusive lock (`Repository::prune`
+//! takes it and syncs first, so every snapshot on the backends is known).
+//!
+//! Safety, in order: (1) the exclusive lock means no backup, restore or check is running,
+//! here or on another machine; (2) the live set is walked from every snapshot, and any tree
+//! that cannot be read aborts the prune before anything is deleted; (3) the list of objects
+//! to delete is written to every backend (`prune/<id>`) *before* the first delete, so every
+//! other catalogue stops counting on them at its next sync, which a backup does after
+//! taking its lock.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::StreamExt;
+
+use crate::codec::{self, ObjectKind};
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+use crate::model::{self, NodeKind, PruneRecord, TreeRef};
+use crate::progress::Progress;
+use crate::repository::Repository;
+use crate::store::object_path;
+
+/// What prune should do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PruneOptions {
+    /// Only report what would be deleted.
+    pub dry_run: bool,
+}
+
+/// What prune found and did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PruneReport {
+    /// Snapshots kept.
+    pub snapshots: u64,
+    /// Objects the snapshots reference.
+    pub live_objects: u64,
+    /// Bytes those take on the backends.
+    pub live_stored_bytes: u64,
+    /// Objects no snapshot references (deleted unless `dry_run`).
+    pub unused_objects: u64,
+    /// Bytes those take on the backends.
+    pub unused_stored_bytes: u64,
+    /// Live chunks of which some bytes are no longer referenced (small files that were
+    /// deleted from a shared chunk).
+    pub partly_used_chunks: u64,
+    /// Plain bytes in those chunks that no snapshot references.
+    pub partly_used_unreferenced_bytes: u64,
+    /// True if nothing was deleted because of `dry_run`.
+    pub dry_run: bool,
+}
+
+/// One stored copy of an object.
+struct Stored {
+    backend: usize,
+    kind: ObjectKind,
+    id: ObjectId,
+    len: u64,
+}
+
+/// Run prune; the caller holds the exclusive lock and has synced.
+pub(crate) async fn run(repo: &Repository, options: PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
+    let mut report = PruneReport { dry_run: options.dry_run, ..PruneReport::default() };
+    let live = live_set(repo, &mut report).await?;
+    let stored = list_stored(repo).await?;
+    let mut garbage: Vec<&Stored> = Vec::new();
+    let mut garbage_ids = HashSet::new();
+    for s in &stored {
+        if live.objects.contains(&s.id) {
+            report.live_stored_bytes += s.len;
+        } else {
+            report.unused_stored_bytes += s.len;
+            garbage_ids.insert(s.id);
+            garbage.push(s);
+        }
+    }
+    report.live_objects = live.objects.len() as u64;
+    report.unused_objects = garbage_ids.len() as u64;
+    partly_used(repo, &live.slices, &mut report)?;
+    if options.dry_run || garbage.is_empty() {
+        return Ok(report);
+    }
+
+    let deleted: Vec<ObjectId> = garbage_ids.into_iter().collect();
+    let record_id = publish_record(repo, &deleted).await?;
+    progress.begin("prune", Some(garbage.len() as u64), None);
+    let mut deletes = futures::stream::iter(garbage)
+        .map(|s| async move { repo.store().backends()[s.backend].delete(&object_path(s.kind, &s.id)).await })
+        .buffer_unordered(16);
+    let mut first_error = None;
+    while let Some(result) = deletes.next().await {
+        progress.advance(1, 0);
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    progress.end();
+    // Applied even after a failed delete: those objects are listed as gone everywhere, and
+    // the next prune deletes what is left of them.
+    repo.catalogue().apply_prune(&record_id, &deleted)?;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// Write the list of objects about to be deleted to every backend.
+async fn publish_record(repo: &Repository, deleted: &[ObjectId]) -> Result<ObjectId> {
+    let record = PruneRecord { time_ns: crate::backup::now_ns(), deleted: deleted.to_vec() };
+    let body = model::to_body(&record);
+    let keys = repo.store().keys();
+    let id = keys.id_of(&body);
+    let envelope = codec::encode(ObjectKind::Prune, &id, &body, 3, keys);
+    repo.store().put_everywhere(&object_path(ObjectKind::Prune, &id), &envelope).await?;
+    Ok(id)
+}
+
+/// Everything the snapshots reference, and which slices of each chunk they use.
+struct Live {
+    objects: HashSet<ObjectId>,
+    slices: HashMap<ObjectId, Vec<(u32, u32)>>,
+}
+
+async fn live_set(repo: &Repository, report: &mut PruneReport) -> Result<Live> {
+    let mut live = Live { objects: HashSet::new(), slices: HashMap::new() };
+    let mut seen_trees = HashSet::new();
+    for (sid, snapshot) in repo.snapshots()? {
+        report.snapshots += 1;
+        let root = Repository::root(&snapshot);
+        live.objects.insert(root.pack);
+        let mut stack: Vec<TreeRef> = vec![root];
+        while let Some(tref) = stack.pop() {
+            if !seen_trees.insert(tref.id) {
+                continue;
+            }
+            // Never delete on a partial view: an unreadable tree stops the prune.
+            let tree = repo.tree(&tref).await.map_err(|e| {
+                Error::new(e.kind(), format!("prune stopped, nothing deleted: snapshot {}: {e}", sid.short()))
+            })?;
+            for node in &tree.entries {
+                match &node.kind {
+                    NodeKind::File { content, .. } => {
+                        for c in content {
+                            live.objects.insert(c.id);
+                            live.slices.entry(c.id).or_default().push((c.offset, c.len));
+                        }
+                    }
+                    NodeKind::Dir { pack, .. } => {
+                        live.objects.extend(pack);
+                        stack.push(node.subtree(&tref.pack).expect("a directory"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(live)
+}
+
+/// Every chunk and tree pack on every backend (a copy on two backends is listed twice).
+async fn list_stored(repo: &Repository) -> Result<Vec<Stored>> {
+    let mut stored = Vec::new();
+    for (backend, b) in repo.store().backends().iter().enumerate() {
+        for (prefix, kind) in [("data/", ObjectKind::Chunk), ("tree/", ObjectKind::Tree)] {
+            for (path, len) in b.list(prefix).await? {
+                if let Some(id) = path.rsplit('/').next().and_then(|n| ObjectId::from_hex(n).ok()) {
+                    stored.push(Stored { backend, kind, id, len });
+                }
+            }
+        }
+    }
+    Ok(stored)
+}
+
+/// Count live chunks some of whose bytes no snapshot uses, and those bytes.
+fn partly_used(repo: &Repository, slices: &HashMap<ObjectId, Vec<(u32, u32)>>, report: &mut PruneReport) -> Result<()> {
+    let reader = repo.catalogue().reader()?;
+    for (id, ranges) in slices {
+        let Some(location) = reader.location(id)? else { continue };
+        let used = covered(ranges);
+        if used < location.plain_len {
+            report.partly_used_chunks += 1;
+            report.partly_used_unreferenced_bytes += location.plain_len - used;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes covered by the union of (offset, len) ranges.
+fn covered(ranges: &[(u32, u32)]) -> u64 {
+    let mut sorted: Vec<(u64, u64)> = ranges.iter().map(|&(o, l)| (o as u64, o as u64 + l as u64)).collect();
+    sorted.sort_unstable();
+    let (mut total, mut end) = (0u64, 0u64);
+    for (start, stop) in sorted {
+        let start = start.max(end);
+        if stop > start {
+            total += stop - start;
+            end = stop;
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covered;
+
+    #[test]
+    fn covered_counts_overlaps_once() {
+        assert_eq!(covered(&[]), 0);
+        assert_eq!(covered(&[(0, 10), (5, 10), (30, 5), (30, 5)]), 20);
+        assert_eq!(covered(&[(10, 5), (0, 100)]), 100);
+    }
+}
