@@ -31,12 +31,12 @@ impl PassphraseSource for Source {
 impl Source {
     fn prompt(&self, new: bool) -> cuckoo::Result<Passphrase> {
         let ask = |label: &str| {
-            rpassword::prompt_password(label).map_err(|e| {
+            // Failing here means there is no terminal: say what to do instead.
+            rpassword::prompt_password(label).map_err(|_| {
                 Error::new(
                     ErrorKind::Config,
                     format!("a passphrase is needed: set {} or give {}, or run on a terminal", self.env, self.flag),
                 )
-                .with_source(e)
             })
         };
         let label = if new { format!("{} (new): ", self.prompt) } else { format!("{}: ", self.prompt) };
