@@ -138,15 +138,21 @@ run_tool() {
   find "$src" -type f -print0 | xargs -0 cat > /dev/null
   measure "$tool" next bash -c "$BACKUP"
   bash -c "$CHECK" > /dev/null
-  fresh_restore_target
-  measure "$tool" restore bash -c "$RESTORE"
-  # Tools differ in where they put a snapshot's root: find the restored tree.
-  local restored
-  for restored in "$WORK/restore/linux" "$WORK/restore$src" "$WORK/restore"; do
-    [ -f "$restored/Makefile" ] && break
+  # Restore three times, each into a fresh tmpfs, and keep the median: the first tree of
+  # 80,000 files created after a while costs the kernel extra (slab growth), whoever runs.
+  local runs=$WORK/restore-runs.tsv restored
+  : > "$runs"
+  for _ in 1 2 3; do
+    fresh_restore_target
+    RESULTS=$runs measure "$tool" restore bash -c "$RESTORE" > /dev/null
+    # Tools differ in where they put a snapshot's root: find the restored tree.
+    for restored in "$WORK/restore/linux" "$WORK/restore$src" "$WORK/restore"; do
+      [ -f "$restored/Makefile" ] && break
+    done
+    verify_restore "$restored" "$tool"
+    umount "$WORK/restore"
   done
-  verify_restore "$restored" "$tool"
-  umount "$WORK/restore"
+  sort -t$'\t' -k3,3n "$runs" | sed -n 2p | tee -a "$RESULTS"
 }
 
 install
@@ -156,3 +162,28 @@ for tool in $TOOLS; do
   run_tool "$tool"
 done
 python3 benches/compare_table.py "$RESULTS"
+
+# One 2 GiB file (a slice of a tar of /usr: binaries, libraries, text): cuckoo's backup
+# throughput next to the machine's single-pass limit (read + chunk + hash + compress).
+if [ "$(stat -c %s "$WORK/big.bin" 2> /dev/null)" != 2147483648 ]; then
+  (tar -cf - /usr 2> /dev/null || true) | head -c 2147483648 > "$WORK/big.bin" || true
+fi
+cat "$WORK/big.bin" > /dev/null
+limit=$(CUCKOO_SINGLE_PASS_FILE=$WORK/big.bin cargo bench --quiet --bench single_pass | grep '^single_pass' | cut -f4)
+repo=$WORK/repo-big
+rm -rf "$repo"
+mkdir -p "$repo"
+export CUCKOO_CONFIG=$repo/pool.toml CUCKOO_PASSWORD=benchmark
+printf 'catalogue = "%s/catalogue.redb"\n' "$repo" > "$CUCKOO_CONFIG"
+for i in 1 2 3; do printf '[[backend]]\nname = "d%s"\nscheme = "fs"\nroot = "%s/d%s"\n' $i "$repo" $i >> "$CUCKOO_CONFIG"; done
+target/release/cuckoo init > /dev/null
+sync
+/usr/bin/time -f "%e %M" -o "$WORK/time.log" target/release/cuckoo backup "$WORK/big.bin" > /dev/null
+read -r secs kib < "$WORK/time.log"
+python3 -c "
+secs, kib, limit = $secs, $kib, $limit
+speed = 2048 / secs
+print(f'2 GiB file: cuckoo backup {secs:.1f} s = {speed:.0f} MiB/s, peak {kib / 1024:.0f} MiB; '
+      f'single-pass limit {limit:.0f} MiB/s; cuckoo reaches {100 * speed / limit:.0f}% of it')
+"
+rm -rf "$repo"
