@@ -8,7 +8,6 @@
 //! header, so a ranged read of its first `HEAD_LEN` bytes still yields the plain length
 //! (rebuilding a catalogue needs it) without fetching the object.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 
 use crate::crypto::{Keys, NONCE_LEN, Part, TAG_LEN};
@@ -244,21 +243,33 @@ fn le_u32(bytes: &[u8]) -> usize {
 
 /// Decode an envelope that must be of `kind` and named `id`; returns the plain body.
 pub fn decode(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -> Result<Vec<u8>> {
-    let header = read_header(kind, id, bytes, keys)?;
-    let payload: Cow<[u8]> = if header.sealed {
+    decode_owned(kind, id, bytes.to_vec(), keys)
+}
+
+/// Like `decode`, consuming the stored bytes: a sealed payload is opened where it lies, and
+/// a raw body is returned in the same buffer, so a fetched chunk is not copied again.
+pub fn decode_owned(kind: ObjectKind, id: &ObjectId, mut bytes: Vec<u8>, keys: &Keys) -> Result<Vec<u8>> {
+    let header = read_header(kind, id, &bytes, keys)?;
+    let (start, end) = if header.sealed {
         if bytes.len() < HEAD_LEN + TAG_LEN {
             return Err(Error::corrupt("encrypted object is truncated"));
         }
-        let (sealed, tag) = bytes[HEAD_LEN..].split_at(bytes.len() - HEAD_LEN - TAG_LEN);
-        let mut buf = sealed.to_vec();
-        keys.open(Part::Body, &bytes[HEADER_LEN..HEADER_LEN + NONCE_LEN], &bytes[..HEAD_LEN], &mut buf, tag)?;
-        Cow::Owned(buf)
+        let end = bytes.len() - TAG_LEN;
+        let tag: [u8; TAG_LEN] = bytes[end..].try_into().expect("tag length");
+        let (head, payload) = bytes.split_at_mut(HEAD_LEN);
+        let nonce = &head[HEADER_LEN..HEADER_LEN + NONCE_LEN];
+        keys.open(Part::Body, nonce, head, &mut payload[..end - HEAD_LEN], &tag)?;
+        (HEAD_LEN, end)
     } else {
-        Cow::Borrowed(&bytes[HEADER_LEN..])
+        (HEADER_LEN, bytes.len())
     };
     let body = match header.codec {
-        CODEC_RAW => payload.into_owned(),
-        CODEC_ZSTD => zstd::bulk::decompress(&payload, header.plain_len)
+        CODEC_RAW => {
+            bytes.truncate(end);
+            bytes.drain(..start);
+            bytes
+        }
+        CODEC_ZSTD => zstd::bulk::decompress(&bytes[start..end], header.plain_len)
             .map_err(|e| Error::corrupt("zstd payload does not decompress").with_source(e))?,
         other => return Err(Error::corrupt(format!("unknown codec {other}"))),
     };

@@ -42,7 +42,7 @@ const SLOT_AAD: &[u8] = b"cuckoo key slot v1";
 pub struct Passphrase(Zeroizing<String>);
 
 impl Passphrase {
-    /// Wrap `text`. Surrounding newlines (from files and pipes) are not part of it.
+    /// Wrap `text`. Trailing newlines (from files and pipes) are not part of it.
     pub fn new(text: impl Into<String>) -> Passphrase {
         let mut text: String = text.into();
         while text.ends_with(['\n', '\r']) {

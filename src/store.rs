@@ -183,7 +183,7 @@ impl Store {
                 Ok(Some(bytes)) => {
                     let stored = Stored { backend: i, stored_len: bytes.len() as u64, written: false };
                     let keys = self.keys.clone();
-                    let body = crate::exec::cpu(move || verify(kind, &id, &bytes, &keys)).await.map_err(|e| {
+                    let body = crate::exec::cpu(move || verify_owned(kind, &id, bytes, &keys)).await.map_err(|e| {
                         Error::new(e.kind(), format!("backend '{}': {path}: {}", backend.name, e.context()))
                     })?;
                     return Ok((body, stored));
@@ -297,7 +297,12 @@ fn unreachable(b: &Backend, e: Error) -> Error {
 
 /// Decode an envelope and check its body hashes to the id it was fetched by.
 pub fn verify(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -> Result<Vec<u8>> {
-    let body = codec::decode(kind, id, bytes, keys)?;
+    verify_owned(kind, id, bytes.to_vec(), keys)
+}
+
+/// Like `verify`, consuming the fetched bytes (see `codec::decode_owned`).
+pub fn verify_owned(kind: ObjectKind, id: &ObjectId, bytes: Vec<u8>, keys: &Keys) -> Result<Vec<u8>> {
+    let body = codec::decode_owned(kind, id, bytes, keys)?;
     if keys.id_of_large(&body) != *id {
         return Err(Error::corrupt(format!("content does not match its id {}", id.to_hex())));
     }

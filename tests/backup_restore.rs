@@ -143,8 +143,9 @@ fn stored_bytes_follow_backend_weights() {
     let env = Env::new();
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
-    // ~240 MiB of text in ~1 MiB chunks compressing to ~1/4: a few hundred objects, so one
-    // object is well under 1% of the smallest backend's share.
+    // ~240 MiB of text in ~1 MiB chunks compressing to ~1/4: ~240 objects of ~250 KiB, so one
+    // object is ~2.5% of the smallest backend's share (10 MiB). Chunk ids are keyed, so each
+    // run places differently; two choices keep every backend within an object or two.
     for i in 0..120 {
         std::fs::write(src.join(format!("f{i}")), text(2 << 20, 1000 + i)).unwrap();
     }
@@ -154,7 +155,7 @@ fn stored_bytes_follow_backend_weights() {
     for (name, weight) in [("b0", 1.0), ("b1", 2.0), ("b2", 3.0)] {
         let share = stats["backends"][name]["stored_bytes"].as_f64().unwrap() / total;
         let want = weight / 6.0;
-        assert!((share / want - 1.0).abs() < 0.03, "{name}: share {share:.4}, weight share {want:.4}");
+        assert!((share / want - 1.0).abs() < 0.06, "{name}: share {share:.4}, weight share {want:.4}");
     }
     let list = env.json(&["backend", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 3);

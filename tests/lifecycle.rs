@@ -204,7 +204,8 @@ fn prune_reclaims_space_and_other_machines_stop_counting_on_deleted_data() {
     env.ok(&["forget", &first[..8]]);
     let before = stored_bytes(&env);
     let dry = env.json(&["prune", "--dry-run"]);
-    assert!(dry["unused_objects"].as_u64().unwrap() >= 5, "{dry}");
+    // big.bin alone is at least two chunks (4 MiB at most each; cut points depend on the key).
+    assert!(dry["unused_objects"].as_u64().unwrap() >= 2, "{dry}");
     assert_eq!(stored_bytes(&env), before);
     let done = env.json(&["prune"]);
     assert_eq!(done["unused_objects"], dry["unused_objects"]);
