@@ -11,6 +11,8 @@
 //! refreshed for `STALE`, or held by a dead process on this machine, is ignored and can be
 //! removed with `cuckoo unlock`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::codec::{self, ObjectKind};
@@ -45,6 +47,12 @@ pub struct Found {
 /// Take a lock for `operation`; fails with `ErrorKind::Locked` when a conflicting lock is
 /// held, naming its holder.
 pub async fn acquire(store: &Store, operation: &str, exclusive: bool) -> Result<Lock> {
+    acquire_with(store, operation, exclusive, Arc::default()).await
+}
+
+/// Like `acquire`; `lost` is set if the lock could not be refreshed for so long that others
+/// may take it for stale (the holder must then stop: a prune may run).
+pub async fn acquire_with(store: &Store, operation: &str, exclusive: bool, lost: Arc<AtomicBool>) -> Result<Lock> {
     let now = crate::backup::now_ns();
     let record = LockRecord {
         exclusive,
@@ -67,7 +75,7 @@ pub async fn acquire(store: &Store, operation: &str, exclusive: bool) -> Result<
         store.delete_everywhere(&object_path(ObjectKind::Lock, &id)).await?;
         return Err(Error::new(ErrorKind::Locked, describe_conflict(operation, &other)));
     }
-    let refresher = tokio::spawn(refresh(store.clone(), id, record));
+    let refresher = tokio::spawn(refresh(store.clone(), id, record, lost));
     Ok(Lock { store: store.clone(), id, refresher })
 }
 
@@ -99,12 +107,17 @@ async fn write(store: &Store, id: &ObjectId, record: &LockRecord) -> Result<()> 
     store.put_everywhere(&object_path(ObjectKind::Lock, id), &envelope).await
 }
 
-async fn refresh(store: Store, id: ObjectId, mut record: LockRecord) {
+async fn refresh(store: Store, id: ObjectId, mut record: LockRecord, lost: Arc<AtomicBool>) {
+    let mut last_ok = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(REFRESH).await;
         record.refreshed_ns = crate::backup::now_ns();
         // A failed refresh is retried at the next tick; the lock only goes stale after several.
-        let _ = write(&store, &id, &record).await;
+        if write(&store, &id, &record).await.is_ok() {
+            last_ok = tokio::time::Instant::now();
+        } else if last_ok.elapsed() + REFRESH >= STALE {
+            lost.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -187,6 +200,31 @@ mod tests {
         assert_eq!(acquire(&store, "backup", false).await.err().unwrap().kind(), ErrorKind::Locked);
         p.release().await.unwrap();
         assert!(list(&store).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_that_cannot_refresh_is_told_to_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("b");
+        let config = BackendConfig {
+            name: "f".into(),
+            scheme: "fs".into(),
+            weight: 1.0,
+            concurrency: 4,
+            limits: Default::default(),
+            options: [("root".to_string(), root.display().to_string())].into_iter().collect(),
+        };
+        let store = Store::open(&[config]).unwrap();
+        let lost = Arc::new(AtomicBool::new(false));
+        let lock = acquire_with(&store, "backup", false, lost.clone()).await.unwrap();
+        // The backend goes away: every refresh fails from now on.
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::write(&root, b"not a directory").unwrap();
+        tokio::time::sleep(REFRESH * 2).await;
+        assert!(!lost.load(Ordering::Relaxed), "a few failed refreshes are tolerated");
+        tokio::time::sleep(STALE).await;
+        assert!(lost.load(Ordering::Relaxed));
+        lock.refresher.abort();
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use futures::StreamExt;
 
 use crate::codec::{self, ObjectKind};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::model::{self, NodeKind, PruneRecord, TreeRef};
 use crate::progress::Progress;
@@ -86,8 +86,19 @@ pub(crate) async fn run(repo: &Repository, options: PruneOptions, progress: &dyn
     let deleted: Vec<ObjectId> = garbage_ids.into_iter().collect();
     let record_id = publish_record(repo, &deleted).await?;
     progress.begin("prune", Some(garbage.len() as u64), None);
+    // Stop deleting on Ctrl-C or when the lock is lost (a backup may then be re-using these
+    // objects); what is left is deleted by the next prune.
+    let abort = repo.interrupt_flag();
     let mut deletes = futures::stream::iter(garbage)
-        .map(|s| async move { repo.store().backends()[s.backend].delete(&object_path(s.kind, &s.id)).await })
+        .map(|s| {
+            let abort = abort.clone();
+            async move {
+                if abort.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(Error::new(ErrorKind::Interrupted, "prune stopped before deleting everything"));
+                }
+                repo.store().backends()[s.backend].delete(&object_path(s.kind, &s.id)).await
+            }
+        })
         .buffer_unordered(16);
     let mut first_error = None;
     while let Some(result) = deletes.next().await {

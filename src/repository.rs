@@ -428,7 +428,9 @@ impl Repository {
         if need == Need::ReadOnly && self.no_lock.load(std::sync::atomic::Ordering::Relaxed) {
             return work.await;
         }
-        let lock = crate::lock::acquire(&self.store, operation, need == Need::Exclusive).await?;
+        // Losing the lock (no refresh for too long) stops the operation, as Ctrl-C would.
+        let lock =
+            crate::lock::acquire_with(&self.store, operation, need == Need::Exclusive, self.abort.clone()).await?;
         let result = match self.sync(&crate::progress::NoProgress).await {
             Ok(_) => work.await,
             Err(e) => Err(e),
