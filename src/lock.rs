@@ -31,6 +31,7 @@ pub struct Lock {
     store: Store,
     id: ObjectId,
     refresher: tokio::task::JoinHandle<()>,
+    lost: Arc<AtomicBool>,
 }
 
 /// A lock found on the backends.
@@ -50,9 +51,10 @@ pub async fn acquire(store: &Store, operation: &str, exclusive: bool) -> Result<
     acquire_with(store, operation, exclusive, Arc::default()).await
 }
 
-/// Like `acquire`; `lost` is set if the lock could not be refreshed for so long that others
-/// may take it for stale (the holder must then stop: a prune may run).
-pub async fn acquire_with(store: &Store, operation: &str, exclusive: bool, lost: Arc<AtomicBool>) -> Result<Lock> {
+/// Like `acquire`; `stop` is set if the lock could not be refreshed for so long that others
+/// may take it for stale (the holder must then stop: a prune may run). `Lock::lost` says
+/// afterwards whether that happened.
+pub async fn acquire_with(store: &Store, operation: &str, exclusive: bool, stop: Arc<AtomicBool>) -> Result<Lock> {
     let now = crate::backup::now_ns();
     let record = LockRecord {
         exclusive,
@@ -75,8 +77,9 @@ pub async fn acquire_with(store: &Store, operation: &str, exclusive: bool, lost:
         store.delete_everywhere(&object_path(ObjectKind::Lock, &id)).await?;
         return Err(Error::new(ErrorKind::Locked, describe_conflict(operation, &other)));
     }
-    let refresher = tokio::spawn(refresh(store.clone(), id, record, lost));
-    Ok(Lock { store: store.clone(), id, refresher })
+    let lost = Arc::new(AtomicBool::new(false));
+    let refresher = tokio::spawn(refresh(store.clone(), id, record, [stop, lost.clone()]));
+    Ok(Lock { store: store.clone(), id, refresher, lost })
 }
 
 fn conflicts(exclusive: bool, other: Option<&LockRecord>) -> bool {
@@ -107,7 +110,7 @@ async fn write(store: &Store, id: &ObjectId, record: &LockRecord) -> Result<()> 
     store.put_everywhere(&object_path(ObjectKind::Lock, id), &envelope).await
 }
 
-async fn refresh(store: Store, id: ObjectId, mut record: LockRecord, lost: Arc<AtomicBool>) {
+async fn refresh(store: Store, id: ObjectId, mut record: LockRecord, signal: [Arc<AtomicBool>; 2]) {
     let mut last_ok = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(REFRESH).await;
@@ -116,12 +119,17 @@ async fn refresh(store: Store, id: ObjectId, mut record: LockRecord, lost: Arc<A
         if write(&store, &id, &record).await.is_ok() {
             last_ok = tokio::time::Instant::now();
         } else if last_ok.elapsed() + REFRESH >= STALE {
-            lost.store(true, Ordering::Relaxed);
+            signal.iter().for_each(|s| s.store(true, Ordering::Relaxed));
         }
     }
 }
 
 impl Lock {
+    /// True if the lock went unrefreshed for so long that others may have taken it for stale.
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
     /// Stop refreshing and remove the lock from every backend.
     pub async fn release(self) -> Result<()> {
         self.refresher.abort();
@@ -223,7 +231,7 @@ mod tests {
         tokio::time::sleep(REFRESH * 2).await;
         assert!(!lost.load(Ordering::Relaxed), "a few failed refreshes are tolerated");
         tokio::time::sleep(STALE).await;
-        assert!(lost.load(Ordering::Relaxed));
+        assert!(lost.load(Ordering::Relaxed) && lock.lost());
         lock.refresher.abort();
     }
 

@@ -435,7 +435,19 @@ impl Repository {
             Ok(_) => work.await,
             Err(e) => Err(e),
         };
+        let lost = lock.lost();
         let released = lock.release().await;
+        if lost {
+            return Err(Error::new(
+                ErrorKind::Locked,
+                format!(
+                    "{operation}: its lock on the backends could not be refreshed for {} minutes, so a prune \
+                     elsewhere may have run meanwhile; it was stopped if still running. Check that the \
+                     backends are reachable, then run `cuckoo check`",
+                    crate::lock::STALE.as_secs() / 60
+                ),
+            ));
+        }
         let value = result?;
         released?;
         Ok(value)
