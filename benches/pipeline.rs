@@ -76,7 +76,7 @@ fn placement(c: &mut Criterion) {
 }
 
 fn catalogue(c: &mut Criterion) {
-    use cuckoo::catalogue::{Catalogue, Location, Record};
+    use cuckoo::catalogue::{Catalogue, Location, PieceAt, Record};
     let dir = tempfile::tempdir().unwrap();
     let (cat, _) = Catalogue::open(&dir.path().join("c.redb")).unwrap();
     let mut n = 0u64;
@@ -87,7 +87,8 @@ fn catalogue(c: &mut Criterion) {
             let batch: Vec<Record> = (0..512)
                 .map(|_| {
                     n += 1;
-                    let location = Location { backend: "b".into(), stored_len: 1000, plain_len: 4000 };
+                    let piece = PieceAt { backend: "b".into(), shard: false, stored_len: 1000 };
+                    let location = Location { plain_len: 4000, pieces: vec![piece] };
                     Record::Chunk { id: ObjectId::of(&n.to_le_bytes()), location }
                 })
                 .collect();

@@ -25,6 +25,10 @@ pub struct Backend {
     pub scheme: String,
     /// Placement weight.
     pub weight: f64,
+    /// Most bytes it may hold (config `capacity`).
+    pub capacity: Option<u64>,
+    /// Being emptied: placement sends it nothing new.
+    pub drain: bool,
     op: Operator,
     content_type: bool,
     limits: Arc<Limiters>,
@@ -76,7 +80,16 @@ impl Backend {
             download: l.download.map(Limiter::new),
             requests: l.requests_per_second.map(Limiter::new),
         });
-        Ok(Backend { name: cfg.name.clone(), scheme: cfg.scheme.clone(), weight: cfg.weight, op, content_type, limits })
+        Ok(Backend {
+            name: cfg.name.clone(),
+            scheme: cfg.scheme.clone(),
+            weight: cfg.weight,
+            capacity: cfg.capacity,
+            drain: cfg.drain,
+            op,
+            content_type,
+            limits,
+        })
     }
 
     /// The OpenDAL operator, for callers that need more than these few operations.
@@ -86,6 +99,7 @@ impl Backend {
 
     fn err(&self, what: &str, path: &str, e: opendal::Error) -> Error {
         let kind = match e.kind() {
+            _ if is_out_of_space(&e) => ErrorKind::Full,
             opendal::ErrorKind::NotFound => ErrorKind::NotFound,
             opendal::ErrorKind::ConfigInvalid => ErrorKind::Config,
             opendal::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
@@ -96,7 +110,8 @@ impl Backend {
 
     /// Store `bytes` at `path`, replacing what is there. Returns once the service reports the
     /// write complete (for `fs`: written, fsynced and renamed into place).
-    pub async fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+    pub async fn write(&self, path: &str, bytes: impl Into<bytes::Bytes>) -> Result<()> {
+        let bytes: bytes::Bytes = bytes.into();
         self.limits.request().await;
         if let Some(l) = &self.limits.upload {
             l.acquire(bytes.len() as u64).await;
@@ -191,6 +206,16 @@ impl Backend {
     }
 }
 
+/// Services say "no space" in their own words: a local disk's ENOSPC, S3-compatible and
+/// WebDAV servers' quota errors (HTTP 507 Insufficient Storage), Azure's and Google's quota
+/// messages. A full backend is not a broken one: placement skips it, reads go on.
+fn is_out_of_space(e: &opendal::Error) -> bool {
+    let text = format!("{e:?}").to_ascii_lowercase();
+    ["no space left", "quota", "insufficient storage", "insufficientstorage", "storage full", " 507 "]
+        .iter()
+        .any(|needle| text.contains(needle))
+}
+
 /// Option values of the form `env:NAME` come from environment variable NAME, and
 /// `file:PATH` from a file only its owner can read; so a config can be shared or committed
 /// without its secrets. Messages name the variable or file, never the value.
@@ -224,6 +249,8 @@ mod tests {
             weight: 1.0,
             concurrency: 1,
             limits: Default::default(),
+            capacity: None,
+            drain: false,
             options: [("secret".to_string(), value.to_string())].into(),
         }
     }

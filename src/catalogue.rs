@@ -21,8 +21,9 @@ const TREES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("trees");
 /// trees move to TREES in the commit's transaction, so a tree in TREES always has its whole
 /// subtree stored.
 const STAGED: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("staged_tree_packs");
-/// id -> (kind, backend number, stored length, plain length)
-const OBJECTS: TableDefinition<[u8; 32], (u8, u16, u64, u64)> = TableDefinition::new("objects");
+/// id -> (kind, plain length, pieces): each piece 11 bytes, the backend number (u16 LE), 1
+/// for a shard or 0 for a whole copy, and its stored length (u64 LE).
+const OBJECTS: TableDefinition<[u8; 32], (u8, u64, &[u8])> = TableDefinition::new("objects");
 /// id -> number of distinct trees (or snapshots, for root trees) that reference it.
 const REFS: TableDefinition<[u8; 32], u64> = TableDefinition::new("refs");
 /// Prune records (from any machine) whose deletions this catalogue has applied.
@@ -31,18 +32,36 @@ const APPLIED_PRUNES: TableDefinition<[u8; 32], ()> = TableDefinition::new("appl
 const BACKENDS: TableDefinition<&str, u16> = TableDefinition::new("backends");
 
 const SCHEMA_KEY: &str = "schema";
-const SCHEMA: &[u8] = b"1";
+/// Schema 1 kept one location per object; it is rebuilt from the backends when met.
+const SCHEMA: &[u8] = b"2";
+const OLD_SCHEMAS: [&[u8]; 1] = [b"1"];
 const POOL_KEY: &str = "pool_id";
 
-/// Where one stored object is.
+/// Where one stored object is: its pieces (copies or shards).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
+    /// Plain bytes of the object.
+    pub plain_len: u64,
+    /// Its pieces.
+    pub pieces: Vec<PieceAt>,
+}
+
+/// One piece of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PieceAt {
     /// Backend name.
     pub backend: String,
-    /// Bytes stored.
+    /// A shard, or else a whole copy.
+    pub shard: bool,
+    /// Bytes it takes there.
     pub stored_len: u64,
-    /// Plain bytes.
-    pub plain_len: u64,
+}
+
+impl Location {
+    /// Bytes all pieces take.
+    pub fn stored_len(&self) -> u64 {
+        self.pieces.iter().map(|p| p.stored_len).sum()
+    }
 }
 
 /// A fact to record once it is durable on a backend.
@@ -51,6 +70,16 @@ pub enum Record {
     /// A chunk was stored.
     Chunk {
         /// The chunk.
+        id: ObjectId,
+        /// Where it is.
+        location: Location,
+    },
+    /// An object was found on the backends (rebuilding the catalogue): where it is, nothing
+    /// about its content.
+    Located {
+        /// Chunk or tree pack.
+        kind: ObjectKind,
+        /// The object.
         id: ObjectId,
         /// Where it is.
         location: Location,
@@ -69,12 +98,21 @@ pub enum Record {
 /// Per-backend totals.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BackendUsage {
-    /// Objects recorded on the backend.
+    /// Pieces (whole copies or shards) recorded on the backend.
     pub objects: u64,
     /// Bytes they take there.
     pub stored_bytes: u64,
-    /// Their plain size.
+}
+
+/// Totals over distinct objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Distinct objects.
+    pub objects: u64,
+    /// Their plain bytes, each counted once.
     pub plain_bytes: u64,
+    /// Bytes all their pieces take.
+    pub stored_bytes: u64,
 }
 
 /// The opened catalogue.
@@ -106,6 +144,19 @@ impl Catalogue {
                     true
                 }
                 Some(SCHEMA) => false,
+                Some(old) if OLD_SCHEMAS.contains(&old) => {
+                    // A cache: drop it and let the caller rebuild it from the backends.
+                    drop(meta);
+                    for t in [SNAPSHOTS, TREES, STAGED] {
+                        txn.delete_table(t)?;
+                    }
+                    txn.delete_table(REFS)?;
+                    txn.delete_table(BACKENDS)?;
+                    txn.delete_table(APPLIED_PRUNES)?;
+                    txn.delete_table(redb::TableDefinition::<[u8; 32], (u8, u16, u64, u64)>::new("objects"))?;
+                    txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA)?;
+                    true
+                }
                 Some(other) => {
                     return Err(Error::new(
                         ErrorKind::UnsupportedVersion,
@@ -159,17 +210,16 @@ impl Catalogue {
             let mut staged = txn.open_table(STAGED)?;
             let mut backends = txn.open_table(BACKENDS)?;
             for record in records {
-                match record {
-                    Record::Chunk { id, location } => {
-                        let b = backend_number(&mut backends, &location.backend)?;
-                        objects.insert(id.0, (ObjectKind::Chunk as u8, b, location.stored_len, location.plain_len))?;
-                    }
-                    Record::TreePack { id, location: l, body } => {
-                        let b = backend_number(&mut backends, &l.backend)?;
-                        objects.insert(id.0, (ObjectKind::Tree as u8, b, l.stored_len, l.plain_len))?;
+                let (kind, id, location) = match record {
+                    Record::Chunk { id, location } => (ObjectKind::Chunk, id, location),
+                    Record::Located { kind, id, location } => (*kind, id, location),
+                    Record::TreePack { id, location, body } => {
                         staged.insert(id.0, body.as_slice())?;
+                        (ObjectKind::Tree, id, location)
                     }
-                }
+                };
+                let pieces = encode_pieces(&mut backends, &location.pieces)?;
+                objects.insert(id.0, (kind as u8, location.plain_len, pieces.as_slice()))?;
             }
         }
         txn.commit()?;
@@ -249,25 +299,43 @@ impl Catalogue {
         Ok(out)
     }
 
-    /// Objects and bytes per backend name.
-    pub fn usage(&self) -> Result<BTreeMap<String, BackendUsage>> {
+    /// Pieces and bytes per backend name, and totals over distinct objects.
+    pub fn usage(&self) -> Result<(BTreeMap<String, BackendUsage>, Totals)> {
         let txn = self.db.begin_read()?;
-        let names: BTreeMap<u16, String> = txn
-            .open_table(BACKENDS)?
-            .iter()?
-            .map(|r| r.map(|(k, v)| (v.value(), k.value().to_string())))
-            .collect::<Result<_, _>>()?;
+        let names = backend_names(&txn)?;
         let mut usage: BTreeMap<String, BackendUsage> = BTreeMap::new();
+        let mut totals = Totals::default();
         for row in txn.open_table(OBJECTS)?.iter()? {
             let (_, v) = row?;
-            let (_, b, stored, plain) = v.value();
-            let name = names.get(&b).cloned().unwrap_or_else(|| format!("#{b}"));
-            let u = usage.entry(name).or_default();
-            u.objects += 1;
-            u.stored_bytes += stored;
-            u.plain_bytes += plain;
+            let (_, plain, pieces) = v.value();
+            totals.objects += 1;
+            totals.plain_bytes += plain;
+            for (b, _, stored) in decode_pieces(pieces) {
+                let name = names.get(&b).cloned().unwrap_or_else(|| format!("#{b}"));
+                let u = usage.entry(name).or_default();
+                u.objects += 1;
+                u.stored_bytes += stored;
+                totals.stored_bytes += stored;
+            }
         }
-        Ok(usage)
+        Ok((usage, totals))
+    }
+
+    /// Replace the recorded pieces of object `id` (after repair or rebalance moved them).
+    pub fn set_pieces(&self, id: &ObjectId, kind: ObjectKind, plain_len: u64, pieces: &[PieceAt]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut backends = txn.open_table(BACKENDS)?;
+            let encoded = encode_pieces(&mut backends, pieces)?;
+            let mut objects = txn.open_table(OBJECTS)?;
+            let plain = match objects.get(id.0)? {
+                Some(v) if plain_len == 0 => v.value().1,
+                _ => plain_len,
+            };
+            objects.insert(id.0, (kind as u8, plain, encoded.as_slice()))?;
+        }
+        txn.commit()?;
+        Ok(())
     }
 }
 
@@ -343,16 +411,12 @@ impl Reader {
         let Some(v) = self.txn.open_table(OBJECTS)?.get(id.0)? else {
             return Ok(None);
         };
-        let (_, b, stored_len, plain_len) = v.value();
-        let backends = self.txn.open_table(BACKENDS)?;
-        let mut name = None;
-        for row in backends.iter()? {
-            let (k, v) = row?;
-            if v.value() == b {
-                name = Some(k.value().to_string());
-            }
-        }
-        Ok(name.map(|backend| Location { backend, stored_len, plain_len }))
+        let (_, plain_len, pieces) = v.value();
+        let names = backend_names(&self.txn)?;
+        let pieces = decode_pieces(pieces)
+            .filter_map(|(b, shard, stored_len)| Some(PieceAt { backend: names.get(&b)?.clone(), shard, stored_len }))
+            .collect();
+        Ok(Some(Location { plain_len, pieces }))
     }
 
     /// The body of tree `id`, if recorded.
@@ -374,6 +438,33 @@ impl Reader {
     pub fn refs(&self, id: &ObjectId) -> Result<u64> {
         Ok(self.txn.open_table(REFS)?.get(id.0)?.map(|v| v.value()).unwrap_or(0))
     }
+}
+
+fn backend_names(txn: &redb::ReadTransaction) -> Result<BTreeMap<u16, String>> {
+    Ok(txn
+        .open_table(BACKENDS)?
+        .iter()?
+        .map(|r| r.map(|(k, v)| (v.value(), k.value().to_string())))
+        .collect::<Result<_, _>>()?)
+}
+
+const PIECE_LEN: usize = 11;
+
+fn encode_pieces(backends: &mut redb::Table<&str, u16>, pieces: &[PieceAt]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(pieces.len() * PIECE_LEN);
+    for p in pieces {
+        out.extend_from_slice(&backend_number(backends, &p.backend)?.to_le_bytes());
+        out.push(p.shard as u8);
+        out.extend_from_slice(&p.stored_len.to_le_bytes());
+    }
+    Ok(out)
+}
+
+fn decode_pieces(bytes: &[u8]) -> impl Iterator<Item = (u16, bool, u64)> + '_ {
+    bytes.chunks_exact(PIECE_LEN).map(|c| {
+        let b = u16::from_le_bytes([c[0], c[1]]);
+        (b, c[2] == 1, u64::from_le_bytes(c[3..11].try_into().expect("8 bytes")))
+    })
 }
 
 /// The distinct objects a tree references: subtrees, the packs holding them, and chunks.
@@ -476,7 +567,13 @@ mod tests {
         let (cat, fresh) = Catalogue::open(&path).unwrap();
         assert!(fresh);
         let chunk = ObjectId::of(b"chunk");
-        let loc = Location { backend: "b".into(), stored_len: 10, plain_len: 20 };
+        let loc = Location {
+            plain_len: 20,
+            pieces: vec![
+                PieceAt { backend: "b".into(), shard: false, stored_len: 10 },
+                PieceAt { backend: "c".into(), shard: true, stored_len: 7 },
+            ],
+        };
         let (t1, body1) = tree_with_chunk(chunk, b"x");
         let (t2, body2) = tree_with_chunk(chunk, b"y");
         // t1 appears in two packs: it must still count once.
@@ -515,6 +612,6 @@ mod tests {
         assert!(r.has_tree(&t2).unwrap());
         assert_eq!(cat.reader().unwrap().refs(&t1).unwrap(), 1);
         assert_eq!(cat.reader().unwrap().refs(&pa).unwrap(), 1);
-        assert_eq!(cat.usage().unwrap()["b"].objects, 3);
+        assert_eq!(cat.usage().unwrap().0["b"].objects, 3);
     }
 }

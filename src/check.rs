@@ -1,11 +1,13 @@
-//! Verifying a pool: every object a snapshot references exists on a backend, the catalogue's
-//! reference counts agree with the trees, and (with `read_data`) every byte decodes and
-//! hashes to its name. Each finding names the snapshot and path it affects.
+//! Verifying a pool: every object a snapshot references exists on a backend with all the
+//! pieces its redundancy asks for, the catalogue's reference counts agree with the trees, and
+//! (with `read_data`) every piece of every object is downloaded and verified on its own (a
+//! copy decodes to its name, a shard passes its checksum). Each finding names the snapshot
+//! and path it affects and, for a missing or corrupt piece, the backend.
 //!
 //! Owns: the check walk and its report. Must not: repair anything (that is `repair`'s job),
 //! or trust the catalogue's locations (it lists the backends itself).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::StreamExt;
 
@@ -14,7 +16,9 @@ use crate::error::Result;
 use crate::id::ObjectId;
 use crate::model::{NodeKind, TreeRef};
 use crate::progress::Progress;
+use crate::redundancy::Scheme;
 use crate::repository::Repository;
+use crate::store::Piece;
 
 /// What to verify beyond structure.
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,8 +36,21 @@ pub struct Finding {
     pub path: String,
     /// The object at fault.
     pub object: String,
+    /// The backend at fault, when one is.
+    pub backend: Option<String>,
     /// What is wrong.
     pub problem: String,
+}
+
+/// What one backend lacks or holds damaged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BackendReport {
+    /// Pieces placement wants there that are not there.
+    pub missing: u64,
+    /// Pieces there that fail verification.
+    pub corrupt: u64,
+    /// The backend could not be listed.
+    pub unreachable: bool,
 }
 
 /// The outcome of a check.
@@ -47,12 +64,17 @@ pub struct CheckReport {
     pub objects_read: u64,
     /// Bytes downloaded.
     pub bytes_read: u64,
+    /// Objects readable but with fewer pieces than their redundancy asks for.
+    pub degraded: u64,
+    /// Per backend name.
+    pub backends: BTreeMap<String, BackendReport>,
     /// Problems; empty means the pool is healthy.
     pub findings: Vec<Finding>,
 }
 
 /// Where an object is first referenced: (snapshot, path, kind).
-type Referrers = HashMap<ObjectId, (ObjectId, String, ObjectKind)>;
+type Referrer = (ObjectId, String, ObjectKind);
+type Referrers = HashMap<ObjectId, Referrer>;
 
 /// Check the pool; see the module doc.
 pub async fn check(repo: &Repository, options: CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
@@ -67,10 +89,13 @@ pub async fn check(repo: &Repository, options: CheckOptions, progress: &dyn Prog
     }
     report.objects = refs.len() as u64;
 
-    let stored = list_stored(repo).await?;
+    let stored = list_stored(repo, &mut report).await;
     for (id, (sid, path, kind)) in &refs {
-        if !stored.contains_key(id) {
-            report.findings.push(finding(sid, path, id, format!("{kind:?} is missing from every backend")));
+        match stored.get(id) {
+            None => {
+                report.findings.push(finding(sid, path, id, None, format!("{kind:?} is missing from every backend")))
+            }
+            Some(pieces) => check_redundancy(repo, (sid, path, *kind), id, pieces, &mut report),
         }
     }
     report.findings.extend(repo.catalogue_refcount_problems()?);
@@ -82,8 +107,63 @@ pub async fn check(repo: &Repository, options: CheckOptions, progress: &dyn Prog
     Ok(report)
 }
 
-fn finding(sid: &ObjectId, path: &str, object: &ObjectId, problem: String) -> Finding {
-    Finding { snapshot: sid.short(), path: path.to_string(), object: object.to_hex(), problem }
+fn finding(sid: &ObjectId, path: &str, object: &ObjectId, backend: Option<&str>, problem: String) -> Finding {
+    Finding {
+        snapshot: sid.short(),
+        path: path.to_string(),
+        object: object.to_hex(),
+        backend: backend.map(str::to_string),
+        problem,
+    }
+}
+
+/// How many pieces an object stored as `pieces` should have under the pool's scheme: a
+/// whole object is held to as many copies as the scheme survives losses plus one; a sharded
+/// one to the pool's K+M (its own scheme is in its shards' headers, read with `read_data`).
+pub(crate) fn wanted(scheme: Scheme, pieces: &[Piece]) -> Option<(Scheme, usize)> {
+    let sharded = pieces.iter().any(|p| p.shard);
+    match (sharded, scheme) {
+        (false, Scheme::Copies(n)) => Some((scheme, n as usize)),
+        (false, s) => Some((Scheme::Copies(s.tolerates() as u8 + 1), s.tolerates() + 1)),
+        (true, s @ Scheme::Erasure { .. }) => Some((s, s.pieces())),
+        (true, Scheme::Copies(_)) => None,
+    }
+}
+
+/// An object present but short of pieces is a finding, charged to the backends that should
+/// hold the missing ones.
+fn check_redundancy(
+    repo: &Repository,
+    (sid, path, kind): (&ObjectId, &str, ObjectKind),
+    id: &ObjectId,
+    pieces: &[Piece],
+    report: &mut CheckReport,
+) {
+    let store = repo.store();
+    let Some((scheme, want)) = wanted(store.scheme(), pieces) else { return };
+    let have: HashSet<usize> =
+        pieces.iter().filter(|p| p.shard == matches!(scheme, Scheme::Erasure { .. })).map(|p| p.backend).collect();
+    if have.len() >= want {
+        return;
+    }
+    report.degraded += 1;
+    let intended = store.intended(id, scheme, 0);
+    let lacking: Vec<&str> = intended
+        .iter()
+        .filter(|i| !have.contains(i))
+        .take(want - have.len())
+        .map(|i| store.backends()[*i].name.as_str())
+        .collect();
+    for name in &lacking {
+        report.backends.entry(name.to_string()).or_default().missing += 1;
+    }
+    let what = if matches!(scheme, Scheme::Erasure { .. }) { "shards" } else { "copies" };
+    let problem = format!(
+        "{kind:?} has {} of its {want} {what} (run `cuckoo repair`); lacking on: {}",
+        have.len(),
+        lacking.join(", ")
+    );
+    report.findings.push(finding(sid, path, id, lacking.first().copied(), problem));
 }
 
 /// Record every object below `root`; trees that cannot be read are findings.
@@ -105,7 +185,7 @@ async fn walk_snapshot(
             Ok(t) => t,
             Err(e) => {
                 let shown = if path.is_empty() { "/" } else { &path };
-                report.findings.push(finding(&sid, shown, &tref.pack, format!("directory cannot be read: {e}")));
+                report.findings.push(finding(&sid, shown, &tref.pack, None, format!("directory cannot be read: {e}")));
                 continue;
             }
         };
@@ -129,49 +209,100 @@ async fn walk_snapshot(
     }
 }
 
-/// Every object on every backend: id -> backend index.
-async fn list_stored(repo: &Repository) -> Result<HashMap<ObjectId, usize>> {
-    let mut stored = HashMap::new();
-    for (i, b) in repo.store().backends().iter().enumerate() {
-        for prefix in ["data/", "tree/"] {
-            for (path, _) in b.list(prefix).await? {
-                if let Some(id) = path.rsplit('/').next().and_then(|n| ObjectId::from_hex(n).ok()) {
-                    stored.insert(id, i);
+/// Every piece on every backend, by object. A backend that cannot be listed is reported and
+/// skipped: what it holds is then counted as missing.
+async fn list_stored(repo: &Repository, report: &mut CheckReport) -> HashMap<ObjectId, Vec<Piece>> {
+    let mut stored: HashMap<ObjectId, Vec<Piece>> = HashMap::new();
+    let store = repo.store();
+    for (i, b) in store.backends().iter().enumerate() {
+        for kind in [ObjectKind::Chunk, ObjectKind::Tree] {
+            match store.list_pieces(i, kind).await {
+                Ok(list) => {
+                    for (id, piece) in list {
+                        stored.entry(id).or_default().push(piece);
+                    }
+                }
+                Err(e) => {
+                    let entry = report.backends.entry(b.name.clone()).or_default();
+                    if !entry.unreachable {
+                        entry.unreachable = true;
+                        report.findings.push(Finding {
+                            snapshot: "pool".into(),
+                            path: String::new(),
+                            object: String::new(),
+                            backend: Some(b.name.clone()),
+                            problem: format!("backend cannot be listed: {e}"),
+                        });
+                    }
                 }
             }
         }
     }
-    Ok(stored)
+    stored
 }
 
-/// Download a fraction of the objects (chosen at random each run) and verify them.
+/// Download every piece of a fraction of the objects (chosen at random each run) and verify
+/// each on its own; an object none of whose pieces (or too few shards) verify is unreadable.
 async fn read_data(
     repo: &Repository,
     refs: &Referrers,
-    stored: &HashMap<ObjectId, usize>,
+    stored: &HashMap<ObjectId, Vec<Piece>>,
     fraction: f64,
     progress: &dyn Progress,
     report: &mut CheckReport,
 ) {
     let salt: u64 = rand::random();
-    let chosen: Vec<(&ObjectId, &(ObjectId, String, ObjectKind))> = refs
+    let chosen: Vec<(&ObjectId, &Referrer, &Vec<Piece>)> = refs
         .iter()
-        .filter(|(id, _)| stored.contains_key(id))
-        .filter(|(id, _)| fraction >= 1.0 || ((id.prefix_u64() ^ salt) as f64 / u64::MAX as f64) < fraction)
+        .filter_map(|(id, r)| Some((id, r, stored.get(id)?)))
+        .filter(|(id, _, _)| fraction >= 1.0 || ((id.prefix_u64() ^ salt) as f64 / u64::MAX as f64) < fraction)
         .collect();
     progress.begin("read data", Some(chosen.len() as u64), None);
+    let store = repo.store();
     let mut results = futures::stream::iter(chosen)
-        .map(|(id, referrer)| async move {
-            let got = repo.store().get(referrer.2, id, stored.get(id).copied()).await;
-            (id, referrer, got)
+        .map(|(id, referrer, pieces)| async move {
+            let mut outcomes = Vec::new();
+            for piece in pieces {
+                let got = match store.read_piece(referrer.2, id, piece).await {
+                    Ok(Some(bytes)) => {
+                        let len = bytes.len() as u64;
+                        store.check_piece(referrer.2, id, piece, &bytes).map(|()| len)
+                    }
+                    Ok(None) => Err(crate::Error::not_found("listed but gone when read")),
+                    Err(e) => Err(e),
+                };
+                outcomes.push((*piece, got));
+            }
+            (id, referrer, outcomes)
         })
-        .buffer_unordered(16);
-    while let Some((id, (sid, path, _), got)) = results.next().await {
+        .buffer_unordered(8);
+    while let Some((id, (sid, path, _), outcomes)) = results.next().await {
         progress.advance(1, 0);
         report.objects_read += 1;
-        match got {
-            Ok(body) => report.bytes_read += body.len() as u64,
-            Err(e) => report.findings.push(finding(sid, path, id, format!("unreadable: {e}"))),
+        let several = outcomes.len() > 1;
+        let mut whole_ok = false;
+        let mut shards_ok = 0;
+        for (piece, got) in outcomes {
+            let name = &store.backends()[piece.backend].name;
+            match got {
+                Ok(len) => {
+                    report.bytes_read += len;
+                    whole_ok |= !piece.shard;
+                    shards_ok += piece.shard as usize;
+                }
+                Err(e) => {
+                    report.backends.entry(name.clone()).or_default().corrupt += 1;
+                    report.findings.push(finding(sid, path, id, Some(name), format!("piece unreadable: {e}")));
+                }
+            }
+        }
+        let needed = match store.scheme() {
+            Scheme::Erasure { data, .. } => data as usize,
+            Scheme::Copies(_) => usize::MAX,
+        };
+        // With one piece, its finding already says the object is lost.
+        if several && !whole_ok && shards_ok < needed {
+            report.findings.push(finding(sid, path, id, None, "object cannot be read from what is left".into()));
         }
     }
     progress.end();

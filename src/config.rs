@@ -21,8 +21,17 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// Keys of a `[[backend]]` table that cuckoo reads itself; all others go to OpenDAL.
-const OWN_KEYS: [&str; 7] =
-    ["name", "scheme", "weight", "concurrency", "limit_upload", "limit_download", "requests_per_second"];
+const OWN_KEYS: [&str; 9] = [
+    "name",
+    "scheme",
+    "weight",
+    "concurrency",
+    "limit_upload",
+    "limit_download",
+    "requests_per_second",
+    "capacity",
+    "drain",
+];
 
 /// The OpenDAL schemes this build compiles in.
 pub const SCHEMES: [&str; 11] =
@@ -41,6 +50,10 @@ pub struct BackendConfig {
     pub concurrency: usize,
     /// Rate limits; none by default.
     pub limits: Limits,
+    /// Bytes this backend may hold at most; placement never fills it past that.
+    pub capacity: Option<u64>,
+    /// Being emptied (`backend remove`): receives nothing new, its objects move away.
+    pub drain: bool,
     /// The scheme's own options, as strings.
     pub options: BTreeMap<String, String>,
 }
@@ -165,6 +178,36 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Rewrite the file at `self.path` with `edit` applied to the `[[backend]]` table named
+    /// `name` (the table is removed when `edit` returns false), keeping everything else as
+    /// the user wrote it.
+    pub fn edit_backend(&mut self, name: &str, edit: impl FnOnce(&mut toml_edit::Table) -> bool) -> Result<()> {
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| Error::io(format!("cannot read config {}", self.path.display()), e))?;
+        let mut doc: toml_edit::DocumentMut =
+            text.parse().map_err(|e| Error::config(format!("config {}: {e}", self.path.display())))?;
+        let tables = doc
+            .get_mut("backend")
+            .and_then(|b| b.as_array_of_tables_mut())
+            .ok_or_else(|| Error::config(format!("config {} has no [[backend]] tables", self.path.display())))?;
+        let index = tables
+            .iter()
+            .position(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
+            .ok_or_else(|| Error::not_found(format!("no backend named '{name}' in {}", self.path.display())))?;
+        let keep = edit(tables.get_mut(index).expect("found"));
+        if !keep {
+            tables.remove(index);
+        }
+        let text = doc.to_string();
+        // Check the result parses before replacing the user's file.
+        let parsed = Config::parse(&self.path, &text)?;
+        write_atomically(&self.path, text.as_bytes())?;
+        self.backends = parsed.backends;
+        Ok(())
+    }
+}
+
 fn render_backend(b: &BackendConfig) -> String {
     let mut t = toml_edit::Table::new();
     t["name"] = toml_edit::value(&b.name);
@@ -176,12 +219,18 @@ fn render_backend(b: &BackendConfig) -> String {
         t["concurrency"] = toml_edit::value(b.concurrency as i64);
     }
     let l = b.limits;
-    for (key, v) in
-        [("limit_upload", l.upload), ("limit_download", l.download), ("requests_per_second", l.requests_per_second)]
-    {
+    for (key, v) in [
+        ("limit_upload", l.upload),
+        ("limit_download", l.download),
+        ("requests_per_second", l.requests_per_second),
+        ("capacity", b.capacity),
+    ] {
         if let Some(v) = v {
             t[key] = toml_edit::value(v as i64);
         }
+    }
+    if b.drain {
+        t["drain"] = toml_edit::value(true);
     }
     for (k, v) in &b.options {
         t[k.as_str()] = toml_edit::value(v);
@@ -246,7 +295,21 @@ fn parse_backend(t: &toml::Table) -> std::result::Result<BackendConfig, String> 
         download: rate("limit_download")?,
         requests_per_second: rate("requests_per_second")?,
     };
-    Ok(BackendConfig { name, scheme, weight, concurrency, limits, options })
+    let capacity = match t.get("capacity") {
+        None => None,
+        Some(toml::Value::Integer(n)) if *n > 0 => Some(*n as u64),
+        Some(toml::Value::String(s)) => Some(
+            crate::limit::parse_bytes(s)
+                .ok_or_else(|| format!("backend '{name}': capacity must be a size such as \"100GiB\", got \"{s}\""))?,
+        ),
+        Some(v) => return Err(format!("backend '{name}': capacity must be a positive size, got {v}")),
+    };
+    let drain = match t.get("drain") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(v) => return Err(format!("backend '{name}': drain must be true or false, got {v}")),
+    };
+    Ok(BackendConfig { name, scheme, weight, concurrency, limits, capacity, drain, options })
 }
 
 /// Parse `key=value` words from the command line into backend options.
@@ -285,6 +348,8 @@ pub fn create_default(config_path: &Path) -> Result<Config> {
             weight: 1.0,
             concurrency: DEFAULT_CONCURRENCY,
             limits: Limits::default(),
+            capacity: None,
+            drain: false,
             options: BTreeMap::from([("root".to_string(), base.join(name).display().to_string())]),
         })
         .collect();
@@ -363,8 +428,16 @@ mod tests {
         let mut c = Config::load(&path).unwrap();
         let opts = parse_options(&["root=/b".into()]).unwrap();
         let limits = Limits { upload: Some(1 << 20), download: None, requests_per_second: Some(50) };
-        let b =
-            BackendConfig { name: "b".into(), scheme: "fs".into(), weight: 3.0, concurrency: 4, limits, options: opts };
+        let b = BackendConfig {
+            name: "b".into(),
+            scheme: "fs".into(),
+            weight: 3.0,
+            concurrency: 4,
+            limits,
+            capacity: Some(1 << 30),
+            drain: true,
+            options: opts,
+        };
         c.append_backend(b).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("# mine"));

@@ -34,6 +34,8 @@ pub enum ErrorKind {
     WrongPassphrase,
     /// Another operation holds a conflicting lock on the pool.
     Locked,
+    /// A backend is out of space (its quota, its disk, or its configured capacity).
+    Full,
 }
 
 /// The library error: a kind, a one-line context, and the underlying cause if any.

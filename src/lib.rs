@@ -49,6 +49,8 @@ pub mod model;
 pub mod probe;
 pub mod progress;
 pub mod prune;
+pub mod redundancy;
+pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod ring;

@@ -107,7 +107,13 @@ fn describe_conflict(operation: &str, other: &Found) -> String {
 
 async fn write(store: &Store, id: &ObjectId, record: &LockRecord) -> Result<()> {
     let envelope = codec::encode(ObjectKind::Lock, id, &model::to_body(record), 0, store.keys());
-    store.put_everywhere(&object_path(ObjectKind::Lock, id), &envelope).await
+    let path = object_path(ObjectKind::Lock, id);
+    if record.exclusive {
+        // A backend that missed an exclusive lock could let a backup start beside a prune.
+        store.put_on_all(&path, &envelope).await
+    } else {
+        store.put_everywhere(&path, &envelope).await
+    }
 }
 
 async fn refresh(store: Store, id: ObjectId, mut record: LockRecord, signal: [Arc<AtomicBool>; 2]) {
@@ -187,6 +193,8 @@ mod tests {
                 weight: 1.0,
                 concurrency: 4,
                 limits: Default::default(),
+                capacity: None,
+                drain: false,
                 options: Default::default(),
             })
             .collect();
@@ -220,6 +228,8 @@ mod tests {
             weight: 1.0,
             concurrency: 4,
             limits: Default::default(),
+            capacity: None,
+            drain: false,
             options: [("root".to_string(), root.display().to_string())].into_iter().collect(),
         };
         let store = Store::open(&[config]).unwrap();

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunker::ChunkerParams;
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
+use crate::redundancy::Scheme;
 
 /// A slice of one chunk: file content is a list of these, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +224,25 @@ pub struct PoolRecord {
     pub created_ns: i64,
     /// The chunk sizes every writer uses.
     pub chunker: ChunkerParams,
+    /// The redundancy every writer stores new objects with (each object records its own).
+    pub redundancy: Scheme,
+}
+
+/// The pool record as written before redundancy existed (read as one copy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRecordV0 {
+    /// Random id of the pool.
+    pub pool_id: [u8; 16],
+    /// When the pool was created, nanoseconds since the epoch.
+    pub created_ns: i64,
+    /// The chunk sizes every writer uses.
+    pub chunker: ChunkerParams,
+}
+
+impl From<PoolRecordV0> for PoolRecord {
+    fn from(v: PoolRecordV0) -> PoolRecord {
+        PoolRecord { pool_id: v.pool_id, created_ns: v.created_ns, chunker: v.chunker, redundancy: Scheme::NONE }
+    }
 }
 
 impl PoolRecord {

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use futures::StreamExt;
 
 use crate::backup::{self, BackupOptions, BackupOutcome};
-use crate::catalogue::{BackendUsage, Catalogue, Location, Record};
+use crate::catalogue::{BackendUsage, Catalogue, Location, PieceAt, Record};
 use crate::chunker::ChunkerParams;
 use crate::codec::ObjectKind;
 use crate::config::{BackendConfig, Config};
@@ -21,7 +21,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::model::{self, Node, PoolRecord, PruneRecord, Snapshot, Tree, TreePack, TreeRef};
 use crate::progress::Progress;
-use crate::store::Store;
+use crate::redundancy::Scheme;
+use crate::store::{Piece, Store};
 
 /// An open pool.
 pub struct Repository {
@@ -85,6 +86,8 @@ pub struct Stats {
     pub dedup_ratio: f64,
     /// unique / stored.
     pub compression_ratio: f64,
+    /// The redundancy new objects are written with.
+    pub redundancy: String,
     /// Per backend name.
     pub backends: std::collections::BTreeMap<String, BackendUsage>,
 }
@@ -96,11 +99,13 @@ pub struct InitOptions {
     pub encrypt: bool,
     /// Argon2id costs of the first key slot.
     pub kdf: KdfParams,
+    /// Redundancy of new objects; `None` picks `Scheme::default_for` the backend count.
+    pub redundancy: Option<Scheme>,
 }
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions { encrypt: true, kdf: KdfParams::default() }
+        InitOptions { encrypt: true, kdf: KdfParams::default(), redundancy: None }
     }
 }
 
@@ -109,7 +114,9 @@ impl Default for InitOptions {
 /// unlock an existing encrypted pool before adding backends to it.
 pub async fn init(config: &Config, options: &InitOptions, passphrase: &dyn PassphraseSource) -> Result<InitOutcome> {
     let store = Store::open(&config.backends)?;
-    let raw = store.read_pool_records().await?;
+    // Creating or extending a pool needs every backend: a pool record missed now would
+    // make a backend look foreign later.
+    let raw = store.read_pool_records().await.into_iter().collect::<Result<Vec<_>>>()?;
     let missing: Vec<usize> = (0..raw.len()).filter(|i| raw[*i].is_none()).collect();
     if missing.len() == raw.len() {
         return create(store, options, passphrase).await;
@@ -133,6 +140,9 @@ pub async fn init(config: &Config, options: &InitOptions, passphrase: &dyn Passp
 
 async fn create(store: Store, options: &InitOptions, passphrase: &dyn PassphraseSource) -> Result<InitOutcome> {
     let all: Vec<usize> = (0..store.backends().len()).collect();
+    let scheme = options.redundancy.unwrap_or_else(|| Scheme::default_for(all.len()));
+    scheme.validate()?;
+    scheme.check_fits(all.len())?;
     let keys = if options.encrypt {
         options.kdf.validate()?;
         let passphrase = passphrase.passphrase(true)?;
@@ -147,8 +157,12 @@ async fn create(store: Store, options: &InitOptions, passphrase: &dyn Passphrase
         Keys::plain()
     };
     let store = store.with_keys(keys);
-    let record =
-        PoolRecord { pool_id: rand::random(), created_ns: backup::now_ns(), chunker: ChunkerParams::default() };
+    let record = PoolRecord {
+        pool_id: rand::random(),
+        created_ns: backup::now_ns(),
+        chunker: ChunkerParams::default(),
+        redundancy: scheme,
+    };
     store.write_pool_record(&record, &all).await?;
     Ok(InitOutcome::Created(record))
 }
@@ -210,13 +224,28 @@ impl Repository {
         progress: &dyn Progress,
     ) -> Result<Repository> {
         let store = Store::open(&config.backends)?;
-        let raw = store.read_pool_records().await?;
+        let results = store.read_pool_records().await;
+        let mut unreachable = Vec::new();
+        let mut raw = Vec::new();
+        for (i, r) in results.into_iter().enumerate() {
+            raw.push(r.unwrap_or_else(|e| {
+                unreachable.push((i, e));
+                None
+            }));
+        }
         if raw.iter().all(Option::is_none) {
+            if let Some((_, e)) = unreachable.into_iter().next() {
+                return Err(e);
+            }
             return Err(Error::not_found("the pool is not initialised: run `cuckoo init`"));
         }
         let (store, unlocked) = unlock(store, &raw, passphrase).await?;
         let pool = agreed_record(&store, &raw)?.expect("some backend has a record");
-        if let Some(i) = raw.iter().position(Option::is_none) {
+        let down: Vec<usize> = unreachable.iter().map(|(i, _)| *i).collect();
+        if unreachable.len() > pool.redundancy.tolerates() {
+            return Err(unreachable.remove(0).1);
+        }
+        if let Some(i) = (0..raw.len()).find(|i| raw[*i].is_none() && !down.contains(i)) {
             return Err(Error::config(format!(
                 "backend '{}' is not part of pool {} yet: run `cuckoo init` to add it",
                 store.backends()[i].name,
@@ -224,6 +253,8 @@ impl Repository {
             )));
         }
         pool.chunker.validate()?;
+        pool.redundancy.validate()?;
+        let store = store.with_scheme(pool.redundancy);
         let catalogue_path = match &config.catalogue {
             Some(p) => p.clone(),
             None => crate::config::data_dir()?.join("catalogues").join(format!("{}.redb", pool.pool_id_hex())),
@@ -253,7 +284,7 @@ impl Repository {
             repo.rebuild_locations(progress).await?;
         }
         repo.sync(progress).await?;
-        let usage = repo.catalogue.usage()?;
+        let (usage, _) = repo.catalogue.usage()?;
         repo.store.set_loads(usage.iter().filter_map(|(name, u)| Some((repo.store.index_of(name)?, u.stored_bytes))));
         Ok(repo)
     }
@@ -350,19 +381,33 @@ impl Repository {
         self.abort.clone()
     }
 
-    /// Record where every chunk is, by listing the backends (a new catalogue knows nothing).
+    /// Record where every chunk and tree pack is, by listing the backends (a new catalogue
+    /// knows nothing). Backends that cannot be listed are skipped if the pool's redundancy
+    /// tolerates it.
     async fn rebuild_locations(&self, progress: &dyn Progress) -> Result<()> {
-        let mut all = Vec::new();
+        let mut found: HashMap<(ObjectKind, ObjectId), Vec<Piece>> = HashMap::new();
+        let mut failed = Vec::new();
         for i in 0..self.store.backends().len() {
-            all.extend(self.store.list_chunks(i).await?.into_iter().map(|(id, len)| (i, id, len)));
+            for kind in [ObjectKind::Chunk, ObjectKind::Tree] {
+                match self.store.list_pieces(i, kind).await {
+                    Ok(list) => {
+                        for (id, piece) in list {
+                            found.entry((kind, id)).or_default().push(piece);
+                        }
+                    }
+                    Err(e) => failed.push(e),
+                }
+            }
         }
-        progress.begin("rebuild catalogue", Some(all.len() as u64), None);
+        if failed.len() > 2 * self.store.scheme().tolerates() {
+            return Err(failed.remove(0));
+        }
+        progress.begin("rebuild catalogue", Some(found.len() as u64), None);
         let store = &self.store;
-        let mut records = futures::stream::iter(all)
-            .map(|(i, id, stored_len)| async move {
-                let plain_len = store.plain_len(i, ObjectKind::Chunk, &id).await?;
-                let backend = store.backends()[i].name.clone();
-                Ok::<_, Error>(Record::Chunk { id, location: Location { backend, stored_len, plain_len } })
+        let mut records = futures::stream::iter(found)
+            .map(|((kind, id), pieces)| async move {
+                let plain_len = store.plain_len_of(kind, &id, &pieces).await.unwrap_or(0);
+                Ok::<_, Error>(Record::Located { kind, id, location: location_of(store, plain_len, &pieces) })
             })
             .buffer_unordered(32);
         let mut batch = Vec::new();
@@ -399,7 +444,7 @@ impl Repository {
         progress.begin("sync snapshots", Some(missing.len() as u64), None);
         self.catalogue.clear_staged()?;
         for id in &missing {
-            let body = self.store.get(ObjectKind::Snapshot, id, None).await?;
+            let body = self.store.get_everywhere(ObjectKind::Snapshot, id).await?;
             let snapshot: Snapshot = model::from_body("snapshot", &body)?;
             self.fetch_trees(Self::root(&snapshot)).await?;
             self.catalogue.commit_staged(id, &snapshot)?;
@@ -415,7 +460,7 @@ impl Repository {
             if self.catalogue.prune_applied(&id)? {
                 continue;
             }
-            let body = self.store.get(ObjectKind::Prune, &id, None).await?;
+            let body = self.store.get_everywhere(ObjectKind::Prune, &id).await?;
             let record: PruneRecord = model::from_body("prune record", &body)?;
             self.catalogue.apply_prune(&id, &record.deleted)?;
         }
@@ -469,6 +514,26 @@ impl Repository {
         self.locked("prune", Need::Exclusive, crate::prune::run(self, options, progress)).await
     }
 
+    /// Repair or rebalance the pool (see `repair`), under a shared lock: it only adds pieces
+    /// and removes duplicates, so backups may run beside it, while prune may not.
+    pub async fn repair(
+        &self,
+        options: crate::repair::RepairOptions,
+        progress: &dyn Progress,
+    ) -> Result<crate::repair::RepairReport> {
+        let what = if options.rebalance { "rebalance" } else { "repair" };
+        self.locked(what, Need::Shared, crate::repair::run(self, options, progress)).await
+    }
+
+    /// Chunk and tree pack pieces on backend `index`, by listing it.
+    pub async fn pieces_on(&self, index: usize) -> Result<usize> {
+        let mut n = 0;
+        for kind in [ObjectKind::Chunk, ObjectKind::Tree] {
+            n += self.store.list_pieces(index, kind).await?.len();
+        }
+        Ok(n)
+    }
+
     /// Remove stale locks (or all, with `all`) left by processes that died.
     pub async fn unlock(&self, all: bool) -> Result<Vec<crate::lock::Found>> {
         crate::lock::remove(&self.store, all).await
@@ -488,13 +553,10 @@ impl Repository {
                 continue; // its whole subtree is recorded
             }
             if let std::collections::hash_map::Entry::Vacant(slot) = packs.entry(tref.pack) {
-                let (body, stored) = self.store.get_located(ObjectKind::Tree, &tref.pack, None).await?;
+                let hint = self.location_hint(&tref.pack);
+                let (body, pieces) = self.store.get_located(ObjectKind::Tree, &tref.pack, &hint).await?;
                 let pack: TreePack = model::from_body("tree pack", &body)?;
-                let location = Location {
-                    backend: self.store.backends()[stored.backend].name.clone(),
-                    stored_len: stored.stored_len,
-                    plain_len: body.len() as u64,
-                };
+                let location = location_of(&self.store, body.len() as u64, &pieces);
                 self.catalogue.record(&[Record::TreePack { id: tref.pack, location, body }])?;
                 slot.insert(pack);
             }
@@ -539,7 +601,7 @@ impl Repository {
         if let Some(body) = self.catalogue.reader()?.tree_body(&tref.id)? {
             return model::from_body("tree", &body);
         }
-        let body = self.store.get(ObjectKind::Tree, &tref.pack, None).await?;
+        let body = self.store.get(ObjectKind::Tree, &tref.pack, &self.location_hint(&tref.pack)).await?;
         let pack: TreePack = model::from_body("tree pack", &body)?;
         model::from_body("tree", pack.body(&tref.id, self.store.keys())?)
     }
@@ -656,6 +718,7 @@ impl Repository {
                 snapshot: "catalogue".into(),
                 path: String::new(),
                 object: id.to_hex(),
+                backend: None,
                 problem: format!(
                     "reference count is {got}, the trees imply {want} (delete the catalogue to rebuild it)"
                 ),
@@ -688,26 +751,27 @@ impl Repository {
         }
     }
 
-    /// Where the catalogue says object `id` is, as a backend index.
-    pub(crate) fn location_hint(&self, id: &ObjectId) -> Option<usize> {
-        let loc = self.catalogue.reader().ok()?.location(id).ok()??;
-        self.store.index_of(&loc.backend)
+    /// Where the catalogue says object `id`'s pieces are (empty if it does not know).
+    pub(crate) fn location_hint(&self, id: &ObjectId) -> Vec<Piece> {
+        match self.catalogue.reader().and_then(|r| r.location(id)) {
+            Ok(Some(loc)) => pieces_of(&self.store, &loc),
+            _ => Vec::new(),
+        }
     }
 
     /// Totals over the whole pool.
     pub fn stats(&self) -> Result<Stats> {
         let snapshots = self.snapshots()?;
-        let backends = self.catalogue.usage()?;
+        let (backends, totals) = self.catalogue.usage()?;
         let mut s = Stats {
             snapshots: snapshots.len() as u64,
             logical_bytes: snapshots.iter().map(|(_, s)| s.summary.bytes).sum(),
+            objects: totals.objects,
+            unique_bytes: totals.plain_bytes,
+            stored_bytes: totals.stored_bytes,
+            redundancy: self.pool.redundancy.to_string(),
             ..Stats::default()
         };
-        for u in backends.values() {
-            s.objects += u.objects;
-            s.unique_bytes += u.plain_bytes;
-            s.stored_bytes += u.stored_bytes;
-        }
         s.dedup_ratio = ratio(s.logical_bytes, s.unique_bytes);
         s.compression_ratio = ratio(s.unique_bytes, s.stored_bytes);
         s.backends = backends;
@@ -716,9 +780,30 @@ impl Repository {
 
     /// Objects and bytes per configured backend (zero for ones holding nothing yet).
     pub fn usage(&self) -> Result<Vec<(BackendConfig, BackendUsage)>> {
-        let usage = self.catalogue.usage()?;
+        let (usage, _) = self.catalogue.usage()?;
         Ok(self.config.backends.iter().map(|b| (b.clone(), usage.get(&b.name).cloned().unwrap_or_default())).collect())
     }
+}
+
+/// The catalogue's record of pieces stored by `store`.
+pub(crate) fn location_of(store: &Store, plain_len: u64, pieces: &[Piece]) -> Location {
+    let pieces = pieces
+        .iter()
+        .map(|p| PieceAt {
+            backend: store.backends()[p.backend].name.clone(),
+            shard: p.shard,
+            stored_len: p.stored_len,
+        })
+        .collect();
+    Location { plain_len, pieces }
+}
+
+/// The pieces of a catalogue location that are on backends of this config.
+pub(crate) fn pieces_of(store: &Store, loc: &Location) -> Vec<Piece> {
+    loc.pieces
+        .iter()
+        .filter_map(|p| Some(Piece { backend: store.index_of(&p.backend)?, shard: p.shard, stored_len: p.stored_len }))
+        .collect()
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

@@ -29,6 +29,8 @@ fn backend_config(kind: &str, scratch: &Path, tag: &str) -> Option<BackendConfig
             weight: 1.0,
             concurrency: 16,
             limits: Default::default(),
+            capacity: None,
+            drain: false,
             options: BTreeMap::new(),
         },
         _ => {
@@ -130,7 +132,7 @@ async fn pool_round_trip(backends: Vec<BackendConfig>, scratch: &Path) {
     };
     let passphrase = Passphrase::new("pool passphrase");
     let fast = KdfParams { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
-    cuckoo::init(&config, &InitOptions { encrypt: true, kdf: fast }, &passphrase).await.unwrap();
+    cuckoo::init(&config, &InitOptions { encrypt: true, kdf: fast, redundancy: None }, &passphrase).await.unwrap();
     let src = real_tree(scratch);
     let repo = Repository::open(config.clone(), &passphrase, &NoProgress).await.unwrap();
     let options = BackupOptions { paths: vec![src.clone()], ..Default::default() };

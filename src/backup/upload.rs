@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::catalogue::{Catalogue, Location, Record};
+use crate::catalogue::{Catalogue, Record};
 use crate::codec::{self, ObjectKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec::cpu;
@@ -124,13 +124,12 @@ async fn store_one(store: &Store, level: i32, job: Job) -> Result<(Record, bool,
     let keys = store.keys().clone();
     let (envelope, body) = cpu(move || (codec::encode(kind, &id, &body, level, &keys), body)).await;
     let stored = store.put(kind, &id, envelope).await?;
-    let location =
-        Location { backend: store.backends()[stored.backend].name.clone(), stored_len: stored.stored_len, plain_len };
+    let location = crate::repository::location_of(store, plain_len, &stored.pieces);
     let record = match kind {
         ObjectKind::Tree => Record::TreePack { id, location, body },
         _ => Record::Chunk { id, location },
     };
-    Ok((record, stored.written, plain_len, stored.stored_len))
+    Ok((record, stored.written, plain_len, stored.stored_len()))
 }
 
 async fn flush(catalogue: &Arc<Catalogue>, batch: Vec<Record>) -> Result<()> {

@@ -100,6 +100,10 @@ enum Command {
         no_encrypt: bool,
         #[command(flatten)]
         kdf: KdfArgs,
+        /// Redundancy across backends: none, copies=N or erasure=K+M [default: none for one
+        /// backend, copies=2 for 2-4, erasure=3+2 for 5, erasure=4+2 for 6 or more]
+        #[arg(long, value_parser = parse_scheme)]
+        redundancy: Option<cuckoo::redundancy::Scheme>,
     },
     /// Manage the passphrases (key slots) of an encrypted pool
     Key {
@@ -188,6 +192,22 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Rebuild missing or corrupt copies and shards from what is left (resumable: run again)
+    Repair {
+        /// Download and verify every piece, replacing corrupt ones
+        #[arg(long)]
+        read_data: bool,
+        /// Only show what would be done
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Move pieces to where placement wants them after backends were added, reweighted or
+    /// set to drain (also repairs; resumable: run again)
+    Rebalance {
+        /// Only show what would be moved
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Remove locks left by processes that died (stale: no refresh for 30 min, or a dead pid here)
     Unlock {
         /// Remove every lock, also ones that look alive
@@ -238,6 +258,14 @@ enum BackendCommand {
         /// Most requests per second to this backend
         #[arg(long)]
         requests_per_second: Option<u64>,
+        /// Most bytes it may hold, e.g. 15GiB (placement never fills it past that)
+        #[arg(long, value_parser = parse_rate)]
+        capacity: Option<u64>,
+    },
+    /// Move everything off a backend onto the others, then drop it from the config
+    Remove {
+        /// Backend name from the config
+        name: String,
     },
     /// List backends: health, latency, and the objects and bytes stored on each
     List,
@@ -330,8 +358,8 @@ async fn open(cli: &Cli, config: Config) -> Result<Repository> {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let config = load_config(&cli).await?;
     match &cli.command {
-        Command::Init { no_encrypt, kdf, .. } => {
-            let options = cuckoo::InitOptions { encrypt: !no_encrypt, kdf: kdf.params() };
+        Command::Init { no_encrypt, kdf, redundancy, .. } => {
+            let options = cuckoo::InitOptions { encrypt: !no_encrypt, kdf: kdf.params(), redundancy: *redundancy };
             init(&cli, &config, &options).await
         }
         Command::Key { command } => key(&cli, config, command).await,
@@ -425,6 +453,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             output::prune(&report, cli.json);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Repair { read_data, dry_run } => {
+            let options = cuckoo::repair::RepairOptions { rebalance: false, read_data: *read_data, dry_run: *dry_run };
+            repair(&cli, config, options).await
+        }
+        Command::Rebalance { dry_run } => {
+            let options = cuckoo::repair::RepairOptions { rebalance: true, read_data: false, dry_run: *dry_run };
+            repair(&cli, config, options).await
+        }
         Command::Unlock { all } => {
             let repo = open(&cli, config).await?;
             let removed = repo.unlock(*all).await?;
@@ -454,6 +490,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Backend { command: BackendCommand::List } => backend_list(&cli, config).await,
+        Command::Backend { command: BackendCommand::Remove { name } } => backend_remove(&cli, config, name).await,
         Command::Backend { command: BackendCommand::Test { name } } => {
             let cfg = config
                 .backends
@@ -475,6 +512,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     limit_upload,
                     limit_download,
                     requests_per_second,
+                    capacity,
                 },
         } => {
             let limits = config::Limits {
@@ -489,6 +527,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 weight: *weight,
                 concurrency,
                 limits,
+                capacity: *capacity,
+                drain: false,
                 options: config::parse_options(options)?,
             };
             backend_add(&cli, config, backend).await
@@ -550,16 +590,26 @@ async fn init(cli: &Cli, config: &Config, options: &cuckoo::InitOptions) -> Resu
         InitOutcome::Created(record) => output::message(
             cli.json,
             &format!(
-                "created pool {} on {} backends, {}",
+                "created pool {} on {} backends, redundancy {} ({}), {}",
                 record.pool_id_hex(),
                 config.backends.len(),
+                record.redundancy,
+                match record.redundancy.tolerates() {
+                    0 => "a lost backend loses data; choose --redundancy copies=2 to survive one".to_string(),
+                    n => format!(
+                        "survives {n} lost backend{}, {:.2}x storage",
+                        if n == 1 { "" } else { "s" },
+                        record.redundancy.overhead()
+                    ),
+                },
                 if options.encrypt {
                     "encrypted (XChaCha20-Poly1305; keep the passphrase: without it the data cannot be read)"
                 } else {
                     "unencrypted (--no-encrypt)"
                 }
             ),
-            serde_json::json!({"pool": record.pool_id_hex(), "created": true, "encrypted": options.encrypt}),
+            serde_json::json!({"pool": record.pool_id_hex(), "created": true, "encrypted": options.encrypt,
+                               "redundancy": record.redundancy.to_string()}),
         ),
         InitOutcome::Adopted(record, names) => output::message(
             cli.json,
@@ -638,6 +688,57 @@ async fn backend_add(cli: &Cli, mut config: Config, backend: BackendConfig) -> R
 fn parse_percent(text: &str) -> Result<f64, String> {
     let n: f64 = text.trim_end_matches('%').parse().map_err(|_| format!("'{text}' is not a percentage"))?;
     if (0.0..=100.0).contains(&n) && n > 0.0 { Ok(n / 100.0) } else { Err(format!("'{text}' is not in (0, 100]")) }
+}
+
+fn parse_scheme(text: &str) -> Result<cuckoo::redundancy::Scheme, String> {
+    cuckoo::redundancy::Scheme::parse(text).map_err(|e| e.context().to_string())
+}
+
+async fn repair(cli: &Cli, config: Config, options: cuckoo::repair::RepairOptions) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    interrupt_on_ctrl_c(&repo);
+    let bar = progress::Bar::new(cli.json);
+    let report = repo.repair(options, &bar).await?;
+    output::repair(&report, options, cli.json);
+    Ok(if report.unrecoverable.is_empty() && report.incomplete == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Drain first (the config says so, so an interrupted removal resumes with `rebalance` or
+/// by running this again), then forget the backend once it holds nothing.
+async fn backend_remove(cli: &Cli, mut config: Config, name: &str) -> Result<ExitCode> {
+    let Some(index) = config.backends.iter().position(|b| b.name == *name) else {
+        anyhow::bail!("no backend named '{name}' in {}", config.path.display());
+    };
+    let left = config.backends.len() - 1;
+    config.edit_backend(name, |t| {
+        t["drain"] = toml_edit::value(true);
+        true
+    })?;
+    let repo = open(cli, config.clone()).await?;
+    repo.pool().redundancy.check_fits(left).map_err(|e| anyhow::anyhow!("cannot remove '{name}': {}", e.context()))?;
+    interrupt_on_ctrl_c(&repo);
+    let bar = progress::Bar::new(cli.json);
+    let options = cuckoo::repair::RepairOptions { rebalance: true, read_data: false, dry_run: false };
+    let report = repo.repair(options, &bar).await?;
+    let remaining = repo.pieces_on(index).await?;
+    if remaining > 0 || !report.unrecoverable.is_empty() || report.incomplete > 0 {
+        output::repair(&report, options, cli.json);
+        anyhow::bail!(
+            "backend '{name}' still holds {remaining} pieces; it stays in the config, draining: run `cuckoo backend remove {name}` again"
+        );
+    }
+    drop(repo);
+    config.edit_backend(name, |_| false)?;
+    output::message(
+        cli.json,
+        &format!(
+            "moved {} pieces ({}) off '{name}' and removed it from the config; its files can be deleted",
+            report.pieces_deleted,
+            humansize::format_size(report.bytes_deleted, humansize::BINARY)
+        ),
+        serde_json::json!({"removed": name, "pieces_moved": report.pieces_deleted, "bytes_moved": report.bytes_deleted}),
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_rate(text: &str) -> Result<u64, String> {

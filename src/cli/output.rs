@@ -182,7 +182,7 @@ pub fn stats(s: &Stats, json: bool) {
     println!("snapshots:          {}", s.snapshots);
     println!("logical size:       {} (all snapshots)", size(s.logical_bytes));
     println!("unique data:        {} in {} objects", size(s.unique_bytes), s.objects);
-    println!("stored:             {}", size(s.stored_bytes));
+    println!("stored:             {} (redundancy {})", size(s.stored_bytes), s.redundancy);
     println!("dedup ratio:        {:.2}x", s.dedup_ratio);
     println!("compression ratio:  {:.2}x", s.compression_ratio);
     println!("{:<16} {:>10} {:>12} {:>7}", "backend", "objects", "stored", "share");
@@ -248,7 +248,8 @@ pub fn check(report: &cuckoo::check::CheckReport, json: bool) {
         return;
     }
     for f in &report.findings {
-        println!("snapshot {} {}: object {}: {}", f.snapshot, f.path, &f.object[..16], f.problem);
+        let object = f.object.get(..16).unwrap_or(&f.object);
+        println!("snapshot {} {}: object {object}: {}", f.snapshot, f.path, f.problem);
     }
     let read = if report.objects_read > 0 {
         format!(", read and verified {} objects ({})", report.objects_read, size(report.bytes_read))
@@ -260,6 +261,13 @@ pub fn check(report: &cuckoo::check::CheckReport, json: bool) {
     } else {
         format!("{} problems", report.findings.len())
     };
+    for (name, b) in &report.backends {
+        let state = if b.unreachable { ", unreachable" } else { "" };
+        println!("backend {name}: {} pieces missing, {} corrupt{state}", b.missing, b.corrupt);
+    }
+    if report.degraded > 0 {
+        println!("{} objects have less redundancy than asked: `cuckoo repair` rebuilds it", report.degraded);
+    }
     println!("checked {} snapshots, {} objects{read}: {verdict}", report.snapshots, report.objects);
 }
 
@@ -332,5 +340,37 @@ pub fn prune(r: &cuckoo::prune::PruneReport, json: bool) {
             r.partly_used_chunks,
             size(r.partly_used_unreferenced_bytes)
         );
+    }
+}
+
+pub fn repair(r: &cuckoo::repair::RepairReport, options: cuckoo::repair::RepairOptions, json: bool) {
+    if json {
+        println!("{}", serde_json::to_value(r).expect("repair report serialises"));
+        return;
+    }
+    let size = |b: u64| format_size(b, BINARY);
+    let (write, delete) = if options.dry_run { ("would write", "would delete") } else { ("wrote", "deleted") };
+    println!(
+        "{} objects: {} healthy, {} repaired, {} moved; {write} {} pieces ({}), {delete} {} ({})",
+        r.objects,
+        r.healthy,
+        r.repaired,
+        r.moved,
+        r.pieces_written,
+        size(r.bytes_written),
+        r.pieces_deleted,
+        size(r.bytes_deleted)
+    );
+    if r.corrupt_pieces > 0 {
+        println!("{} corrupt pieces found and replaced", r.corrupt_pieces);
+    }
+    if r.shared_copied > 0 {
+        println!("{write} {} copies of snapshots, key slots and pool records", r.shared_copied);
+    }
+    for (id, why) in &r.unrecoverable {
+        println!("cannot rebuild {}: {why}", &id[..16]);
+    }
+    if r.incomplete > 0 {
+        println!("{} objects could not be finished (a backend failed): run it again", r.incomplete);
     }
 }

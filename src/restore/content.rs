@@ -272,7 +272,7 @@ async fn load(repo: &Repository, batch: Batch) -> Loaded {
 
 async fn fetch(repo: &Repository, id: ObjectId) -> Result<Arc<Vec<u8>>> {
     let hint = repo.location_hint(&id);
-    repo.store().get(ObjectKind::Chunk, &id, hint).await.map(Arc::new)
+    repo.store().get(ObjectKind::Chunk, &id, &hint).await.map(Arc::new)
 }
 
 /// Write a large file's slices in order as they arrive, then its metadata.

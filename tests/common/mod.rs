@@ -24,6 +24,15 @@ impl Env {
     }
 
     pub fn with_catalogue(name: &str) -> Env {
+        Self::build(name, None)
+    }
+
+    /// Like `new`, with `--redundancy SCHEME` (else the default: two copies for three backends).
+    pub fn with_redundancy(scheme: &str) -> Env {
+        Self::build("catalogue.redb", Some(scheme))
+    }
+
+    fn build(name: &str, redundancy: Option<&str>) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("pool.toml");
         let mut text = format!("catalogue = {:?}\n", dir.path().join(name));
@@ -33,7 +42,11 @@ impl Env {
         }
         std::fs::write(&config, text).unwrap();
         let env = Env { dir, config };
-        env.ok(&["init", "--kdf-memory", "8", "--kdf-iterations", "1"]);
+        let mut args = vec!["init", "--kdf-memory", "8", "--kdf-iterations", "1"];
+        if let Some(r) = redundancy {
+            args.extend(["--redundancy", r]);
+        }
+        env.ok(&args);
         env
     }
 

@@ -1,0 +1,414 @@
+//! Repair and rebalance: bring every object's pieces back to what the pool's redundancy and
+//! placement want, from whatever is left.
+//!
+//! `repair` writes what is missing: copies and shards lost with a backend, pieces that fail
+//! verification (with `read_data`), and the objects every backend keeps (pool record, key
+//! slots, snapshots, prune records). `rebalance` also moves pieces that sit on backends
+//! placement no longer picks (a backend was added, reweighted or is draining), writing the
+//! new piece before deleting the old one, so every object stays readable throughout. Both are
+//! idempotent: an interrupted run is resumed by running it again, which skips what is done.
+//!
+//! Owns: deciding, per object, which pieces to write and delete. Must not: delete the last
+//! verified piece of anything, or touch objects no backend lists (that is prune's domain).
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::check::wanted;
+use crate::codec::ObjectKind;
+use crate::error::{Error, Result};
+use crate::exec::cpu;
+use crate::id::ObjectId;
+use crate::progress::Progress;
+use crate::redundancy::{self, Scheme};
+use crate::repository::Repository;
+use crate::store::{LOCKS_PREFIX, POOL_RECORD, Piece, Store};
+
+/// What to do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RepairOptions {
+    /// Also move pieces to where placement wants them now (`cuckoo rebalance`).
+    pub rebalance: bool,
+    /// Download and verify every piece, replacing corrupt ones; otherwise pieces are trusted
+    /// if listed.
+    pub read_data: bool,
+    /// Only count what would be done.
+    pub dry_run: bool,
+}
+
+/// What was (or, in a dry run, would be) done.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RepairReport {
+    /// Chunks and tree packs looked at.
+    pub objects: u64,
+    /// Objects that needed nothing.
+    pub healthy: u64,
+    /// Objects that had pieces written.
+    pub repaired: u64,
+    /// Objects that had pieces moved or extra pieces removed.
+    pub moved: u64,
+    /// Pieces written.
+    pub pieces_written: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Pieces deleted (moved away, surplus or corrupt).
+    pub pieces_deleted: u64,
+    /// Bytes deleted.
+    pub bytes_deleted: u64,
+    /// Pieces that failed verification.
+    pub corrupt_pieces: u64,
+    /// Copies of pool records, key slots, snapshots and prune records written to backends
+    /// that lacked them.
+    pub shared_copied: u64,
+    /// Objects that could not be rebuilt from what is left (hex ids), with why.
+    pub unrecoverable: Vec<(String, String)>,
+    /// Objects that could not be fully repaired this time (a backend failed); run again.
+    pub incomplete: u64,
+}
+
+/// Repair (and optionally rebalance) the pool; see the module doc.
+pub async fn run(repo: &Repository, options: RepairOptions, progress: &dyn Progress) -> Result<RepairReport> {
+    let mut report = RepairReport::default();
+    copy_shared(repo.store(), options, &mut report).await?;
+    let objects = list_all(repo.store()).await?;
+    report.objects = objects.len() as u64;
+    progress.begin(if options.rebalance { "rebalance" } else { "repair" }, Some(objects.len() as u64), None);
+    let abort = repo.interrupt_flag();
+    let mut outcomes = futures::stream::iter(objects)
+        .map(|((kind, id), pieces)| async move { (id, fix_object(repo, kind, id, pieces, options).await) })
+        .buffer_unordered(8);
+    while let Some((id, outcome)) = outcomes.next().await {
+        progress.advance(1, 0);
+        match outcome {
+            Ok(o) => o.add_to(&mut report),
+            Err(e) if e.kind() == crate::ErrorKind::Corrupt || e.kind() == crate::ErrorKind::NotFound => {
+                report.unrecoverable.push((id.to_hex(), e.to_string()))
+            }
+            Err(_) => report.incomplete += 1,
+        }
+        if abort.load(std::sync::atomic::Ordering::Relaxed) {
+            progress.end();
+            return Err(Error::new(crate::ErrorKind::Interrupted, "repair interrupted; run it again to go on"));
+        }
+    }
+    progress.end();
+    Ok(report)
+}
+
+/// Every chunk and tree pack listed anywhere, with its pieces. Every backend must answer:
+/// a backend that cannot be listed might hold the only good piece of something.
+async fn list_all(store: &Store) -> Result<HashMap<(ObjectKind, ObjectId), Vec<Piece>>> {
+    let mut all: HashMap<(ObjectKind, ObjectId), Vec<Piece>> = HashMap::new();
+    let mut failed = Vec::new();
+    for i in 0..store.backends().len() {
+        for kind in [ObjectKind::Chunk, ObjectKind::Tree] {
+            match store.list_pieces(i, kind).await {
+                Ok(list) => {
+                    for (id, piece) in list {
+                        all.entry((kind, id)).or_default().push(piece);
+                    }
+                }
+                Err(e) => {
+                    failed.push(i);
+                    // Pieces on backends that are gone are rebuilt elsewhere, if the
+                    // scheme can lose that many; beyond that, repair would be guessing.
+                    failed.dedup();
+                    if failed.len() > store.scheme().tolerates() {
+                        let name = &store.backends()[i].name;
+                        return Err(Error::new(e.kind(), format!("cannot list backend '{name}': {}", e.context())));
+                    }
+                }
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Copy every object kept on every backend to the (reachable) backends lacking it.
+async fn copy_shared(store: &Store, options: RepairOptions, report: &mut RepairReport) -> Result<()> {
+    let n = store.backends().len();
+    let mut have: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, b) in store.backends().iter().enumerate() {
+        if !store.health().is_up(i) {
+            continue;
+        }
+        for prefix in ["snapshots/", "keys/", "prune/"] {
+            let Ok(list) = b.list(prefix).await else { continue };
+            for (path, _) in list {
+                have.entry(path).or_default().push(i);
+            }
+        }
+        if let Ok(Some(_)) = b.len(POOL_RECORD).await {
+            have.entry(POOL_RECORD.to_string()).or_default().push(i);
+        }
+    }
+    for (path, holders) in have {
+        if path.starts_with(LOCKS_PREFIX) || holders.len() == n {
+            continue;
+        }
+        let lacking: Vec<usize> = (0..n).filter(|i| !holders.contains(i) && store.health().is_up(*i)).collect();
+        if lacking.is_empty() {
+            continue;
+        }
+        if options.dry_run {
+            report.shared_copied += lacking.len() as u64;
+            continue;
+        }
+        let Some(bytes) = read_any(store, &path, &holders).await else { continue };
+        for i in lacking {
+            if store.backends()[i].write(&path, bytes.clone()).await.is_ok() {
+                report.shared_copied += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn read_any(store: &Store, path: &str, holders: &[usize]) -> Option<Bytes> {
+    for i in holders {
+        if let Ok(Some(bytes)) = store.backends()[*i].read(path).await {
+            return Some(bytes.into());
+        }
+    }
+    None
+}
+
+/// What was done to one object.
+#[derive(Debug, Default)]
+struct Outcome {
+    written: Vec<u64>,
+    deleted: Vec<u64>,
+    corrupt: u64,
+    moved: bool,
+}
+
+impl Outcome {
+    fn add_to(self, r: &mut RepairReport) {
+        if self.written.is_empty() && self.deleted.is_empty() {
+            r.healthy += 1;
+        }
+        if !self.written.is_empty() && !self.moved {
+            r.repaired += 1;
+        }
+        if self.moved {
+            r.moved += 1;
+        }
+        r.pieces_written += self.written.len() as u64;
+        r.bytes_written += self.written.iter().sum::<u64>();
+        r.pieces_deleted += self.deleted.len() as u64;
+        r.bytes_deleted += self.deleted.iter().sum::<u64>();
+        r.corrupt_pieces += self.corrupt;
+    }
+}
+
+/// Bring one object to its wanted pieces.
+async fn fix_object(
+    repo: &Repository,
+    kind: ObjectKind,
+    id: ObjectId,
+    mut pieces: Vec<Piece>,
+    options: RepairOptions,
+) -> Result<Outcome> {
+    let store = repo.store();
+    let mut out = Outcome::default();
+    let mut verified: HashMap<(usize, bool), Bytes> = HashMap::new();
+    if options.read_data {
+        let mut good = Vec::new();
+        for p in pieces {
+            match read_verified(store, kind, &id, &p).await {
+                Ok(bytes) => {
+                    verified.insert((p.backend, p.shard), bytes);
+                    good.push(p);
+                }
+                Err(e) if e.kind() == crate::ErrorKind::Backend => good.push(p), // unreachable: not proof of damage
+                Err(_) => {
+                    out.corrupt += 1;
+                    if !options.dry_run {
+                        store.delete_piece(kind, &id, &p).await?;
+                    }
+                    out.deleted.push(p.stored_len);
+                }
+            }
+        }
+        pieces = good;
+    }
+    let scheme = match wanted(store.scheme(), &pieces) {
+        Some((scheme, _)) => scheme,
+        // Shards in a pool that now writes copies: keep them to their own scheme.
+        None => shard_scheme(store, kind, &id, &pieces, &mut verified).await?,
+    };
+    let sharded = matches!(scheme, Scheme::Erasure { .. });
+    // Pieces of the other form (left by a change of scheme) count for nothing here, but are
+    // never deleted: they may be what an older reader finds.
+    let mine: Vec<Piece> = pieces.iter().filter(|p| p.shard == sharded).copied().collect();
+    let len = mine.first().map(|p| p.stored_len).unwrap_or(0);
+    let targets = targets(store, &id, scheme, len);
+    let on_target: Vec<&Piece> = mine.iter().filter(|p| targets.contains(&p.backend)).collect();
+    let lacking: Vec<usize> = if scheme == Scheme::NONE {
+        if on_target.is_empty() { targets.iter().take(1).copied().collect() } else { vec![] }
+    } else {
+        targets.iter().filter(|t| !mine.iter().any(|p| p.backend == **t)).copied().collect()
+    };
+    let surplus: Vec<Piece> = if options.rebalance {
+        mine.iter().filter(|p| !targets.contains(&p.backend)).copied().collect()
+    } else {
+        vec![]
+    };
+    if lacking.is_empty() && surplus.is_empty() {
+        if options.read_data && !options.dry_run && out.corrupt > 0 {
+            record(repo, kind, &id, &mine)?;
+        }
+        return Ok(out);
+    }
+    out.moved = !surplus.is_empty();
+    if options.dry_run {
+        out.written.extend(lacking.iter().map(|_| len));
+        out.deleted.extend(surplus.iter().map(|p| p.stored_len));
+        return Ok(out);
+    }
+    let new_pieces = if sharded {
+        write_shards(store, kind, &id, scheme, &mine, &targets, &lacking, &mut verified).await?
+    } else {
+        write_copies(store, kind, &id, &mine, &lacking, &mut verified).await?
+    };
+    out.written.extend(new_pieces.iter().map(|p| p.stored_len));
+    let mut final_pieces: Vec<Piece> = mine.clone();
+    final_pieces.extend(&new_pieces);
+    // Surplus goes only once every target holds its piece.
+    let complete = lacking.len() == new_pieces.len();
+    if complete {
+        for p in &surplus {
+            store.delete_piece(kind, &id, p).await?;
+            out.deleted.push(p.stored_len);
+            final_pieces.retain(|q| q != p);
+        }
+    }
+    record(repo, kind, &id, &final_pieces)?;
+    if !complete {
+        return Err(Error::new(
+            crate::ErrorKind::Backend,
+            format!("{kind:?} {}: some pieces could not be written", id.short()),
+        ));
+    }
+    Ok(out)
+}
+
+/// Where the pieces of `id` should be now: the first backends in ring order that are up and
+/// have room, as many as the scheme wants (either of the first two for a single copy).
+fn targets(store: &Store, id: &ObjectId, scheme: Scheme, len: u64) -> Vec<usize> {
+    let want = if scheme == Scheme::NONE { 2 } else { scheme.pieces() };
+    store.placement_order(id, len).into_iter().filter(|i| store.health().is_up(*i)).take(want).collect()
+}
+
+fn record(repo: &Repository, kind: ObjectKind, id: &ObjectId, pieces: &[Piece]) -> Result<()> {
+    let location = crate::repository::location_of(repo.store(), 0, pieces);
+    repo.catalogue().set_pieces(id, kind, location.plain_len, &location.pieces)
+}
+
+async fn read_verified(store: &Store, kind: ObjectKind, id: &ObjectId, piece: &Piece) -> Result<Bytes> {
+    let bytes = store.read_piece(kind, id, piece).await?.ok_or_else(|| {
+        Error::not_found(format!("backend '{}': listed but gone", store.backends()[piece.backend].name))
+    })?;
+    store.check_piece(kind, id, piece, &bytes)?;
+    Ok(bytes.into())
+}
+
+/// The scheme recorded in an object's own shards.
+async fn shard_scheme(
+    store: &Store,
+    kind: ObjectKind,
+    id: &ObjectId,
+    pieces: &[Piece],
+    verified: &mut HashMap<(usize, bool), Bytes>,
+) -> Result<Scheme> {
+    for p in pieces.iter().filter(|p| p.shard) {
+        let bytes = match verified.get(&(p.backend, p.shard)) {
+            Some(b) => b.clone(),
+            None => match read_verified(store, kind, id, p).await {
+                Ok(b) => {
+                    verified.insert((p.backend, p.shard), b.clone());
+                    b
+                }
+                Err(_) => continue,
+            },
+        };
+        let s = redundancy::open_shard(id, &bytes)?;
+        return Ok(Scheme::Erasure { data: s.data, parity: s.parity });
+    }
+    Err(Error::corrupt(format!("{kind:?} {}: no shard of it verifies", id.short())))
+}
+
+/// Write a copy of the object to each backend in `lacking`, from any verified copy.
+async fn write_copies(
+    store: &Store,
+    kind: ObjectKind,
+    id: &ObjectId,
+    have: &[Piece],
+    lacking: &[usize],
+    verified: &mut HashMap<(usize, bool), Bytes>,
+) -> Result<Vec<Piece>> {
+    let mut source = have.iter().find_map(|p| verified.get(&(p.backend, p.shard)).cloned());
+    if source.is_none() {
+        for p in have {
+            if let Ok(b) = read_verified(store, kind, id, p).await {
+                source = Some(b);
+                break;
+            }
+        }
+    }
+    let bytes = source.ok_or_else(|| Error::corrupt(format!("{kind:?} {}: no copy of it verifies", id.short())))?;
+    let mut written = Vec::new();
+    for i in lacking {
+        if let Ok(p) = store.write_piece(kind, id, *i, false, bytes.clone()).await {
+            written.push(p);
+        }
+    }
+    Ok(written)
+}
+
+/// Rebuild the object from its shards, and write the shards no target backend holds to the
+/// targets in `lacking` (a shard held only off target is rewritten on target: a move).
+#[allow(clippy::too_many_arguments)]
+async fn write_shards(
+    store: &Store,
+    kind: ObjectKind,
+    id: &ObjectId,
+    scheme: Scheme,
+    have: &[Piece],
+    targets: &[usize],
+    lacking: &[usize],
+    verified: &mut HashMap<(usize, bool), Bytes>,
+) -> Result<Vec<Piece>> {
+    let Scheme::Erasure { data, parity } = scheme else { unreachable!("sharded scheme") };
+    for p in have {
+        if !verified.contains_key(&(p.backend, p.shard))
+            && let Ok(b) = read_verified(store, kind, id, p).await
+        {
+            verified.insert((p.backend, p.shard), b);
+        }
+    }
+    let held: Vec<(bool, Bytes)> = have
+        .iter()
+        .filter_map(|p| Some((targets.contains(&p.backend), verified.get(&(p.backend, p.shard))?.clone())))
+        .collect();
+    let id_owned = *id;
+    let (present, all) = cpu(move || -> Result<(HashSet<u8>, Vec<Vec<u8>>)> {
+        let opened =
+            held.iter().map(|(t, b)| Ok((*t, redundancy::open_shard(&id_owned, b)?))).collect::<Result<Vec<_>>>()?;
+        let shards: Vec<_> = opened.iter().map(|(_, s)| *s).collect();
+        let object = redundancy::join(&id_owned, &shards)?;
+        let present = opened.iter().filter(|(on_target, _)| *on_target).map(|(_, s)| s.index).collect();
+        Ok((present, redundancy::split(&id_owned, &object, data, parity)?))
+    })
+    .await?;
+    let missing = all.into_iter().enumerate().filter(|(i, _)| !present.contains(&(*i as u8)));
+    let mut written = Vec::new();
+    for ((_, shard), backend) in missing.zip(lacking) {
+        if let Ok(p) = store.write_piece(kind, id, *backend, true, shard.into()).await {
+            written.push(p);
+        }
+    }
+    Ok(written)
+}

@@ -1,0 +1,286 @@
+//! The pool of backends as one content-addressed object store: names objects, places their
+//! pieces (whole copies or shards, per the pool's redundancy scheme) with the ring, reads
+//! them back from whatever is left, and verifies everything it reads.
+//!
+//! Owns: object paths on backends (docs/format.md, "Layout"), placement decisions, backend
+//! health (`health`), reads with fallback and reconstruction (`objects`), the objects kept on
+//! every backend (`shared`: pool record, key slots, snapshots, locks). Must not: know about
+//! files, trees' meaning or the catalogue; callers pass encoded envelopes and get verified
+//! plain bodies back.
+
+mod health;
+mod objects;
+mod shared;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use health::Health;
+pub use shared::{decode_pool_record, encode_pool_record, pool_record_is_sealed};
+
+use crate::backend::Backend;
+use crate::codec::{self, ObjectKind};
+use crate::config::BackendConfig;
+use crate::crypto::{KEYS_PREFIX, Keys};
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+use crate::redundancy::Scheme;
+use crate::ring::Ring;
+
+/// Path of the pool record on every backend.
+pub const POOL_RECORD: &str = "cuckoo.pool";
+/// Where locks live, on every backend.
+pub const LOCKS_PREFIX: &str = "locks/";
+/// Where prune records live, on every backend.
+pub const PRUNE_PREFIX: &str = "prune/";
+/// Suffix of a shard object's name (docs/format.md, "Shards"); a backend holds at most one
+/// shard of an object, so the shard's index lives in its header, not its name.
+pub const SHARD_SUFFIX: &str = ".s";
+
+/// Where an object of `kind` named `id` lives on a backend, stored whole.
+pub fn object_path(kind: ObjectKind, id: &ObjectId) -> String {
+    let hex = id.to_hex();
+    match kind {
+        // Two hex digits of fan-out keep directory sizes sane on file-system backends.
+        ObjectKind::Chunk => format!("data/{}/{hex}", &hex[..2]),
+        ObjectKind::Tree => format!("tree/{}/{hex}", &hex[..2]),
+        ObjectKind::Snapshot => format!("snapshots/{hex}"),
+        ObjectKind::Pool => POOL_RECORD.to_string(),
+        ObjectKind::Key => format!("{KEYS_PREFIX}{hex}"),
+        ObjectKind::Lock => format!("{LOCKS_PREFIX}{hex}"),
+        ObjectKind::Prune => format!("{PRUNE_PREFIX}{hex}"),
+    }
+}
+
+/// Where a piece of object `id` lives on a backend.
+pub fn piece_path(kind: ObjectKind, id: &ObjectId, shard: bool) -> String {
+    let path = object_path(kind, id);
+    if shard { path + SHARD_SUFFIX } else { path }
+}
+
+/// The object id and whether it is a shard, from a listed path.
+pub fn parse_piece_path(path: &str) -> Option<(ObjectId, bool)> {
+    let name = path.rsplit('/').next()?;
+    match name.strip_suffix(SHARD_SUFFIX) {
+        Some(hex) => Some((ObjectId::from_hex(hex).ok()?, true)),
+        None => Some((ObjectId::from_hex(name).ok()?, false)),
+    }
+}
+
+/// One stored piece of an object: a whole copy or one shard, on one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Piece {
+    /// Index of the backend holding it.
+    pub backend: usize,
+    /// A shard (else the whole object).
+    pub shard: bool,
+    /// Bytes on that backend.
+    pub stored_len: u64,
+}
+
+/// The outcome of storing one object.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Every piece now stored.
+    pub pieces: Vec<Piece>,
+    /// False when the pieces were already there (a resumed or concurrent backup).
+    pub written: bool,
+    /// Fewer pieces than the scheme asks for could be placed (backends down or full):
+    /// readable, but less redundant until `repair`.
+    pub degraded: bool,
+}
+
+impl Stored {
+    /// Bytes all pieces take on the backends.
+    pub fn stored_len(&self) -> u64 {
+        self.pieces.iter().map(|p| p.stored_len).sum()
+    }
+}
+
+/// The backends of one pool, the placement over them and their health.
+///
+/// Placement: an object's pieces go to the first eligible backends in the ring's order for
+/// its id (eligible: not draining, not down, not full). With one copy, the object goes to
+/// the less loaded (stored bytes / weight) of the first two: the ring alone leaves sampling
+/// noise of several percent when a pool holds a few thousand objects, while two choices keep
+/// every backend at its weight share whatever the object count.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backends: Vec<Backend>,
+    ring: Ring,
+    loads: Arc<Vec<AtomicU64>>,
+    health: Arc<Health>,
+    keys: Keys,
+    scheme: Scheme,
+}
+
+impl Store {
+    /// Open every backend of `configs` (no I/O yet).
+    pub fn open(configs: &[BackendConfig]) -> Result<Store> {
+        let backends = configs.iter().map(Backend::open).collect::<Result<Vec<_>>>()?;
+        let ring = Ring::new(backends.iter().map(|b| (b.name.as_str(), b.weight)))?;
+        let loads = Arc::new(backends.iter().map(|_| AtomicU64::new(0)).collect());
+        let health = Arc::new(Health::new(backends.len()));
+        Ok(Store { backends, ring, loads, health, keys: Keys::plain(), scheme: Scheme::NONE })
+    }
+
+    /// The same store, naming and sealing objects with `keys` (an unlocked encrypted pool).
+    pub fn with_keys(mut self, keys: Keys) -> Store {
+        self.keys = keys;
+        self
+    }
+
+    /// The same store, writing new objects with `scheme` (the pool's).
+    pub fn with_scheme(mut self, scheme: Scheme) -> Store {
+        self.scheme = scheme;
+        self
+    }
+
+    /// The keys objects are named and sealed with.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The redundancy new objects are written with.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// The backends, in config order; indices everywhere refer to this order.
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// Which backends are down or full.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The index of the backend called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.name == name)
+    }
+
+    /// Tell placement how many bytes each backend already holds (from the catalogue).
+    pub fn set_loads(&self, bytes: impl IntoIterator<Item = (usize, u64)>) {
+        for (i, b) in bytes {
+            self.loads[i].store(b, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes placement believes backend `i` holds.
+    pub fn load(&self, i: usize) -> u64 {
+        self.loads[i].load(Ordering::Relaxed)
+    }
+
+    /// Whether backend `i` can take `len` more bytes: not draining, not full, and under its
+    /// configured capacity.
+    fn has_room(&self, i: usize, len: u64) -> bool {
+        let b = &self.backends[i];
+        !b.drain && !self.health.is_full(i) && b.capacity.is_none_or(|cap| self.load(i) + len <= cap)
+    }
+
+    /// The backends that may take a new piece of `id`, in ring order.
+    fn eligible(&self, id: &ObjectId, len: u64, include_down: bool) -> Vec<usize> {
+        self.ring
+            .order(id)
+            .into_iter()
+            .filter(|i| self.has_room(*i, len) && (include_down || self.health.is_up(*i)))
+            .collect()
+    }
+
+    /// Every backend that may take a new piece of `id` (not draining, with room), in ring
+    /// order, whether up or down.
+    pub fn placement_order(&self, id: &ObjectId, len: u64) -> Vec<usize> {
+        self.eligible(id, len, true)
+    }
+
+    /// Where `scheme` wants the pieces of `id` when every backend is up: the backends a
+    /// healthy pool would hold them on (`repair` and `rebalance` move pieces there). With one
+    /// copy either of the first two is right (see the type's doc).
+    pub fn intended(&self, id: &ObjectId, scheme: Scheme, len: u64) -> Vec<usize> {
+        let mut order = self.eligible(id, len, true);
+        order.truncate(match scheme {
+            Scheme::Copies(1) => 2,
+            s => s.pieces(),
+        });
+        order
+    }
+
+    fn less_loaded(&self, candidates: &[usize]) -> usize {
+        let fill = |i: usize| self.load(i) as f64 / self.backends[i].weight;
+        let mut best = candidates[0];
+        for &c in &candidates[1..] {
+            if fill(c) < fill(best) {
+                best = c;
+            }
+        }
+        best
+    }
+
+    fn add_load(&self, i: usize, len: u64) {
+        self.loads[i].fetch_add(len, Ordering::Relaxed);
+    }
+
+    fn sub_load(&self, i: usize, len: u64) {
+        let _ = self.loads[i].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| Some(l.saturating_sub(len)));
+    }
+
+    /// The plain length recorded in a stored whole object's header, read without fetching it.
+    pub async fn plain_len(&self, index: usize, kind: ObjectKind, id: &ObjectId) -> Result<u64> {
+        let path = object_path(kind, id);
+        let head = self.backends[index].read_head(&path, codec::HEAD_LEN as u64).await?;
+        Ok(codec::read_header(kind, id, &head, &self.keys)?.plain_len as u64)
+    }
+
+    /// The plain length recorded in an object's header, read from the first bytes of a
+    /// whole copy or of its first shard; `None` if neither answers.
+    pub async fn plain_len_of(&self, kind: ObjectKind, id: &ObjectId, pieces: &[Piece]) -> Option<u64> {
+        for p in pieces.iter().filter(|p| !p.shard) {
+            if let Ok(n) = self.plain_len(p.backend, kind, id).await {
+                return Some(n);
+            }
+        }
+        let want = (crate::redundancy::SHARD_HEADER_LEN + codec::HEAD_LEN) as u64;
+        for p in pieces.iter().filter(|p| p.shard) {
+            let Ok(head) = self.backends[p.backend].read_head(&piece_path(kind, id, true), want).await else {
+                continue;
+            };
+            if let Some((0, start)) = crate::redundancy::peek_shard(&head) {
+                return codec::read_header(kind, id, start, &self.keys).ok().map(|h| h.plain_len as u64);
+            }
+        }
+        None
+    }
+
+    /// Every piece of kind `kind` (chunks or tree packs) on backend `index`.
+    pub async fn list_pieces(&self, index: usize, kind: ObjectKind) -> Result<Vec<(ObjectId, Piece)>> {
+        let prefix = match kind {
+            ObjectKind::Tree => "tree/",
+            _ => "data/",
+        };
+        let result = self.backends[index].list(prefix).await;
+        self.health.observe(index, &result);
+        Ok(result?
+            .into_iter()
+            .filter_map(|(p, len)| {
+                let (id, shard) = parse_piece_path(&p)?;
+                Some((id, Piece { backend: index, shard, stored_len: len }))
+            })
+            .collect())
+    }
+}
+
+/// Decode an envelope and check its body hashes to the id it was fetched by.
+pub fn verify(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -> Result<Vec<u8>> {
+    verify_owned(kind, id, bytes.to_vec(), keys)
+}
+
+/// Like `verify`, consuming the fetched bytes (see `codec::decode_owned`).
+pub fn verify_owned(kind: ObjectKind, id: &ObjectId, bytes: Vec<u8>, keys: &Keys) -> Result<Vec<u8>> {
+    let body = codec::decode_owned(kind, id, bytes, keys)?;
+    if keys.id_of_large(&body) != *id {
+        return Err(Error::corrupt(format!("content does not match its id {}", id.to_hex())));
+    }
+    Ok(body)
+}

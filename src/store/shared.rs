@@ -1,0 +1,223 @@
+//! Objects kept on every backend rather than placed: the pool record, key slots, snapshots,
+//! locks and prune records. Small, so any one backend can list and open the whole pool.
+//!
+//! A pool with redundancy keeps working with as many backends unreachable as its scheme
+//! tolerates: writes and lists here succeed if no more backends than that failed (a backend
+//! marked down is not asked), and `repair` later copies what they missed.
+
+use std::collections::BTreeSet;
+
+use futures::future::join_all;
+
+use super::{POOL_RECORD, Store, object_path, parse_piece_path};
+use crate::backend::Backend;
+use crate::codec::{self, ObjectKind};
+use crate::crypto::{KEYS_PREFIX, KeySlot, Keys};
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::ObjectId;
+use crate::model::{self, PoolRecord};
+
+impl Store {
+    /// Run `op` on every backend (not marked down, unless `strict`). Returns each backend's
+    /// result, or an error if more backends failed than `allowed` or all of them did.
+    async fn on_every<'a, T, F, Fut>(&'a self, strict: bool, allowed: usize, op: F) -> Result<Vec<Option<T>>>
+    where
+        F: Fn(&'a Backend) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let calls = self.backends.iter().enumerate().map(|(i, b)| {
+            let asked = strict || self.health.is_up(i);
+            let fut = asked.then(|| op(b));
+            async move {
+                match fut {
+                    Some(f) => {
+                        let r = f.await;
+                        self.health.observe(i, &r);
+                        r.map_err(|e| unreachable(b, e))
+                    }
+                    None => Err(Error::new(ErrorKind::Backend, format!("backend '{}' is marked down", b.name))),
+                }
+            }
+        });
+        let results = join_all(calls).await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if failed > allowed || failed == results.len() {
+            let first = results.into_iter().find_map(|r| r.err()).expect("failed > 0");
+            return Err(first);
+        }
+        Ok(results.into_iter().map(|r| r.ok()).collect())
+    }
+
+    /// Store a small object on every backend (snapshots, locks, prune records).
+    pub async fn put_everywhere(&self, path: &str, envelope: &[u8]) -> Result<()> {
+        self.on_every(false, self.scheme.tolerates(), |b| b.write(path, envelope.to_vec())).await.map(drop)
+    }
+
+    /// Like `put_everywhere`, but every backend must take it (an exclusive lock).
+    pub async fn put_on_all(&self, path: &str, envelope: &[u8]) -> Result<()> {
+        self.on_every(true, 0, |b| b.write(path, envelope.to_vec())).await.map(drop)
+    }
+
+    /// Delete the object at `path` from every backend (missing is fine).
+    pub async fn delete_everywhere(&self, path: &str) -> Result<()> {
+        self.on_every(false, self.scheme.tolerates(), |b| b.delete(path)).await.map(drop)
+    }
+
+    /// Ids of all snapshots on any backend.
+    pub async fn list_snapshots(&self) -> Result<BTreeSet<ObjectId>> {
+        self.list_everywhere("snapshots/").await
+    }
+
+    /// Ids of the objects under `prefix` on any backend (snapshots, locks, prune records).
+    pub async fn list_everywhere(&self, prefix: &str) -> Result<BTreeSet<ObjectId>> {
+        let lists = self.on_every(false, self.scheme.tolerates(), |b| b.list(prefix)).await?;
+        Ok(lists.into_iter().flatten().flatten().filter_map(|(p, _)| Some(parse_piece_path(&p)?.0)).collect())
+    }
+
+    /// Fetch and verify a content-addressed object kept on every backend (a snapshot, a
+    /// prune record): healthy backends are asked first, one at a time.
+    pub async fn get_everywhere(&self, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
+        let path = object_path(kind, id);
+        let mut order: Vec<usize> = (0..self.backends.len()).collect();
+        order.sort_by_key(|i| !self.health.is_up(*i));
+        let mut failure = None;
+        for i in order {
+            let read = self.backends[i].read(&path).await;
+            self.health.observe(i, &read);
+            let e = match read {
+                Ok(Some(bytes)) => match super::verify_owned(kind, id, bytes, &self.keys) {
+                    Ok(body) => return Ok(body),
+                    Err(e) => e,
+                },
+                Ok(None) => continue,
+                Err(e) => e,
+            };
+            let name = &self.backends[i].name;
+            failure = Some(Error::new(e.kind(), format!("backend '{name}': {path}: {}", e.context())));
+        }
+        Err(failure.unwrap_or_else(|| Error::not_found(format!("{kind:?} {} is on no backend", id.to_hex()))))
+    }
+
+    /// Read and open an object kept on every backend: the first backend that has it
+    /// answers; `None` if none has it any more.
+    pub async fn get_named(&self, kind: ObjectKind, id: &ObjectId) -> Result<Option<Vec<u8>>> {
+        let path = object_path(kind, id);
+        let mut failure = None;
+        for (i, backend) in self.backends.iter().enumerate().filter(|(i, _)| self.health.is_up(*i)) {
+            let read = backend.read(&path).await;
+            self.health.observe(i, &read);
+            match read {
+                Ok(Some(bytes)) => return codec::decode(kind, id, &bytes, &self.keys).map(Some),
+                Ok(None) => {}
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            Some(e) if self.health.down().len() > self.scheme.tolerates() => Err(e),
+            _ => Ok(None),
+        }
+    }
+
+    /// The pool record's bytes from every backend: `Ok(None)` where a backend has none (new
+    /// or foreign), `Err` where it could not be reached. Decode them with
+    /// `decode_pool_record` once the keys are known.
+    pub async fn read_pool_records(&self) -> Vec<Result<Option<Vec<u8>>>> {
+        let reads = join_all(self.backends.iter().map(|b| b.read(POOL_RECORD))).await;
+        reads
+            .into_iter()
+            .zip(&self.backends)
+            .enumerate()
+            .map(|(i, (r, b))| {
+                self.health.observe(i, &r);
+                r.map_err(|e| unreachable(b, e))
+            })
+            .collect()
+    }
+
+    /// Write the pool record, sealed with this store's keys, to the backends in `which`.
+    pub async fn write_pool_record(&self, record: &PoolRecord, which: &[usize]) -> Result<()> {
+        let bytes = encode_pool_record(record, &self.keys);
+        let writes = which.iter().map(|i| self.backends[*i].write(POOL_RECORD, bytes.clone()));
+        join_all(writes).await.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(())
+    }
+
+    /// Every key slot on any reachable backend, by name, each checked against its name.
+    pub async fn read_key_slots(&self) -> Result<Vec<(ObjectId, KeySlot, Vec<u8>)>> {
+        // Every slot is on every backend, and this runs before the pool's scheme is known:
+        // any one reachable backend will do.
+        let lists = self.on_every(false, self.backends.len() - 1, |b| b.list(KEYS_PREFIX)).await?;
+        let mut found: Vec<(ObjectId, KeySlot, Vec<u8>)> = Vec::new();
+        for (list, backend) in lists.into_iter().zip(&self.backends) {
+            for (path, _) in list.into_iter().flatten() {
+                let Some((id, _)) = parse_piece_path(&path) else { continue };
+                if found.iter().any(|(f, _, _)| *f == id) {
+                    continue;
+                }
+                let Some(bytes) = backend.read(&path).await? else { continue };
+                if KeySlot::id(&bytes) != id {
+                    return Err(Error::corrupt(format!(
+                        "backend '{}': key slot {path} does not match its name",
+                        backend.name
+                    )));
+                }
+                let slot = KeySlot::decode(&bytes)
+                    .map_err(|e| Error::new(e.kind(), format!("backend '{}': {path}: {e}", backend.name)))?;
+                found.push((id, slot, bytes));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Write a key slot's bytes to the backends in `which`; returns its name.
+    pub async fn write_key_slot(&self, bytes: &[u8], which: &[usize]) -> Result<ObjectId> {
+        let id = KeySlot::id(bytes);
+        let path = object_path(ObjectKind::Key, &id);
+        let writes = which.iter().map(|i| self.backends[*i].write(&path, bytes.to_vec()));
+        join_all(writes).await.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(id)
+    }
+
+    /// Delete key slot `id` from every backend.
+    pub async fn delete_key_slot(&self, id: &ObjectId) -> Result<()> {
+        self.delete_everywhere(&object_path(ObjectKind::Key, id)).await
+    }
+}
+
+fn unreachable(b: &Backend, e: Error) -> Error {
+    if e.kind() != ErrorKind::Backend {
+        return e;
+    }
+    Error::new(e.kind(), format!("backend '{}' ({}) is unreachable", b.name, b.scheme)).with_source(e)
+}
+
+/// The pool record has no id to bind it to; the all-zero id stands in.
+const POOL_RECORD_ID: ObjectId = ObjectId([0; 32]);
+
+/// The pool record's bytes: the envelope, then a BLAKE3 of its body (it has no id to check).
+pub fn encode_pool_record(record: &PoolRecord, keys: &Keys) -> Vec<u8> {
+    let body = model::to_body(record);
+    let mut bytes = codec::encode(ObjectKind::Pool, &POOL_RECORD_ID, &body, 0, keys);
+    bytes.extend_from_slice(keys.id_of(&body).0.as_slice());
+    bytes
+}
+
+/// True if the pool record's bytes are sealed: the pool needs a passphrase to open.
+pub fn pool_record_is_sealed(bytes: &[u8]) -> bool {
+    bytes.len() > 7 && bytes[..4] == codec::MAGIC && bytes[7] & 1 == 1
+}
+
+/// Parse and check the pool record's bytes.
+pub fn decode_pool_record(bytes: &[u8], keys: &Keys) -> Result<PoolRecord> {
+    if bytes.len() < 32 {
+        return Err(Error::corrupt("pool record is truncated"));
+    }
+    let (envelope, sum) = bytes.split_at(bytes.len() - 32);
+    let body = codec::decode(ObjectKind::Pool, &POOL_RECORD_ID, envelope, keys)?;
+    if keys.id_of(&body).0 != sum {
+        return Err(Error::corrupt("pool record checksum mismatch"));
+    }
+    // Pools made before redundancy existed have no scheme in their record: one copy.
+    model::from_body("pool record", &body)
+        .or_else(|e| model::from_body::<model::PoolRecordV0>("pool record", &body).map(PoolRecord::from).map_err(|_| e))
+}
