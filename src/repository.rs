@@ -34,6 +34,7 @@ pub struct Repository {
     catalogue_path: PathBuf,
     abort: Arc<AtomicBool>,
     no_lock: AtomicBool,
+    unavailable: Vec<(String, String)>,
 }
 
 /// The lock an operation takes (see `lock`).
@@ -245,13 +246,25 @@ impl Repository {
         if unreachable.len() > pool.redundancy.tolerates() {
             return Err(unreachable.remove(0).1);
         }
-        if let Some(i) = (0..raw.len()).find(|i| raw[*i].is_none() && !down.contains(i)) {
+        // A reachable backend without the record is new (never initialised) or has lost
+        // everything (a provider emptied it). Either way it holds nothing of the pool: a
+        // redundant pool opens without it, and `repair` (or `init`) gives it the record.
+        let bare: Vec<usize> = (0..raw.len()).filter(|i| raw[*i].is_none() && !down.contains(i)).collect();
+        if let Some(&i) = bare.first()
+            && down.len() + bare.len() > pool.redundancy.tolerates()
+        {
             return Err(Error::config(format!(
-                "backend '{}' is not part of pool {} yet: run `cuckoo init` to add it",
+                "backend '{}' is not part of pool {} (new, or it lost its data): run `cuckoo init` to add it{}",
                 store.backends()[i].name,
-                pool.pool_id_hex()
+                pool.pool_id_hex(),
+                if pool.redundancy.tolerates() > 0 { ", or `cuckoo repair` to rebuild what it held" } else { "" }
             )));
         }
+        let unavailable: Vec<(String, String)> = unreachable
+            .iter()
+            .map(|(i, e)| (store.backends()[*i].name.clone(), e.to_string()))
+            .chain(bare.iter().map(|i| (store.backends()[*i].name.clone(), "has no pool record".to_string())))
+            .collect();
         pool.chunker.validate()?;
         pool.redundancy.validate()?;
         let store = store.with_scheme(pool.redundancy);
@@ -279,6 +292,7 @@ impl Repository {
             catalogue_path,
             abort: Arc::default(),
             no_lock: AtomicBool::new(false),
+            unavailable,
         };
         if fresh {
             repo.rebuild_locations(progress).await?;
@@ -287,6 +301,12 @@ impl Repository {
         let (usage, _) = repo.catalogue.usage()?;
         repo.store.set_loads(usage.iter().filter_map(|(name, u)| Some((repo.store.index_of(name)?, u.stored_bytes))));
         Ok(repo)
+    }
+
+    /// Backends the pool opened without (unreachable, or without the pool record), and why:
+    /// reads go around them, writes go to the next healthy owners, `repair` fixes the rest.
+    pub fn unavailable(&self) -> &[(String, String)] {
+        &self.unavailable
     }
 
     /// True if the pool is encrypted.

@@ -351,6 +351,12 @@ fn new_passphrase(file: &Option<PathBuf>) -> secret::Source {
 async fn open(cli: &Cli, config: Config) -> Result<Repository> {
     let bar = progress::Bar::new(cli.json);
     let repo = Repository::open(config, &passphrase(cli), &bar).await?;
+    for (name, why) in repo.unavailable() {
+        eprintln!(
+            "cuckoo: warning: backend '{name}' is left out ({why}); redundancy {} covers it, `cuckoo repair` restores it",
+            repo.pool().redundancy
+        );
+    }
     repo.set_no_lock(cli.no_lock);
     Ok(repo)
 }

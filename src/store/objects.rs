@@ -318,7 +318,9 @@ impl Store {
             Scheme::Erasure { data, .. } => data as usize,
             Scheme::Copies(_) => 1,
         };
-        let mut valid: Vec<Vec<u8>> = Vec::new();
+        // Shards by index: a backend may hold a duplicate of a shard another one has (left
+        // by repair before a rebalance), which adds nothing.
+        let mut valid: std::collections::BTreeMap<u8, Vec<u8>> = Default::default();
         let mut failure = None;
         while valid.len() < need {
             let wave: Vec<Piece> = (valid.len()..need).filter_map(|_| queue.pop_front()).collect();
@@ -339,10 +341,11 @@ impl Store {
                     }
                 };
                 let id_owned = *id;
-                match cpu(move || redundancy::open_shard(&id_owned, &bytes).map(|s| s.data).map(|d| (d, bytes))).await {
-                    Ok((data, bytes)) => {
+                let opened = cpu(move || redundancy::open_shard(&id_owned, &bytes).map(|s| (s.data, s.index)).map(|s| (s, bytes)));
+                match opened.await {
+                    Ok(((data, index), bytes)) => {
                         need = data as usize;
-                        valid.push(bytes);
+                        valid.insert(index, bytes);
                     }
                     Err(e) => failure = Some(worse(failure, self.name_error(piece, e))),
                 }
@@ -356,6 +359,7 @@ impl Store {
                 valid.len()
             )));
         }
+        let valid: Vec<Vec<u8>> = valid.into_values().collect();
         let (keys, id) = (self.keys.clone(), *id);
         cpu(move || {
             let opened = valid.iter().map(|b| redundancy::open_shard(&id, b)).collect::<Result<Vec<_>>>()?;
