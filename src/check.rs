@@ -266,7 +266,7 @@ async fn read_data(
                 let got = match store.read_piece(referrer.2, id, piece).await {
                     Ok(Some(bytes)) => {
                         let len = bytes.len() as u64;
-                        store.check_piece(referrer.2, id, piece, &bytes).map(|()| len)
+                        store.check_piece(referrer.2, id, piece, &bytes).map(|index| (len, index))
                     }
                     Ok(None) => Err(crate::Error::not_found("listed but gone when read")),
                     Err(e) => Err(e),
@@ -281,14 +281,18 @@ async fn read_data(
         report.objects_read += 1;
         let several = outcomes.len() > 1;
         let mut whole_ok = false;
-        let mut shards_ok = 0;
+        let mut indices = HashSet::new();
+        let mut shard_pieces = 0;
         for (piece, got) in outcomes {
             let name = &store.backends()[piece.backend].name;
             match got {
-                Ok(len) => {
+                Ok((len, index)) => {
                     report.bytes_read += len;
                     whole_ok |= !piece.shard;
-                    shards_ok += piece.shard as usize;
+                    if let Some(i) = index {
+                        shard_pieces += 1;
+                        indices.insert(i);
+                    }
                 }
                 Err(e) => {
                     report.backends.entry(name.clone()).or_default().corrupt += 1;
@@ -301,8 +305,18 @@ async fn read_data(
             Scheme::Copies(_) => usize::MAX,
         };
         // With one piece, its finding already says the object is lost.
-        if several && !whole_ok && shards_ok < needed {
+        if several && !whole_ok && indices.len() < needed {
             report.findings.push(finding(sid, path, id, None, "object cannot be read from what is left".into()));
+        } else if shard_pieces >= store.scheme().pieces() && indices.len() < store.scheme().pieces() {
+            // Enough shards by count (so the structure check passed), but two backends hold
+            // the same one: the object is short of a shard.
+            report.degraded += 1;
+            let problem = format!(
+                "{} shards stored but only {} distinct (run `cuckoo repair --read-data`)",
+                shard_pieces,
+                indices.len()
+            );
+            report.findings.push(finding(sid, path, id, None, problem));
         }
     }
     progress.end();

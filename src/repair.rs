@@ -246,11 +246,15 @@ async fn fix_object(
     let len = mine.first().map(|p| p.stored_len).unwrap_or(0);
     let targets = targets(store, &id, scheme, len);
     let on_target: Vec<&Piece> = mine.iter().filter(|p| targets.contains(&p.backend)).collect();
-    let lacking: Vec<usize> = if scheme == Scheme::NONE {
+    let mut lacking: Vec<usize> = if scheme == Scheme::NONE {
         if on_target.is_empty() { targets.iter().take(1).copied().collect() } else { vec![] }
     } else {
         targets.iter().filter(|t| !mine.iter().any(|p| p.backend == **t)).copied().collect()
     };
+    if sharded {
+        // A target holding a shard another target also holds gets a missing one instead.
+        lacking.extend(duplicate_holders(&id, &on_target, &verified));
+    }
     let surplus: Vec<Piece> = if options.rebalance {
         mine.iter().filter(|p| !targets.contains(&p.backend)).copied().collect()
     } else {
@@ -293,6 +297,18 @@ async fn fix_object(
         ));
     }
     Ok(out)
+}
+
+/// Backends among `on_target` whose verified shard repeats an index an earlier one holds.
+fn duplicate_holders(id: &ObjectId, on_target: &[&Piece], verified: &HashMap<(usize, bool), Bytes>) -> Vec<usize> {
+    let mut seen = HashSet::new();
+    on_target
+        .iter()
+        .filter_map(|p| {
+            let index = redundancy::open_shard(id, verified.get(&(p.backend, true))?).ok()?.index;
+            (!seen.insert(index)).then_some(p.backend)
+        })
+        .collect()
 }
 
 /// Where the pieces of `id` should be now: the first backends in ring order that are up and

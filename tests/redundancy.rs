@@ -77,7 +77,11 @@ fn erasure_3_2_survives_two_lost_backends_and_repair_restores_full_redundancy() 
     // A new machine, with nothing but the config, reads everything from three backends.
     let other = env.second_machine();
     let out = env.path("out-degraded");
-    let run = env.command(&["restore", "latest", "--target", out.to_str().unwrap()]).env("CUCKOO_CONFIG", &other).output().unwrap();
+    let run = env
+        .command(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .env("CUCKOO_CONFIG", &other)
+        .output()
+        .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(String::from_utf8_lossy(&run.stderr).contains("left out"), "the lost backends are named");
     assert_same_tree(&src, &out.join("src"));
@@ -110,9 +114,14 @@ fn erasure_3_2_survives_two_lost_backends_and_repair_restores_full_redundancy() 
     let third = env.path("machine-c.toml");
     let cfg = std::fs::read_to_string(&env.config).unwrap();
     let first = cfg.lines().next().unwrap().to_string();
-    std::fs::write(&third, cfg.replacen(&first, &format!("catalogue = {:?}", env.path("catalogue-c.redb")), 1)).unwrap();
+    std::fs::write(&third, cfg.replacen(&first, &format!("catalogue = {:?}", env.path("catalogue-c.redb")), 1))
+        .unwrap();
     let out = env.path("out-after-repair");
-    let run = env.command(&["restore", "latest", "--target", out.to_str().unwrap()]).env("CUCKOO_CONFIG", &third).output().unwrap();
+    let run = env
+        .command(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .env("CUCKOO_CONFIG", &third)
+        .output()
+        .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert_same_tree(&src, &out.join("src"));
 }
@@ -153,7 +162,8 @@ fn copies_2_rebalance_moves_only_the_new_share_and_remove_drains_a_backend() {
     assert_eq!(check["findings"].as_array().unwrap().len(), 0, "{check}");
     restore_matches(&env, "latest", &src, "out-two");
     let snaps = env.json(&["snapshots"]);
-    let first = snaps.as_array().unwrap().iter().find(|s| s["tags"][0] == "one").unwrap()["id"].as_str().unwrap().to_string();
+    let first =
+        snaps.as_array().unwrap().iter().find(|s| s["tags"][0] == "one").unwrap()["id"].as_str().unwrap().to_string();
     let out = env.path("out-one");
     env.ok(&["restore", &first, "--target", out.to_str().unwrap()]);
     assert!(!out.join("src/late.txt").exists());
@@ -168,9 +178,7 @@ fn a_corrupt_or_missing_copy_is_read_around_named_by_check_and_healed_by_repair(
     let env = pool(3, "copies=2");
     let src = tree(&env, 60, 1);
     env.ok(&["backup", src.to_str().unwrap()]);
-    let chunks: Vec<PathBuf> = (0..3)
-        .flat_map(|i| walk(&env.path(&format!("backend-{i}/data"))))
-        .collect();
+    let chunks: Vec<PathBuf> = (0..3).flat_map(|i| walk(&env.path(&format!("backend-{i}/data")))).collect();
     let mut bytes = std::fs::read(&chunks[0]).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;

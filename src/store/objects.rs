@@ -190,12 +190,12 @@ impl Store {
     }
 
     /// Verify one piece's bytes on their own: a whole copy decodes to its id, a shard passes
-    /// its checksum. The error says which backend holds the bad piece.
-    pub fn check_piece(&self, kind: ObjectKind, id: &ObjectId, piece: &Piece, bytes: &[u8]) -> Result<()> {
+    /// its checksum (its index is returned). The error says which backend holds the bad piece.
+    pub fn check_piece(&self, kind: ObjectKind, id: &ObjectId, piece: &Piece, bytes: &[u8]) -> Result<Option<u8>> {
         let r = if piece.shard {
-            redundancy::open_shard(id, bytes).map(drop)
+            redundancy::open_shard(id, bytes).map(|s| Some(s.index))
         } else {
-            super::verify(kind, id, bytes, &self.keys).map(drop)
+            super::verify(kind, id, bytes, &self.keys).map(|_| None)
         };
         r.map_err(|e| self.name_error(piece, e))
     }
@@ -341,7 +341,9 @@ impl Store {
                     }
                 };
                 let id_owned = *id;
-                let opened = cpu(move || redundancy::open_shard(&id_owned, &bytes).map(|s| (s.data, s.index)).map(|s| (s, bytes)));
+                let opened = cpu(move || {
+                    redundancy::open_shard(&id_owned, &bytes).map(|s| (s.data, s.index)).map(|s| (s, bytes))
+                });
                 match opened.await {
                     Ok(((data, index), bytes)) => {
                         need = data as usize;

@@ -4,7 +4,12 @@
 //! Owns: building operators from config and mapping OpenDAL errors. Must not: choose where
 //! objects go (ring) or know object formats (codec); it moves opaque bytes by path.
 
+mod faults;
+
 use std::time::Duration;
+
+pub use faults::{Fault, Faults};
+use faults::{Then, damage};
 
 use futures::TryStreamExt;
 use opendal::Operator;
@@ -32,6 +37,7 @@ pub struct Backend {
     op: Operator,
     content_type: bool,
     limits: Arc<Limiters>,
+    faults: Arc<Faults>,
 }
 
 /// The rate limiters of one backend, shared by its clones.
@@ -89,7 +95,13 @@ impl Backend {
             op,
             content_type,
             limits,
+            faults: Arc::default(),
         })
+    }
+
+    /// Fault injection for tests and drills (see `Faults`).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// The OpenDAL operator, for callers that need more than these few operations.
@@ -112,6 +124,7 @@ impl Backend {
     /// write complete (for `fs`: written, fsynced and renamed into place).
     pub async fn write(&self, path: &str, bytes: impl Into<bytes::Bytes>) -> Result<()> {
         let bytes: bytes::Bytes = bytes.into();
+        self.faults.enter(&self.name, "write", path).await?;
         self.limits.request().await;
         if let Some(l) = &self.limits.upload {
             l.acquire(bytes.len() as u64).await;
@@ -126,6 +139,10 @@ impl Backend {
 
     /// The object at `path`, or `None` if it does not exist.
     pub async fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        let then = self.faults.enter(&self.name, "read", path).await?;
+        if then == Then::Vanish {
+            return Ok(None);
+        }
         self.limits.request().await;
         match self.op.read(path).await {
             Ok(buf) => {
@@ -134,7 +151,8 @@ impl Backend {
                 if let Some(l) = &self.limits.download {
                     l.acquire(buf.len() as u64).await;
                 }
-                Ok(Some(buf.to_vec()))
+                let bytes = buf.to_vec();
+                Ok(Some(if then == Then::Damage { damage(bytes) } else { bytes }))
             }
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err("read", path, e)),
@@ -143,6 +161,18 @@ impl Backend {
 
     /// The first `n` bytes of the object at `path`.
     pub async fn read_head(&self, path: &str, n: u64) -> Result<Vec<u8>> {
+        if self.faults.enter(&self.name, "read", path).await? != Then::Proceed {
+            // Lost or damaged: the whole-object read below reports it the same way.
+            return match self.read(path).await? {
+                Some(mut all) => {
+                    all.truncate(n as usize);
+                    Ok(all)
+                }
+                None => {
+                    Err(Error::not_found(format!("backend '{}' ({}): read {path}: not found", self.name, self.scheme)))
+                }
+            };
+        }
         // OpenDAL's FTP service leaves the data connection open after a partial read, and
         // the next request on that pooled connection fails: read whole objects there.
         if self.scheme != "ftp" {
@@ -163,6 +193,9 @@ impl Backend {
 
     /// The length of the object at `path`, or `None` if it does not exist.
     pub async fn len(&self, path: &str) -> Result<Option<u64>> {
+        if self.faults.enter(&self.name, "stat", path).await? == Then::Vanish {
+            return Ok(None);
+        }
         self.limits.request().await;
         match self.op.stat(path).await {
             Ok(meta) => Ok(Some(meta.content_length())),
@@ -173,6 +206,9 @@ impl Backend {
 
     /// Every object below `prefix` (a directory path ending in `/`), with its length.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        if self.faults.enter(&self.name, "list", prefix).await? == Then::Vanish {
+            return Ok(vec![]);
+        }
         self.limits.request().await;
         let lister = match self.op.lister_with(prefix).recursive(true).await {
             Ok(l) => l,
@@ -201,6 +237,7 @@ impl Backend {
 
     /// Remove the object at `path`; a missing object is not an error.
     pub async fn delete(&self, path: &str) -> Result<()> {
+        self.faults.enter(&self.name, "delete", path).await?;
         self.limits.request().await;
         self.op.delete(path).await.map_err(|e| self.err("delete", path, e))
     }
