@@ -61,6 +61,30 @@ fn stages(c: &mut Criterion) {
     g.finish();
 }
 
+/// Erasure coding one 1 MiB object: split into shards, and rebuild it with the two first
+/// data shards lost (the worst case: parity decoding).
+fn redundancy(c: &mut Criterion) {
+    use cuckoo::redundancy::{join, open_shard, split};
+    let object = data(1 << 20);
+    let id = ObjectId([1; 32]);
+    let mut g = c.benchmark_group("redundancy");
+    g.throughput(Throughput::Bytes(object.len() as u64));
+    for (k, m) in [(3u8, 2u8), (4, 2), (10, 4)] {
+        let name = format!("{k}+{m}");
+        g.bench_function(BenchmarkId::new("split", &name), |b| {
+            b.iter(|| black_box(split(&id, &object, k, m).unwrap()))
+        });
+        let shards = split(&id, &object, k, m).unwrap();
+        g.bench_function(BenchmarkId::new("join_degraded", &name), |b| {
+            b.iter(|| {
+                let opened: Vec<_> = shards[2..].iter().map(|s| open_shard(&id, s).unwrap()).collect();
+                black_box(join(&id, &opened).unwrap())
+            })
+        });
+    }
+    g.finish();
+}
+
 fn placement(c: &mut Criterion) {
     let ids: Vec<ObjectId> = (0..1024u32).map(|i| ObjectId::of(&i.to_le_bytes())).collect();
     let mut g = c.benchmark_group("ring_lookup");
@@ -98,5 +122,5 @@ fn catalogue(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, stages, placement, catalogue);
+criterion_group!(benches, stages, redundancy, placement, catalogue);
 criterion_main!(benches);
