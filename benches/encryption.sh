@@ -30,7 +30,7 @@ for run in $(seq "$RUNS"); do
     for i in 1 2 3; do
       printf '[[backend]]\nname = "d%s"\nscheme = "fs"\nweight = %s\nroot = "%s/d%s"\n' $i $i "$W" $i >> "$CUCKOO_CONFIG"
     done
-    if [ $mode = plain ]; then "$B" init --no-encrypt > /dev/null; else "$B" init > /dev/null; fi
+    if [ $mode = plain ]; then "$B" init --no-encrypt --redundancy none > /dev/null; else "$B" init --redundancy none > /dev/null; fi
     sync
     sleep 5
     /usr/bin/time -f "$mode run $run: backup %e s wall, %U s user, %S s sys, peak %M KiB" "$B" backup "$SRC" --json > /dev/null
