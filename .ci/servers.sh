@@ -42,7 +42,7 @@ start() {
 
     bg moto moto_server -H 127.0.0.1 -p 9000
     bg azurite azurite-blob --silent --blobHost 127.0.0.1 --blobPort 10000 --location "$dir/azurite" --disableTelemetry
-    bg gcs gcp-storage-emulator start --host 127.0.0.1 --port 9023 --default-bucket cuckoo --in-memory
+    bg gcs python3 "$here/gcs_server.py" start --host 127.0.0.1 --port 9023 --default-bucket cuckoo --in-memory
     bg webdav wsgidav --host 127.0.0.1 --port 8080 --root "$dir/webdav" --auth anonymous -q
     bg ftp python3 -m pyftpdlib -i 127.0.0.1 -p 2121 -w -d "$dir/ftp" -u cuckoo -P cuckoo
 

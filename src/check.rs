@@ -214,27 +214,22 @@ async fn walk_snapshot(
 async fn list_stored(repo: &Repository, report: &mut CheckReport) -> HashMap<ObjectId, Vec<Piece>> {
     let mut stored: HashMap<ObjectId, Vec<Piece>> = HashMap::new();
     let store = repo.store();
-    for (i, b) in store.backends().iter().enumerate() {
-        for kind in [ObjectKind::Chunk, ObjectKind::Tree] {
-            match store.list_pieces(i, kind).await {
-                Ok(list) => {
-                    for (id, piece) in list {
-                        stored.entry(id).or_default().push(piece);
-                    }
+    for (listed, b) in store.list_all_pieces().await.into_iter().zip(store.backends()) {
+        match listed {
+            Ok(list) => {
+                for (_, id, piece) in list {
+                    stored.entry(id).or_default().push(piece);
                 }
-                Err(e) => {
-                    let entry = report.backends.entry(b.name.clone()).or_default();
-                    if !entry.unreachable {
-                        entry.unreachable = true;
-                        report.findings.push(Finding {
-                            snapshot: "pool".into(),
-                            path: String::new(),
-                            object: String::new(),
-                            backend: Some(b.name.clone()),
-                            problem: format!("backend cannot be listed: {e}"),
-                        });
-                    }
-                }
+            }
+            Err(e) => {
+                report.backends.entry(b.name.clone()).or_default().unreachable = true;
+                report.findings.push(Finding {
+                    snapshot: "pool".into(),
+                    path: String::new(),
+                    object: String::new(),
+                    backend: Some(b.name.clone()),
+                    problem: format!("backend cannot be listed: {e}"),
+                });
             }
         }
     }

@@ -21,7 +21,7 @@ use crate::id::ObjectId;
 use crate::model::{self, NodeKind, PruneRecord, TreeRef};
 use crate::progress::Progress;
 use crate::repository::Repository;
-use crate::store::object_path;
+use crate::store::{Piece, object_path};
 
 /// What prune should do.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,12 +52,11 @@ pub struct PruneReport {
     pub dry_run: bool,
 }
 
-/// One stored copy of an object.
+/// One stored piece (copy or shard) of an object.
 struct Stored {
-    backend: usize,
     kind: ObjectKind,
     id: ObjectId,
-    len: u64,
+    piece: Piece,
 }
 
 /// Run prune; the caller holds the exclusive lock and has synced.
@@ -69,9 +68,9 @@ pub(crate) async fn run(repo: &Repository, options: PruneOptions, progress: &dyn
     let mut garbage_ids = HashSet::new();
     for s in &stored {
         if live.objects.contains(&s.id) {
-            report.live_stored_bytes += s.len;
+            report.live_stored_bytes += s.piece.stored_len;
         } else {
-            report.unused_stored_bytes += s.len;
+            report.unused_stored_bytes += s.piece.stored_len;
             garbage_ids.insert(s.id);
             garbage.push(s);
         }
@@ -96,7 +95,7 @@ pub(crate) async fn run(repo: &Repository, options: PruneOptions, progress: &dyn
                 if abort.load(std::sync::atomic::Ordering::Relaxed) {
                     return Err(Error::new(ErrorKind::Interrupted, "prune stopped before deleting everything"));
                 }
-                repo.store().backends()[s.backend].delete(&object_path(s.kind, &s.id)).await
+                repo.store().delete_piece(s.kind, &s.id, &s.piece).await
             }
         })
         .buffer_unordered(16);
@@ -170,17 +169,13 @@ async fn live_set(repo: &Repository, report: &mut PruneReport) -> Result<Live> {
     Ok(live)
 }
 
-/// Every chunk and tree pack on every backend (a copy on two backends is listed twice).
+/// Every piece of every chunk and tree pack on every backend. Every backend must answer:
+/// pieces on one that cannot be listed would be left behind (and prune's exclusive lock
+/// already needed them all).
 async fn list_stored(repo: &Repository) -> Result<Vec<Stored>> {
     let mut stored = Vec::new();
-    for (backend, b) in repo.store().backends().iter().enumerate() {
-        for (prefix, kind) in [("data/", ObjectKind::Chunk), ("tree/", ObjectKind::Tree)] {
-            for (path, len) in b.list(prefix).await? {
-                if let Some(id) = path.rsplit('/').next().and_then(|n| ObjectId::from_hex(n).ok()) {
-                    stored.push(Stored { backend, kind, id, len });
-                }
-            }
-        }
+    for listed in repo.store().list_all_pieces().await {
+        stored.extend(listed?.into_iter().map(|(kind, id, piece)| Stored { kind, id, piece }));
     }
     Ok(stored)
 }

@@ -102,26 +102,22 @@ pub async fn run(repo: &Repository, options: RepairOptions, progress: &dyn Progr
 async fn list_all(store: &Store) -> Result<HashMap<(ObjectKind, ObjectId), Vec<Piece>>> {
     let mut all: HashMap<(ObjectKind, ObjectId), Vec<Piece>> = HashMap::new();
     let mut failed = Vec::new();
-    for i in 0..store.backends().len() {
-        for kind in [ObjectKind::Chunk, ObjectKind::Tree] {
-            match store.list_pieces(i, kind).await {
-                Ok(list) => {
-                    for (id, piece) in list {
-                        all.entry((kind, id)).or_default().push(piece);
-                    }
-                }
-                Err(e) => {
-                    failed.push(i);
-                    // Pieces on backends that are gone are rebuilt elsewhere, if the
-                    // scheme can lose that many; beyond that, repair would be guessing.
-                    failed.dedup();
-                    if failed.len() > store.scheme().tolerates() {
-                        let name = &store.backends()[i].name;
-                        return Err(Error::new(e.kind(), format!("cannot list backend '{name}': {}", e.context())));
-                    }
+    for (i, listed) in store.list_all_pieces().await.into_iter().enumerate() {
+        match listed {
+            Ok(list) => {
+                for (kind, id, piece) in list {
+                    all.entry((kind, id)).or_default().push(piece);
                 }
             }
+            Err(e) => failed.push((i, e)),
         }
+    }
+    // Pieces on backends that are gone are rebuilt elsewhere, if the scheme can lose that
+    // many; beyond that, repair would be guessing.
+    if failed.len() > store.scheme().tolerates() {
+        let (i, e) = failed.remove(0);
+        let name = &store.backends()[i].name;
+        return Err(Error::new(e.kind(), format!("cannot list backend '{name}': {}", e.context())));
     }
     Ok(all)
 }
@@ -280,8 +276,21 @@ async fn fix_object(
     out.written.extend(new_pieces.iter().map(|p| p.stored_len));
     let mut final_pieces: Vec<Piece> = mine.clone();
     final_pieces.extend(&new_pieces);
-    // Surplus goes only once every target holds its piece.
+    // Surplus goes only once every target holds a piece that verifies: a move must never
+    // trade a good piece for a damaged one.
     let complete = lacking.len() == new_pieces.len();
+    if complete && !surplus.is_empty() {
+        for p in final_pieces.iter().filter(|p| targets.contains(&p.backend) && !new_pieces.contains(p)) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = verified.entry((p.backend, p.shard)) {
+                // Not counted as lost: the surplus piece still holds it. `repair --read-data`
+                // replaces the bad one.
+                let bytes = read_verified(store, kind, &id, p).await.map_err(|e| {
+                    Error::new(crate::ErrorKind::Backend, format!("{kind:?} {}: kept where it was: {e}", id.short()))
+                })?;
+                slot.insert(bytes);
+            }
+        }
+    }
     if complete {
         for p in &surplus {
             store.delete_piece(kind, &id, p).await?;

@@ -407,19 +407,17 @@ impl Repository {
     async fn rebuild_locations(&self, progress: &dyn Progress) -> Result<()> {
         let mut found: HashMap<(ObjectKind, ObjectId), Vec<Piece>> = HashMap::new();
         let mut failed = Vec::new();
-        for i in 0..self.store.backends().len() {
-            for kind in [ObjectKind::Chunk, ObjectKind::Tree] {
-                match self.store.list_pieces(i, kind).await {
-                    Ok(list) => {
-                        for (id, piece) in list {
-                            found.entry((kind, id)).or_default().push(piece);
-                        }
+        for listed in self.store.list_all_pieces().await {
+            match listed {
+                Ok(list) => {
+                    for (kind, id, piece) in list {
+                        found.entry((kind, id)).or_default().push(piece);
                     }
-                    Err(e) => failed.push(e),
                 }
+                Err(e) => failed.push(e),
             }
         }
-        if failed.len() > 2 * self.store.scheme().tolerates() {
+        if failed.len() > self.store.scheme().tolerates() {
             return Err(failed.remove(0));
         }
         progress.begin("rebuild catalogue", Some(found.len() as u64), None);
@@ -547,11 +545,11 @@ impl Repository {
 
     /// Chunk and tree pack pieces on backend `index`, by listing it.
     pub async fn pieces_on(&self, index: usize) -> Result<usize> {
-        let mut n = 0;
-        for kind in [ObjectKind::Chunk, ObjectKind::Tree] {
-            n += self.store.list_pieces(index, kind).await?.len();
-        }
-        Ok(n)
+        let (chunks, trees) = futures::join!(
+            self.store.list_pieces(index, ObjectKind::Chunk),
+            self.store.list_pieces(index, ObjectKind::Tree)
+        );
+        Ok(chunks?.len() + trees?.len())
     }
 
     /// Remove stale locks (or all, with `all`) left by processes that died.

@@ -172,3 +172,100 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A real WebDAV server (WsgiDAV, as in `.ci/servers.sh`) on a free loopback port.
+struct Dav {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Dav {
+    fn start(root: &Path, port: u16) -> Option<Dav> {
+        let scripts = std::process::Command::new("python3")
+            .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+            .output()
+            .ok()?;
+        let scripts = String::from_utf8_lossy(&scripts.stdout).trim().to_string();
+        let program = [format!("{scripts}/wsgidav"), "wsgidav".to_string()]
+            .into_iter()
+            .find(|p| std::process::Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))?;
+        std::fs::create_dir_all(root).unwrap();
+        let child = std::process::Command::new(program)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--root"])
+            .arg(root)
+            .args(["--auth", "anonymous", "-q"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "wsgidav did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(Dav { child, port })
+    }
+}
+
+impl Drop for Dav {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stopped_mid_backup_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let Some(mut dav) = Dav::start(&dir.path().join("dav"), port) else {
+        assert!(std::env::var("CUCKOO_TEST_REQUIRE_SERVERS").is_err(), "wsgidav is not installed");
+        eprintln!("skipped: wsgidav is not installed (.ci/servers.sh install)");
+        return;
+    };
+    // Two local directories and the WebDAV server, two copies; the server is slowed so the
+    // backup is still running when it is killed.
+    let mut body = format!("catalogue = {:?}\n", dir.path().join("catalogue.redb"));
+    for i in 0..2 {
+        let root = dir.path().join(format!("backend-{i}"));
+        body.push_str(&format!("[[backend]]\nname = \"b{i}\"\nscheme = \"fs\"\nroot = {root:?}\n"));
+    }
+    body.push_str(&format!(
+        "[[backend]]\nname = \"dav\"\nscheme = \"webdav\"\nendpoint = \"http://127.0.0.1:{}\"\nlimit_upload = \"4MiB\"\n",
+        dav.port
+    ));
+    let config = Config::parse(&dir.path().join("pool.toml"), &body).unwrap();
+    let options = InitOptions { encrypt: false, redundancy: Some(Scheme::Copies(2)), ..Default::default() };
+    cuckoo::init(&config, &options, &NoPassphrase).await.unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..24 {
+        std::fs::write(src.join(format!("f{i}")), noise(1 << 20, i)).unwrap();
+    }
+    let repo = Repository::open(config.clone(), &NoPassphrase, &NoProgress).await.unwrap();
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let _ = dav.child.kill();
+        let _ = dav.child.wait();
+        dav
+    });
+    backup(&repo, &src).await;
+    let dav = killer.await.unwrap();
+    assert!(dav.child.id() > 0);
+    drop(repo);
+    // The server stays down: the pool opens without it and everything restores.
+    let repo = Repository::open(config.clone(), &NoPassphrase, &NoProgress).await.unwrap();
+    assert_eq!(repo.unavailable().len(), 1, "{:?}", repo.unavailable());
+    let target = dir.path().join("out");
+    let (_, snapshot) = repo.find_snapshot("latest").unwrap();
+    let done = repo
+        .restore(&snapshot, RestoreOptions { target: target.clone(), path: None }, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(done.failed.is_empty(), "{:?}", done.failed);
+    assert_same_tree(&src, &target.join("src"));
+}

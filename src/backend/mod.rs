@@ -8,6 +8,11 @@ mod faults;
 
 use std::time::Duration;
 
+/// The longest any single backend operation may take, retries included (see `bounded`).
+const OP_DEADLINE: Duration = Duration::from_secs(600);
+/// Listings of large prefixes may legitimately take longer.
+const LIST_DEADLINE: Duration = Duration::from_secs(1800);
+
 pub use faults::{Fault, Faults};
 use faults::{Then, damage};
 
@@ -123,7 +128,60 @@ impl Backend {
     /// Store `bytes` at `path`, replacing what is there. Returns once the service reports the
     /// write complete (for `fs`: written, fsynced and renamed into place).
     pub async fn write(&self, path: &str, bytes: impl Into<bytes::Bytes>) -> Result<()> {
-        let bytes: bytes::Bytes = bytes.into();
+        self.bounded("write", path, OP_DEADLINE, self.write_inner(path, bytes.into())).await
+    }
+
+    /// The object at `path`, or `None` if it does not exist.
+    pub async fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        self.bounded("read", path, OP_DEADLINE, self.read_inner(path)).await
+    }
+
+    /// The first `n` bytes of the object at `path`.
+    pub async fn read_head(&self, path: &str, n: u64) -> Result<Vec<u8>> {
+        self.bounded("read", path, OP_DEADLINE, self.read_head_inner(path, n)).await
+    }
+
+    /// The length of the object at `path`, or `None` if it does not exist.
+    pub async fn len(&self, path: &str) -> Result<Option<u64>> {
+        self.bounded("stat", path, OP_DEADLINE, self.len_inner(path)).await
+    }
+
+    /// Every object below `prefix` (a directory path ending in `/`), with its length.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        self.bounded("list", prefix, LIST_DEADLINE, self.list_inner(prefix)).await
+    }
+
+    /// Remove the object at `path`; a missing object is not an error.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.bounded("delete", path, OP_DEADLINE, self.delete_inner(path)).await
+    }
+
+    /// OpenDAL's timeout and retry layers bound each attempt, but not the wait for a free
+    /// connection or a request slot, and a service client can wait on its own connection pool
+    /// without any timer (seen with FTP under load). This last bound turns any such hang into
+    /// an error, so the backend is marked down and redundancy takes over.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        path: &str,
+        deadline: Duration,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(deadline, op).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                ErrorKind::Backend,
+                format!(
+                    "backend '{}' ({}): {what} {path}: no answer in {} s",
+                    self.name,
+                    self.scheme,
+                    deadline.as_secs()
+                ),
+            )),
+        }
+    }
+
+    async fn write_inner(&self, path: &str, bytes: bytes::Bytes) -> Result<()> {
         self.faults.enter(&self.name, "write", path).await?;
         self.limits.request().await;
         if let Some(l) = &self.limits.upload {
@@ -137,8 +195,7 @@ impl Backend {
         w.await.map(|_| ()).map_err(|e| self.err("write", path, e))
     }
 
-    /// The object at `path`, or `None` if it does not exist.
-    pub async fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+    async fn read_inner(&self, path: &str) -> Result<Option<Vec<u8>>> {
         let then = self.faults.enter(&self.name, "read", path).await?;
         if then == Then::Vanish {
             return Ok(None);
@@ -159,8 +216,7 @@ impl Backend {
         }
     }
 
-    /// The first `n` bytes of the object at `path`.
-    pub async fn read_head(&self, path: &str, n: u64) -> Result<Vec<u8>> {
+    async fn read_head_inner(&self, path: &str, n: u64) -> Result<Vec<u8>> {
         if self.faults.enter(&self.name, "read", path).await? != Then::Proceed {
             // Lost or damaged: the whole-object read below reports it the same way.
             return match self.read(path).await? {
@@ -191,8 +247,7 @@ impl Backend {
         }
     }
 
-    /// The length of the object at `path`, or `None` if it does not exist.
-    pub async fn len(&self, path: &str) -> Result<Option<u64>> {
+    async fn len_inner(&self, path: &str) -> Result<Option<u64>> {
         if self.faults.enter(&self.name, "stat", path).await? == Then::Vanish {
             return Ok(None);
         }
@@ -204,8 +259,7 @@ impl Backend {
         }
     }
 
-    /// Every object below `prefix` (a directory path ending in `/`), with its length.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    async fn list_inner(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         if self.faults.enter(&self.name, "list", prefix).await? == Then::Vanish {
             return Ok(vec![]);
         }
@@ -235,8 +289,7 @@ impl Backend {
         Ok(out)
     }
 
-    /// Remove the object at `path`; a missing object is not an error.
-    pub async fn delete(&self, path: &str) -> Result<()> {
+    async fn delete_inner(&self, path: &str) -> Result<()> {
         self.faults.enter(&self.name, "delete", path).await?;
         self.limits.request().await;
         self.op.delete(path).await.map_err(|e| self.err("delete", path, e))

@@ -111,7 +111,16 @@ pub(crate) async fn run(
             s.objects_added = up.objects;
             s.bytes_added = up.plain_bytes;
             s.stored_bytes_added = up.stored_bytes;
-            (w.0, s, w.2)
+            let mut warnings = w.2;
+            if up.degraded > 0 {
+                warnings.push(format!(
+                    "{} objects were stored with less redundancy than {} asks, as backends were down or full: \
+                     run `cuckoo repair` once they are back",
+                    up.degraded,
+                    ctx.store.scheme()
+                ));
+            }
+            (w.0, s, warnings)
         }
     };
     if ctx.abort.load(Ordering::Relaxed) {

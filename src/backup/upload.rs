@@ -30,6 +30,8 @@ pub(crate) struct Uploaded {
     pub objects: u64,
     pub plain_bytes: u64,
     pub stored_bytes: u64,
+    /// Objects stored with fewer pieces than the pool's redundancy asks (backends down).
+    pub degraded: u64,
 }
 
 /// Jobs queued but not yet taken: with the uploads in flight this bounds memory to about
@@ -74,6 +76,7 @@ async fn run(
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let pending: Mutex<(Vec<Record>, Instant)> = Mutex::new((Vec::new(), Instant::now()));
     let (objects, plain, stored) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let degraded = AtomicU64::new(0);
     let stream = tokio_stream_from(rx);
     stream
         .for_each_concurrent(concurrency, |job| async {
@@ -81,7 +84,8 @@ async fn run(
                 return;
             }
             match store_one(&store, level, job).await {
-                Ok((record, written, plain_len, stored_len)) => {
+                Ok((record, written, plain_len, stored_len, short)) => {
+                    degraded.fetch_add(short as u64, Ordering::Relaxed);
                     if written {
                         objects.fetch_add(1, Ordering::Relaxed);
                         plain.fetch_add(plain_len, Ordering::Relaxed);
@@ -110,7 +114,12 @@ async fn run(
     if let Some(e) = first_error.into_inner().expect("poisoned") {
         return Err(e);
     }
-    Ok(Uploaded { objects: objects.into_inner(), plain_bytes: plain.into_inner(), stored_bytes: stored.into_inner() })
+    Ok(Uploaded {
+        objects: objects.into_inner(),
+        plain_bytes: plain.into_inner(),
+        stored_bytes: stored.into_inner(),
+        degraded: degraded.into_inner(),
+    })
 }
 
 fn fail(first: &Mutex<Option<Error>>, abort: &AtomicBool, e: Error) {
@@ -118,7 +127,7 @@ fn fail(first: &Mutex<Option<Error>>, abort: &AtomicBool, e: Error) {
     first.lock().expect("poisoned").get_or_insert(e);
 }
 
-async fn store_one(store: &Store, level: i32, job: Job) -> Result<(Record, bool, u64, u64)> {
+async fn store_one(store: &Store, level: i32, job: Job) -> Result<(Record, bool, u64, u64, bool)> {
     let Job { kind, id, body } = job;
     let plain_len = body.len() as u64;
     let keys = store.keys().clone();
@@ -129,7 +138,7 @@ async fn store_one(store: &Store, level: i32, job: Job) -> Result<(Record, bool,
         ObjectKind::Tree => Record::TreePack { id, location, body },
         _ => Record::Chunk { id, location },
     };
-    Ok((record, stored.written, plain_len, stored.stored_len()))
+    Ok((record, stored.written, plain_len, stored.stored_len(), stored.degraded))
 }
 
 async fn flush(catalogue: &Arc<Catalogue>, batch: Vec<Record>) -> Result<()> {

@@ -262,6 +262,17 @@ enum BackendCommand {
         #[arg(long, value_parser = parse_rate)]
         capacity: Option<u64>,
     },
+    /// Change a backend's weight or capacity (then `cuckoo rebalance` moves data to match)
+    Set {
+        /// Backend name from the config
+        name: String,
+        /// New share of the data relative to the other backends
+        #[arg(long)]
+        weight: Option<f64>,
+        /// Most bytes it may hold, e.g. 15GiB
+        #[arg(long, value_parser = parse_rate)]
+        capacity: Option<u64>,
+    },
     /// Move everything off a backend onto the others, then drop it from the config
     Remove {
         /// Backend name from the config
@@ -497,6 +508,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Backend { command: BackendCommand::List } => backend_list(&cli, config).await,
         Command::Backend { command: BackendCommand::Remove { name } } => backend_remove(&cli, config, name).await,
+        Command::Backend { command: BackendCommand::Set { name, weight, capacity } } => {
+            backend_set(&cli, config, name, *weight, *capacity)
+        }
         Command::Backend { command: BackendCommand::Test { name } } => {
             let cfg = config
                 .backends
@@ -707,6 +721,35 @@ async fn repair(cli: &Cli, config: Config, options: cuckoo::repair::RepairOption
     let report = repo.repair(options, &bar).await?;
     output::repair(&report, options, cli.json);
     Ok(if report.unrecoverable.is_empty() && report.incomplete == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn backend_set(
+    cli: &Cli,
+    mut config: Config,
+    name: &str,
+    weight: Option<f64>,
+    capacity: Option<u64>,
+) -> Result<ExitCode> {
+    if weight.is_none() && capacity.is_none() {
+        anyhow::bail!("give --weight and/or --capacity");
+    }
+    config.edit_backend(name, |t| {
+        if let Some(w) = weight {
+            t["weight"] = toml_edit::value(w);
+        }
+        if let Some(c) = capacity {
+            t["capacity"] = toml_edit::value(c as i64);
+        }
+        true
+    })?;
+    output::message(
+        cli.json,
+        &format!(
+            "backend '{name}' updated; `cuckoo rebalance --dry-run` shows what would move, `cuckoo rebalance` moves it"
+        ),
+        serde_json::json!({"backend": name, "weight": weight, "capacity": capacity}),
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Drain first (the config says so, so an interrupted removal resumes with `rebalance` or

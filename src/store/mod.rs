@@ -253,6 +253,20 @@ impl Store {
         None
     }
 
+    /// Every chunk and tree pack piece on every backend, all backends listed at once (a slow
+    /// lister costs its own time, not the sum). Per backend: its pieces, or why it failed.
+    pub async fn list_all_pieces(&self) -> Vec<Result<Vec<(ObjectKind, ObjectId, Piece)>>> {
+        let per_backend = (0..self.backends.len()).map(|i| async move {
+            let (chunks, trees) =
+                futures::join!(self.list_pieces(i, ObjectKind::Chunk), self.list_pieces(i, ObjectKind::Tree));
+            let mut all: Vec<(ObjectKind, ObjectId, Piece)> =
+                chunks?.into_iter().map(|(id, p)| (ObjectKind::Chunk, id, p)).collect();
+            all.extend(trees?.into_iter().map(|(id, p)| (ObjectKind::Tree, id, p)));
+            Ok(all)
+        });
+        futures::future::join_all(per_backend).await
+    }
+
     /// Every piece of kind `kind` (chunks or tree packs) on backend `index`.
     pub async fn list_pieces(&self, index: usize, kind: ObjectKind) -> Result<Vec<(ObjectId, Piece)>> {
         let prefix = match kind {
