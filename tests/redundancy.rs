@@ -10,7 +10,13 @@ use common::{Env, PASSPHRASE, assert_same_tree, noise, text};
 
 /// A pool of `n` equal `fs` backends (`backend-0`…), initialised with `redundancy`.
 fn pool(n: usize, redundancy: &str) -> Env {
+    pool_with(n, redundancy, |_| {})
+}
+
+/// Like `pool`, running `prepare` on the scratch directory before the pool is created.
+fn pool_with(n: usize, redundancy: &str, prepare: impl FnOnce(&Path)) -> Env {
     let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
     let config = dir.path().join("pool.toml");
     let mut body = format!("catalogue = {:?}\n", dir.path().join("catalogue.redb"));
     for i in 0..n {
@@ -223,4 +229,40 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// A real full disk: one backend's root is a 2 MiB tmpfs. ENOSPC marks it full, the pieces
+/// it refused go to the others, and the backup, check and restore are unaffected.
+#[test]
+fn a_backend_whose_disk_fills_up_is_skipped_not_failed() {
+    let mut mounted = None;
+    let env = pool_with(3, "copies=2", |dir| {
+        let root = dir.join("backend-0");
+        std::fs::create_dir_all(&root).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(&root)
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted = ok.then_some(root);
+    });
+    let Some(root) = mounted else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(root);
+    let src = tree(&env, 90, 2);
+    let run = env.run(&["backup", src.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{said}");
+    assert!(!said.contains("less redundancy"), "every object still got two copies: {said}");
+    let check = env.json(&["check", "--read-data"]);
+    assert_eq!(check["findings"].as_array().unwrap().len(), 0, "{check}");
+    restore_matches(&env, "latest", &src, "out");
 }

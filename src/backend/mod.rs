@@ -346,6 +346,17 @@ mod tests {
     }
 
     #[test]
+    fn out_of_space_is_full_not_broken() {
+        let enospc = opendal::Error::new(opendal::ErrorKind::Unexpected, "no storage space")
+            .set_source(std::io::Error::from_raw_os_error(28));
+        assert!(is_out_of_space(&enospc));
+        let quota = opendal::Error::new(opendal::ErrorKind::Unexpected, "QuotaExceeded: the bucket is over quota");
+        assert!(is_out_of_space(&quota));
+        let refused = opendal::Error::new(opendal::ErrorKind::Unexpected, "connection refused");
+        assert!(!is_out_of_space(&refused));
+    }
+
+    #[test]
     fn secrets_come_from_env_or_private_files_and_never_show() {
         use std::os::unix::fs::PermissionsExt;
         let var = format!("CUCKOO_TEST_SECRET_{}", std::process::id());

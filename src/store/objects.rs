@@ -83,13 +83,13 @@ impl Store {
         }
         let queue = Mutex::new(queue);
         let slots = (0..n - have.len()).map(|_| self.write_with_failover(&path, &queue, false, envelope.clone()));
-        let written: Vec<Piece> =
-            join_all(slots).await.into_iter().collect::<Result<Vec<_>>>()?.into_iter().flatten().collect();
+        let (written, failure) = gather(join_all(slots).await);
         let written_any = !written.is_empty();
         let mut pieces = have;
         pieces.extend(written);
         if pieces.is_empty() {
-            return Err(Error::new(ErrorKind::Backend, format!("{kind:?} {}: no backend took it", id.short())));
+            let why = failure.map(|e| format!(": {e}")).unwrap_or_default();
+            return Err(Error::new(ErrorKind::Backend, format!("{kind:?} {}: no backend took it{why}", id.short())));
         }
         Ok(Stored { degraded: pieces.len() < n, pieces, written: written_any })
     }
@@ -110,29 +110,35 @@ impl Store {
         let spares = Mutex::new(order.iter().skip(total).copied().collect::<VecDeque<usize>>());
         let writes = shards.into_iter().enumerate().map(|(i, shard)| {
             let first = targets.get(i).copied();
-            let spares = &spares;
-            let path = &path;
+            let (spares, path, shard) = (&spares, &path, Bytes::from(shard));
             async move {
                 let queue = Mutex::new(first.into_iter().collect::<VecDeque<usize>>());
-                if let Some(p) = self.write_with_failover(path, &queue, true, shard.clone().into()).await? {
-                    return Ok(Some(p));
+                match self.write_with_failover(path, &queue, true, shard.clone()).await {
+                    Ok(Some(p)) => Ok(Some(p)),
+                    first_try => match self.write_with_failover(path, spares, true, shard).await {
+                        Ok(None) => first_try,
+                        spare => spare,
+                    },
                 }
-                self.write_with_failover(path, spares, true, shard.into()).await
             }
         });
-        let pieces: Vec<Piece> =
-            join_all(writes).await.into_iter().collect::<Result<Vec<_>>>()?.into_iter().flatten().collect();
+        let (pieces, failure) = gather(join_all(writes).await);
         if pieces.len() < k as usize {
+            let why = failure.map(|e| format!(": {e}")).unwrap_or_default();
             return Err(Error::new(
                 ErrorKind::Backend,
-                format!("{kind:?} {}: only {} of its shards could be stored, {k} needed", id.short(), pieces.len()),
+                format!(
+                    "{kind:?} {}: only {} of its shards could be stored, {k} needed{why}",
+                    id.short(),
+                    pieces.len()
+                ),
             ));
         }
         Ok(Stored { degraded: pieces.len() < total, pieces, written: true })
     }
 
-    /// Write one piece to the first backend of `queue` that takes it. `None` when the queue
-    /// ran out; an error only for failures that are not the backend's (none today).
+    /// Write one piece to the first backend of `queue` that takes it: `None` if the queue
+    /// held no usable backend, the last failure if every one tried failed.
     async fn write_with_failover(
         &self,
         path: &str,
@@ -141,8 +147,11 @@ impl Store {
         bytes: Bytes,
     ) -> Result<Option<Piece>> {
         let len = bytes.len() as u64;
+        let mut failure = None;
         loop {
-            let Some(i) = queue.lock().expect("poisoned").pop_front() else { return Ok(None) };
+            let Some(i) = queue.lock().expect("poisoned").pop_front() else {
+                return failure.map_or(Ok(None), Err);
+            };
             if !self.health.is_up(i) || !self.has_room(i, len) {
                 continue;
             }
@@ -151,7 +160,10 @@ impl Store {
             self.health.observe(i, &r);
             match r {
                 Ok(()) => return Ok(Some(Piece { backend: i, shard, stored_len: len })),
-                Err(_) => self.sub_load(i, len),
+                Err(e) => {
+                    self.sub_load(i, len);
+                    failure = Some(e);
+                }
             }
         }
     }
@@ -370,6 +382,21 @@ impl Store {
         })
         .await
     }
+}
+
+/// The pieces that were written, and the first failure among the slots that wrote none.
+fn gather(results: Vec<Result<Option<Piece>>>) -> (Vec<Piece>, Option<Error>) {
+    let mut failure = None;
+    let pieces = results
+        .into_iter()
+        .filter_map(|r| {
+            r.unwrap_or_else(|e| {
+                failure.get_or_insert(e);
+                None
+            })
+        })
+        .collect();
+    (pieces, failure)
 }
 
 /// The more telling of two failures: corruption over unreachable over missing.
