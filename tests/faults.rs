@@ -269,3 +269,54 @@ async fn a_server_stopped_mid_backup_loses_nothing() {
     assert!(done.failed.is_empty(), "{:?}", done.failed);
     assert_same_tree(&src, &target.join("src"));
 }
+
+/// The pool of `pool`, with backend `b{n}` added (a new directory) and adopted.
+async fn with_new_backend(pool: &Pool, n: usize) -> Config {
+    let mut text = String::new();
+    text.push_str(&format!("catalogue = {:?}\n", pool.dir.path().join("catalogue.redb")));
+    for i in 0..=n {
+        let root = pool.dir.path().join(format!("backend-{i}"));
+        text.push_str(&format!("[[backend]]\nname = \"b{i}\"\nscheme = \"fs\"\nroot = {root:?}\n"));
+    }
+    let config = Config::parse(&pool.dir.path().join("pool.toml"), &text).unwrap();
+    cuckoo::init(&config, &InitOptions { encrypt: false, ..Default::default() }, &NoPassphrase).await.unwrap();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_run_correctly_during_a_rebalance_and_an_interrupted_rebalance_resumes() {
+    let pool = pool(4, "copies=2").await;
+    let src = pool.tree();
+    backup(&pool.open().await, &src).await;
+    let config = with_new_backend(&pool, 4).await;
+    let repo = Repository::open(config.clone(), &NoPassphrase, &NoProgress).await.unwrap();
+
+    // Stop the first rebalance after its first objects (as Ctrl-C would); what it did must
+    // leave everything readable.
+    repo.interrupt_flag().store(true, std::sync::atomic::Ordering::Relaxed);
+    let first = repo.repair(RepairOptions { rebalance: true, ..Default::default() }, &NoProgress).await;
+    assert_eq!(first.unwrap_err().kind(), cuckoo::ErrorKind::Interrupted);
+    let partial = repo.pieces_on(4).await.unwrap();
+    drop(repo);
+    let repo = Repository::open(config.clone(), &NoPassphrase, &NoProgress).await.unwrap();
+    pool.restore_matches(&repo, &src, "out-after-stop").await;
+
+    // The rest of the rebalance and a restore at the same time, through the same catalogue
+    // whose records the rebalance is changing.
+    let target = pool.dir.path().join("out-during");
+    let (_, snapshot) = repo.find_snapshot("latest").unwrap();
+    let (moved, restored) = tokio::join!(
+        repo.repair(RepairOptions { rebalance: true, ..Default::default() }, &NoProgress),
+        repo.restore(&snapshot, RestoreOptions { target: target.clone(), path: None }, Arc::new(NoProgress)),
+    );
+    let moved = moved.unwrap();
+    assert!(restored.unwrap().failed.is_empty());
+    assert_same_tree(&src, &target.join("src"));
+    assert!(moved.pieces_written > 0, "the resumed rebalance had work left: {moved:?}");
+    assert!(repo.pieces_on(4).await.unwrap() > partial, "the new backend got the rest of its share");
+    let again = repo.repair(RepairOptions { rebalance: true, ..Default::default() }, &NoProgress).await.unwrap();
+    assert_eq!(again.pieces_written, 0, "nothing left to move: {again:?}");
+    let report = check(&repo).await;
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    pool.restore_matches(&repo, &src, "out-after").await;
+}
