@@ -140,9 +140,22 @@ async fn copy_shared(store: &Store, options: RepairOptions, report: &mut RepairR
             have.entry(POOL_RECORD.to_string()).or_default().push(i);
         }
     }
-    for (path, holders) in have {
-        if path.starts_with(LOCKS_PREFIX) || holders.len() == n {
+    for (path, mut holders) in have {
+        if path.starts_with(LOCKS_PREFIX) {
             continue;
+        }
+        // The pool record is read everywhere (a damaged one makes its backend unusable);
+        // the rest only with `read_data`. A copy that fails its check counts as missing.
+        if path == POOL_RECORD || options.read_data {
+            let mut intact = Vec::new();
+            for i in holders {
+                if let Ok(Some(bytes)) = store.backends()[i].read(&path).await
+                    && shared_is_intact(store, &path, &bytes)
+                {
+                    intact.push(i);
+                }
+            }
+            holders = intact;
         }
         let lacking: Vec<usize> = (0..n).filter(|i| !holders.contains(i) && store.health().is_up(*i)).collect();
         if lacking.is_empty() {
@@ -152,7 +165,7 @@ async fn copy_shared(store: &Store, options: RepairOptions, report: &mut RepairR
             report.shared_copied += lacking.len() as u64;
             continue;
         }
-        let Some(bytes) = read_any(store, &path, &holders).await else { continue };
+        let Some(bytes) = read_verified_shared(store, &path, &holders).await else { continue };
         for i in lacking {
             if store.backends()[i].write(&path, bytes.clone()).await.is_ok() {
                 report.shared_copied += 1;
@@ -162,13 +175,32 @@ async fn copy_shared(store: &Store, options: RepairOptions, report: &mut RepairR
     Ok(())
 }
 
-async fn read_any(store: &Store, path: &str, holders: &[usize]) -> Option<Bytes> {
+/// The first copy of a shared object that verifies: a copy is only as good as its check
+/// (a backend that damages bytes must not spread the damage).
+async fn read_verified_shared(store: &Store, path: &str, holders: &[usize]) -> Option<Bytes> {
     for i in holders {
-        if let Ok(Some(bytes)) = store.backends()[*i].read(path).await {
+        let Ok(Some(bytes)) = store.backends()[*i].read(path).await else { continue };
+        if shared_is_intact(store, path, &bytes) {
             return Some(bytes.into());
         }
     }
     None
+}
+
+fn shared_is_intact(store: &Store, path: &str, bytes: &[u8]) -> bool {
+    let keys = store.keys();
+    let named = |prefix: &str| path.strip_prefix(prefix).and_then(|hex| ObjectId::from_hex(hex).ok());
+    if path == POOL_RECORD {
+        crate::store::decode_pool_record(bytes, keys).is_ok()
+    } else if let Some(id) = named("snapshots/") {
+        crate::store::verify(ObjectKind::Snapshot, &id, bytes, keys).is_ok()
+    } else if let Some(id) = named("prune/") {
+        crate::store::verify(ObjectKind::Prune, &id, bytes, keys).is_ok()
+    } else if let Some(id) = named(crate::crypto::KEYS_PREFIX) {
+        crate::crypto::KeySlot::id(bytes) == id && crate::crypto::KeySlot::decode(bytes).is_ok()
+    } else {
+        false
+    }
 }
 
 /// What was done to one object.
@@ -210,6 +242,9 @@ async fn fix_object(
     let store = repo.store();
     let mut out = Outcome::default();
     let mut verified: HashMap<(usize, bool), Bytes> = HashMap::new();
+    // Corrupt pieces are set aside, and deleted only once the object has all its pieces
+    // again: a backend that damages bytes as it sends them must not cost the stored ones.
+    let mut corrupt = Vec::new();
     if options.read_data {
         let mut good = Vec::new();
         for p in pieces {
@@ -221,10 +256,7 @@ async fn fix_object(
                 Err(e) if e.kind() == crate::ErrorKind::Backend => good.push(p), // unreachable: not proof of damage
                 Err(_) => {
                     out.corrupt += 1;
-                    if !options.dry_run {
-                        store.delete_piece(kind, &id, &p).await?;
-                    }
-                    out.deleted.push(p.stored_len);
+                    corrupt.push(p);
                 }
             }
         }
@@ -257,15 +289,20 @@ async fn fix_object(
         vec![]
     };
     if lacking.is_empty() && surplus.is_empty() {
-        if options.read_data && !options.dry_run && out.corrupt > 0 {
+        // Every target holds a verified piece: corrupt extras can go.
+        if !corrupt.is_empty() && !options.dry_run {
+            for p in &corrupt {
+                store.delete_piece(kind, &id, p).await?;
+            }
             record(repo, kind, &id, &mine)?;
         }
+        out.deleted.extend(corrupt.iter().map(|p| p.stored_len));
         return Ok(out);
     }
     out.moved = !surplus.is_empty();
     if options.dry_run {
         out.written.extend(lacking.iter().map(|_| len));
-        out.deleted.extend(surplus.iter().map(|p| p.stored_len));
+        out.deleted.extend(surplus.iter().chain(&corrupt).map(|p| p.stored_len));
         return Ok(out);
     }
     let new_pieces = if sharded {
@@ -292,7 +329,9 @@ async fn fix_object(
         }
     }
     if complete {
-        for p in &surplus {
+        // A corrupt piece on a backend that just got a good one was overwritten in place.
+        let overwritten = |p: &Piece| new_pieces.iter().any(|n| (n.backend, n.shard) == (p.backend, p.shard));
+        for p in surplus.iter().chain(corrupt.iter().filter(|p| !overwritten(p))) {
             store.delete_piece(kind, &id, p).await?;
             out.deleted.push(p.stored_len);
             final_pieces.retain(|q| q != p);

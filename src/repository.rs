@@ -123,7 +123,7 @@ pub async fn init(config: &Config, options: &InitOptions, passphrase: &dyn Passp
         return create(store, options, passphrase).await;
     }
     let (store, _) = unlock(store, &raw, passphrase).await?;
-    let record = agreed_record(&store, &raw)?.expect("some backend has a record");
+    let record = agreed_record(&store, &raw, None)?.expect("some backend has a record");
     if missing.is_empty() {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
@@ -192,14 +192,30 @@ async fn unlock(
     Ok((store, Some(Unlocked { master, slot })))
 }
 
-/// The pool record all backends that have one agree on, decoded with the store's keys.
-fn agreed_record(store: &Store, raw: &[Option<Vec<u8>>]) -> Result<Option<PoolRecord>> {
+/// The pool record all backends that have one agree on, decoded with the store's keys. A
+/// record that does not decode is an error, unless `damaged` collects it (opening a pool,
+/// where such a backend counts as unavailable).
+fn agreed_record(
+    store: &Store,
+    raw: &[Option<Vec<u8>>],
+    mut damaged: Option<&mut Vec<(usize, Error)>>,
+) -> Result<Option<PoolRecord>> {
     let mut found: Option<(usize, PoolRecord)> = None;
+    let mut first_damage = None;
     for (i, bytes) in raw.iter().enumerate() {
         let Some(bytes) = bytes else { continue };
         let name = &store.backends()[i].name;
-        let r = crate::store::decode_pool_record(bytes, store.keys())
-            .map_err(|e| Error::new(e.kind(), format!("backend '{name}': pool record: {}", e.context())))?;
+        let decoded = crate::store::decode_pool_record(bytes, store.keys())
+            .map_err(|e| Error::new(e.kind(), format!("backend '{name}': pool record: {}", e.context())));
+        let r = match (decoded, damaged.as_deref_mut()) {
+            (Ok(r), _) => r,
+            (Err(e), None) => return Err(e),
+            (Err(e), Some(list)) => {
+                first_damage.get_or_insert_with(|| Error::new(e.kind(), e.context().to_string()));
+                list.push((i, e));
+                continue;
+            }
+        };
         match &found {
             None => found = Some((i, r)),
             Some((j, f)) if f.pool_id != r.pool_id => {
@@ -213,7 +229,10 @@ fn agreed_record(store: &Store, raw: &[Option<Vec<u8>>]) -> Result<Option<PoolRe
             _ => {}
         }
     }
-    Ok(found.map(|(_, r)| r))
+    match (found, first_damage) {
+        (None, Some(e)) => Err(e),
+        (found, _) => Ok(found.map(|(_, r)| r)),
+    }
 }
 
 impl Repository {
@@ -241,7 +260,7 @@ impl Repository {
             return Err(Error::not_found("the pool is not initialised: run `cuckoo init`"));
         }
         let (store, unlocked) = unlock(store, &raw, passphrase).await?;
-        let pool = agreed_record(&store, &raw)?.expect("some backend has a record");
+        let pool = agreed_record(&store, &raw, Some(&mut unreachable))?.expect("some backend has a record");
         let down: Vec<usize> = unreachable.iter().map(|(i, _)| *i).collect();
         if unreachable.len() > pool.redundancy.tolerates() {
             return Err(unreachable.remove(0).1);

@@ -124,6 +124,12 @@ async fn corrupting_and_losing_backends_are_read_around_named_and_healed() {
     assert!(corrupt.corrupt > 0, "{:?}", report.backends);
     assert!(report.backends["b3"].missing > 0, "{:?}", report.backends);
     assert!(report.findings.iter().any(|f| f.backend.as_deref() == Some("b0") && f.problem.contains("checksum")));
+    // A repair while b0 still damages what it sends: its stored shards look corrupt, are
+    // rewritten in place, and none is lost.
+    let before = repo.pieces_on(0).await.unwrap();
+    let churn = repo.repair(RepairOptions { read_data: true, ..Default::default() }, &NoProgress).await.unwrap();
+    assert!(churn.unrecoverable.is_empty(), "{churn:?}");
+    assert_eq!(repo.pieces_on(0).await.unwrap(), before, "b0 keeps a shard of every object it had");
     // The provider stops corrupting but b3's objects stay lost: repair rewrites both.
     repo.store().backends()[0].faults().clear();
     drop(repo);

@@ -198,8 +198,18 @@ fn a_corrupt_or_missing_copy_is_read_around_named_by_check_and_healed_by_repair(
     let problems: Vec<String> = report["findings"].as_array().unwrap().iter().map(|f| f.to_string()).collect();
     assert!(problems.iter().any(|p| p.contains("piece unreadable") && p.contains("\"backend\":\"b")), "{problems:?}");
     assert!(problems.iter().any(|p| p.contains("1 of its 2 copies")), "{problems:?}");
+    // A damaged pool record makes its backend unusable, not the pool.
+    let record = env.path("backend-2/cuckoo.pool");
+    let mut bytes = std::fs::read(&record).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&record, bytes).unwrap();
+    let run = env.run(&["snapshots"]);
+    assert!(run.status.success() && String::from_utf8_lossy(&run.stderr).contains("'b2' is left out"));
     let fixed = env.json(&["repair", "--read-data"]);
     assert_eq!(fixed["corrupt_pieces"], 1, "{fixed}");
+    assert!(fixed["shared_copied"].as_u64().unwrap() >= 1, "the pool record was rewritten: {fixed}");
+    let run = env.run(&["snapshots"]);
+    assert!(run.status.success() && run.stderr.is_empty(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(fixed["pieces_written"].as_u64().unwrap() >= 2, "{fixed}");
     let check = env.json(&["check", "--read-data"]);
     assert_eq!(check["findings"].as_array().unwrap().len(), 0, "{check}");
