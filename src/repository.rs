@@ -85,7 +85,8 @@ pub struct Stats {
     pub objects: u64,
     /// logical / unique.
     pub dedup_ratio: f64,
-    /// unique / stored.
+    /// unique / (stored / the redundancy's overhead): what compression saves, redundancy
+    /// aside (exact while every object was written with the pool's scheme).
     pub compression_ratio: f64,
     /// The redundancy new objects are written with.
     pub redundancy: String,
@@ -810,7 +811,8 @@ impl Repository {
             ..Stats::default()
         };
         s.dedup_ratio = ratio(s.logical_bytes, s.unique_bytes);
-        s.compression_ratio = ratio(s.unique_bytes, s.stored_bytes);
+        let once = (s.stored_bytes as f64 / self.pool.redundancy.overhead()) as u64;
+        s.compression_ratio = ratio(s.unique_bytes, once);
         s.backends = backends;
         Ok(s)
     }

@@ -182,7 +182,7 @@ pub fn stats(s: &Stats, json: bool) {
     println!("snapshots:          {}", s.snapshots);
     println!("logical size:       {} (all snapshots)", size(s.logical_bytes));
     println!("unique data:        {} in {} objects", size(s.unique_bytes), s.objects);
-    println!("stored:             {} (redundancy {})", size(s.stored_bytes), s.redundancy);
+    println!("stored:             {} (all copies or shards; redundancy {})", size(s.stored_bytes), s.redundancy);
     println!("dedup ratio:        {:.2}x", s.dedup_ratio);
     println!("compression ratio:  {:.2}x", s.compression_ratio);
     println!("{:<16} {:>10} {:>12} {:>7}", "backend", "objects", "stored", "share");
