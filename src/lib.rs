@@ -1,7 +1,8 @@
 //! Cuckoo Drive: one deduplicated drive pooled over many storage backends.
 //!
 //! Files are cut by FastCDC into chunks named by their BLAKE3 hash, compressed with zstd and
-//! spread over the backends (any OpenDAL service) by weighted rendezvous hashing. Snapshots
+//! spread over the backends (any OpenDAL service) by weighted rendezvous hashing, as whole
+//! copies or Reed-Solomon shards so that losing backends loses nothing. Snapshots
 //! and trees are content-addressed objects on the backends too, so a pool can always be read
 //! with nothing but its config; the local redb catalogue is a rebuildable cache.
 //!
@@ -22,9 +23,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Module map (see ARCHITECTURE.md): pure steps `chunker`, `codec`, `ring`, `model`; I/O in
-//! `backend` and `store`; local state in `catalogue`; operations in `backup`, `restore`,
-//! `repository`.
+//! Module map (see ARCHITECTURE.md): pure steps `chunker`, `codec`, `ring`, `redundancy`,
+//! `model`; I/O in `backend` and `store`; local state in `catalogue`; operations in `backup`,
+//! `restore`, `check`, `repair`, `prune`, `repository`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
