@@ -66,7 +66,7 @@ pub async fn acquire_with(store: &Store, operation: &str, exclusive: bool, stop:
     };
     let id = ObjectId(rand::random());
     write(store, &id, &record).await?;
-    let conflict = match list(store).await {
+    let conflict = match list_locks(store, exclusive).await {
         Ok(locks) => locks.into_iter().find(|l| l.id != id && !l.stale && conflicts(exclusive, l.record.as_ref())),
         Err(e) => {
             let _ = store.delete_everywhere(&object_path(ObjectKind::Lock, &id)).await;
@@ -145,9 +145,15 @@ impl Lock {
 
 /// Every lock on any backend.
 pub async fn list(store: &Store) -> Result<Vec<Found>> {
+    list_locks(store, false).await
+}
+
+/// The locks on the backends; with `all`, every backend must be listed (see `list_on_all`).
+async fn list_locks(store: &Store, all: bool) -> Result<Vec<Found>> {
     let now = crate::backup::now_ns();
     let mut found = Vec::new();
-    for id in store.list_everywhere(LOCKS_PREFIX).await? {
+    let ids = if all { store.list_on_all(LOCKS_PREFIX).await? } else { store.list_everywhere(LOCKS_PREFIX).await? };
+    for id in ids {
         let record = match store.get_named(ObjectKind::Lock, &id).await {
             Ok(Some(body)) => model::from_body::<LockRecord>("lock", &body).ok(),
             Ok(None) => continue, // released while we listed

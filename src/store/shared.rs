@@ -98,6 +98,13 @@ impl Store {
         Err(failure.unwrap_or_else(|| Error::not_found(format!("{kind:?} {} is on no backend", id.to_hex()))))
     }
 
+    /// Like `list_everywhere`, but every backend must answer (an exclusive lock must see the
+    /// shared locks, which may be missing from the backends that were down when written).
+    pub async fn list_on_all(&self, prefix: &str) -> Result<BTreeSet<ObjectId>> {
+        let lists = self.on_every(true, 0, |b| b.list(prefix)).await?;
+        Ok(lists.into_iter().flatten().flatten().filter_map(|(p, _)| Some(parse_piece_path(&p)?.0)).collect())
+    }
+
     /// Read and open an object kept on every backend: the first backend that has it
     /// answers; `None` if none has it any more.
     pub async fn get_named(&self, kind: ObjectKind, id: &ObjectId) -> Result<Option<Vec<u8>>> {
