@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_same_tree, noise, text};
+use common::{assert_same_tree, fs_pool_toml, noise, text, walk_files};
 use cuckoo::backend::Fault;
 use cuckoo::check::CheckOptions;
 use cuckoo::redundancy::Scheme;
@@ -22,12 +22,7 @@ struct Pool {
 
 async fn pool(n: usize, scheme: &str) -> Pool {
     let dir = tempfile::tempdir().unwrap();
-    let mut body = format!("catalogue = {:?}\n", dir.path().join("catalogue.redb"));
-    for i in 0..n {
-        let root = dir.path().join(format!("backend-{i}"));
-        body.push_str(&format!("[[backend]]\nname = \"b{i}\"\nscheme = \"fs\"\nroot = {root:?}\n"));
-    }
-    let config = Config::parse(&dir.path().join("pool.toml"), &body).unwrap();
+    let config = Config::parse(&dir.path().join("pool.toml"), &fs_pool_toml(dir.path(), n)).unwrap();
     let options =
         InitOptions { encrypt: false, redundancy: Some(Scheme::parse(scheme).unwrap()), ..Default::default() };
     cuckoo::init(&config, &options, &NoPassphrase).await.unwrap();
@@ -52,15 +47,17 @@ impl Pool {
     }
 
     async fn restore_matches(&self, repo: &Repository, src: &Path, name: &str) {
-        let target = self.dir.path().join(name);
-        let (_, snapshot) = repo.find_snapshot("latest").unwrap();
-        let done = repo
-            .restore(&snapshot, RestoreOptions { target: target.clone(), path: None }, Arc::new(NoProgress))
-            .await
-            .unwrap();
-        assert!(done.failed.is_empty(), "{:?}", done.failed);
-        assert_same_tree(src, &target.join("src"));
+        restore_latest_matches(repo, src, &self.dir.path().join(name)).await;
     }
+}
+
+/// Restore the latest snapshot into `target` and compare it with `src`, byte for byte.
+async fn restore_latest_matches(repo: &Repository, src: &Path, target: &Path) {
+    let (_, snapshot) = repo.find_snapshot("latest").unwrap();
+    let options = RestoreOptions { target: target.to_path_buf(), path: None };
+    let done = repo.restore(&snapshot, options, Arc::new(NoProgress)).await.unwrap();
+    assert!(done.failed.is_empty(), "{:?}", done.failed);
+    assert_same_tree(src, &target.join("src"));
 }
 
 async fn backup(repo: &Repository, src: &Path) {
@@ -133,7 +130,7 @@ async fn corrupting_and_losing_backends_are_read_around_named_and_healed() {
     // The provider stops corrupting but b3's objects stay lost: repair rewrites both.
     repo.store().backends()[0].faults().clear();
     drop(repo);
-    for entry in walk(&pool.dir.path().join("backend-3/data")) {
+    for entry in walk_files(&pool.dir.path().join("backend-3/data")) {
         std::fs::remove_file(entry).unwrap();
     }
     let repo = pool.open().await;
@@ -167,16 +164,6 @@ async fn with_too_many_backends_down_backups_fail_cleanly_and_nothing_is_lost() 
     std::fs::remove_file(src.join("new")).unwrap();
     std::fs::File::open(&src).unwrap().set_modified(mtime).unwrap();
     pool.restore_matches(&repo, &src, "out").await;
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    for e in entries {
-        let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-    }
-    out
 }
 
 /// A real WebDAV server (WsgiDAV, as in `.ci/servers.sh`) on a free loopback port.
@@ -235,11 +222,7 @@ async fn a_server_stopped_mid_backup_loses_nothing() {
     };
     // Two local directories and the WebDAV server, two copies; the server is slowed so the
     // backup is still running when it is killed.
-    let mut body = format!("catalogue = {:?}\n", dir.path().join("catalogue.redb"));
-    for i in 0..2 {
-        let root = dir.path().join(format!("backend-{i}"));
-        body.push_str(&format!("[[backend]]\nname = \"b{i}\"\nscheme = \"fs\"\nroot = {root:?}\n"));
-    }
+    let mut body = fs_pool_toml(dir.path(), 2);
     body.push_str(&format!(
         "[[backend]]\nname = \"dav\"\nscheme = \"webdav\"\nendpoint = \"http://127.0.0.1:{}\"\nlimit_upload = \"4MiB\"\n",
         dav.port
@@ -266,24 +249,12 @@ async fn a_server_stopped_mid_backup_loses_nothing() {
     // The server stays down: the pool opens without it and everything restores.
     let repo = Repository::open(config.clone(), &NoPassphrase, &NoProgress).await.unwrap();
     assert_eq!(repo.unavailable().len(), 1, "{:?}", repo.unavailable());
-    let target = dir.path().join("out");
-    let (_, snapshot) = repo.find_snapshot("latest").unwrap();
-    let done = repo
-        .restore(&snapshot, RestoreOptions { target: target.clone(), path: None }, Arc::new(NoProgress))
-        .await
-        .unwrap();
-    assert!(done.failed.is_empty(), "{:?}", done.failed);
-    assert_same_tree(&src, &target.join("src"));
+    restore_latest_matches(&repo, &src, &dir.path().join("out")).await;
 }
 
 /// The pool of `pool`, with backend `b{n}` added (a new directory) and adopted.
 async fn with_new_backend(pool: &Pool, n: usize) -> Config {
-    let mut text = String::new();
-    text.push_str(&format!("catalogue = {:?}\n", pool.dir.path().join("catalogue.redb")));
-    for i in 0..=n {
-        let root = pool.dir.path().join(format!("backend-{i}"));
-        text.push_str(&format!("[[backend]]\nname = \"b{i}\"\nscheme = \"fs\"\nroot = {root:?}\n"));
-    }
+    let text = fs_pool_toml(pool.dir.path(), n + 1);
     let config = Config::parse(&pool.dir.path().join("pool.toml"), &text).unwrap();
     cuckoo::init(&config, &InitOptions { encrypt: false, ..Default::default() }, &NoPassphrase).await.unwrap();
     config

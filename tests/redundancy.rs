@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Env, PASSPHRASE, assert_same_tree, noise, text};
+use common::{Env, PASSPHRASE, assert_same_tree, fs_pool_toml, noise, text, walk_files};
 
 /// A pool of `n` equal `fs` backends (`backend-0`…), initialised with `redundancy`.
 fn pool(n: usize, redundancy: &str) -> Env {
@@ -18,19 +18,11 @@ fn pool_with(n: usize, redundancy: &str, prepare: impl FnOnce(&Path)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     prepare(dir.path());
     let config = dir.path().join("pool.toml");
-    let mut body = format!("catalogue = {:?}\n", dir.path().join("catalogue.redb"));
-    for i in 0..n {
-        body.push_str(&backend_toml(dir.path(), i));
-    }
-    std::fs::write(&config, body).unwrap();
+    std::fs::write(&config, fs_pool_toml(dir.path(), n)).unwrap();
     let env = Env { dir, config };
     let out = env.ok(&["init", "--kdf-memory", "8", "--kdf-iterations", "1", "--redundancy", redundancy]);
     assert!(out.contains(redundancy), "init says what it chose: {out}");
     env
-}
-
-fn backend_toml(dir: &Path, i: usize) -> String {
-    format!("[[backend]]\nname = \"b{i}\"\nscheme = \"fs\"\nroot = {:?}\n", dir.join(format!("backend-{i}")))
 }
 
 /// Small text files in nested directories, a few multi-chunk files, and incompressible ones.
@@ -184,7 +176,7 @@ fn a_corrupt_or_missing_copy_is_read_around_named_by_check_and_healed_by_repair(
     let env = pool(3, "copies=2");
     let src = tree(&env, 60, 1);
     env.ok(&["backup", src.to_str().unwrap()]);
-    let chunks: Vec<PathBuf> = (0..3).flat_map(|i| walk(&env.path(&format!("backend-{i}/data")))).collect();
+    let chunks: Vec<PathBuf> = (0..3).flat_map(|i| walk_files(&env.path(&format!("backend-{i}/data")))).collect();
     let mut bytes = std::fs::read(&chunks[0]).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
@@ -228,17 +220,6 @@ fn a_full_backend_is_skipped_not_failed() {
     restore_matches(&env, "latest", &src, "out");
     let check = env.json(&["check"]);
     assert_eq!(check["findings"].as_array().unwrap().len(), 0, "two backends still hold two copies: {check}");
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    for e in entries {
-        let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-    }
-    out.sort();
-    out
 }
 
 /// A real full disk: one backend's root is a 2 MiB tmpfs. ENOSPC marks it full, the pieces

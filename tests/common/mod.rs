@@ -111,6 +111,29 @@ pub fn count_files(dir: &Path) -> usize {
     .sum()
 }
 
+/// Every file below `dir`, sorted; empty if `dir` does not exist.
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.is_dir() { out.extend(walk_files(&p)) } else { out.push(p) }
+    }
+    out.sort();
+    out
+}
+
+/// Config text for a pool of `n` equal `fs` backends `b0`… rooted at `dir/backend-N`, with
+/// its catalogue in `dir`.
+pub fn fs_pool_toml(dir: &Path, n: usize) -> String {
+    let mut text = format!("catalogue = {:?}\n", dir.join("catalogue.redb"));
+    for i in 0..n {
+        let root = dir.join(format!("backend-{i}"));
+        text.push_str(&format!("[[backend]]\nname = \"b{i}\"\nscheme = \"fs\"\nroot = {root:?}\n"));
+    }
+    text
+}
+
 /// Deterministic pseudo-random bytes (incompressible).
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 32);
