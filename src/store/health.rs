@@ -65,7 +65,12 @@ impl Health {
     }
 
     /// Take backend `i` out of use for a backoff period that doubles with each failure.
+    /// Requests already in flight when it went down fail too; they are one failure, not
+    /// one each (else a burst of uploads would push the backoff to its maximum at once).
     pub fn mark_down(&self, i: usize) {
+        if !self.is_up(i) {
+            return;
+        }
         let n = self.failures[i].fetch_add(1, Ordering::Relaxed).min(6);
         let backoff = (FIRST_BACKOFF * 2u32.pow(n)).min(MAX_BACKOFF);
         self.down_until_ms[i].store(self.now_ms() + backoff.as_millis() as u64, Ordering::Relaxed);
@@ -94,5 +99,15 @@ mod tests {
         assert!(h.is_up(1));
         h.observe::<()>(0, &Err(Error::new(ErrorKind::Full, "quota")));
         assert!(h.is_full(0) && h.is_up(0));
+    }
+
+    #[test]
+    fn a_burst_of_failures_while_down_is_one_failure() {
+        let h = Health::new(1);
+        for _ in 0..20 {
+            h.observe::<()>(0, &Err(Error::new(ErrorKind::Backend, "refused")));
+        }
+        let left = h.down_until_ms[0].load(Ordering::Relaxed) - h.now_ms();
+        assert!(left <= FIRST_BACKOFF.as_millis() as u64, "backoff {left} ms after one burst");
     }
 }
