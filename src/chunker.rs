@@ -70,6 +70,11 @@ impl StreamChunker {
         self.buf.len()
     }
 
+    /// Those bytes.
+    pub fn pending_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Append `data`; `emit(offset, chunk)` is called for every chunk that is now final.
     pub fn push(&mut self, mut data: &[u8], emit: &mut impl FnMut(u64, &[u8])) {
         let max = self.params.max as usize;

@@ -10,9 +10,12 @@
 //! uploading them again; trees are staged and become visible only when the snapshot commits,
 //! after every object below them is stored.
 
-mod pack;
-mod upload;
+pub(crate) mod pack;
+pub(crate) mod trees;
+pub(crate) mod upload;
 mod walker;
+
+pub(crate) use trees::TREE_PACK_TARGET;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -151,11 +154,21 @@ pub(crate) async fn run(
 /// Make the snapshot durable: its object on every backend is the commit point; the
 /// catalogue follows (and would catch up from the backends if we died in between).
 async fn commit(ctx: &Context<'_>, snapshot: &Snapshot) -> Result<ObjectId> {
+    commit_snapshot(ctx.store, ctx.catalogue.clone(), ctx.compression, snapshot).await
+}
+
+/// Store a snapshot whose trees are staged (or already recorded) and publish it in the
+/// catalogue: the commit point of a backup and of a drive commit.
+pub(crate) async fn commit_snapshot(
+    store: &Store,
+    catalogue: Arc<Catalogue>,
+    compression: i32,
+    snapshot: &Snapshot,
+) -> Result<ObjectId> {
     let body = model::to_body(snapshot);
-    let id = ctx.store.keys().id_of(&body);
-    let envelope = codec::encode(ObjectKind::Snapshot, &id, &body, ctx.compression, ctx.store.keys());
-    ctx.store.put_everywhere(&object_path(ObjectKind::Snapshot, &id), &envelope).await?;
-    let catalogue = ctx.catalogue.clone();
+    let id = store.keys().id_of(&body);
+    let envelope = codec::encode(ObjectKind::Snapshot, &id, &body, compression, store.keys());
+    store.put_everywhere(&object_path(ObjectKind::Snapshot, &id), &envelope).await?;
     let snap = snapshot.clone();
     tokio::task::spawn_blocking(move || catalogue.commit_staged(&id, &snap))
         .await
@@ -195,7 +208,7 @@ pub(crate) fn hostname() -> String {
     nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".into())
 }
 
-fn username() -> String {
+pub(crate) fn username() -> String {
     let uid = nix::unistd::geteuid();
     nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
 }

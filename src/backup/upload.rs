@@ -17,12 +17,16 @@ use crate::exec::cpu;
 use crate::id::ObjectId;
 use crate::store::Store;
 
-/// One object the pool lacks.
+/// One object the pool lacks. The body is shared so that a writer can keep reading it
+/// until it is stored (the drive's streams do).
 pub(crate) struct Job {
     pub kind: ObjectKind,
     pub id: ObjectId,
-    pub body: Vec<u8>,
+    pub body: Arc<Vec<u8>>,
 }
+
+/// Called with each object's id once it is durable (before its catalogue record is).
+pub(crate) type OnStored = Arc<dyn Fn(&ObjectId) + Send + Sync>;
 
 /// Totals of what was actually written.
 #[derive(Debug, Default)]
@@ -54,8 +58,20 @@ impl Uploader {
         concurrency: usize,
         abort: Arc<AtomicBool>,
     ) -> (Uploader, mpsc::Sender<Job>) {
+        Self::start_notifying(store, catalogue, level, concurrency, abort, None)
+    }
+
+    /// Like `start`, calling `on_stored` as each object becomes durable.
+    pub fn start_notifying(
+        store: Store,
+        catalogue: Arc<Catalogue>,
+        level: i32,
+        concurrency: usize,
+        abort: Arc<AtomicBool>,
+        on_stored: Option<OnStored>,
+    ) -> (Uploader, mpsc::Sender<Job>) {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE);
-        let task = tokio::spawn(run(store, catalogue, level, concurrency, abort, rx));
+        let task = tokio::spawn(run(store, catalogue, level, concurrency, abort, on_stored, rx));
         (Uploader { task }, tx)
     }
 
@@ -71,6 +87,7 @@ async fn run(
     level: i32,
     concurrency: usize,
     abort: Arc<AtomicBool>,
+    on_stored: Option<OnStored>,
     rx: mpsc::Receiver<Job>,
 ) -> Result<Uploaded> {
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -83,8 +100,12 @@ async fn run(
             if abort.load(Ordering::Relaxed) {
                 return;
             }
+            let id = job.id;
             match store_one(&store, level, job).await {
                 Ok((record, written, plain_len, stored_len, short)) => {
+                    if let Some(f) = &on_stored {
+                        f(&id);
+                    }
                     degraded.fetch_add(short as u64, Ordering::Relaxed);
                     if written {
                         objects.fetch_add(1, Ordering::Relaxed);
@@ -135,7 +156,10 @@ async fn store_one(store: &Store, level: i32, job: Job) -> Result<(Record, bool,
     let stored = store.put(kind, &id, envelope).await?;
     let location = crate::repository::location_of(store, plain_len, &stored.pieces);
     let record = match kind {
-        ObjectKind::Tree => Record::TreePack { id, location, body },
+        ObjectKind::Tree => {
+            let body = Arc::try_unwrap(body).unwrap_or_else(|shared| (*shared).clone());
+            Record::TreePack { id, location, body }
+        }
         _ => Record::Chunk { id, location },
     };
     Ok((record, stored.written, plain_len, stored.stored_len(), stored.degraded))

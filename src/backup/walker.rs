@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
 use super::pack::Pack;
+use super::trees::{DirTree, Group};
 use super::upload::Job;
 use crate::catalogue::Reader;
 use crate::chunker::{ChunkerParams, StreamChunker};
@@ -25,7 +26,7 @@ use crate::crypto::Keys;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::meta;
-use crate::model::{self, ChunkRef, Meta, Node, NodeKind, Summary, Tree, TreePack, TreeRef};
+use crate::model::{self, ChunkRef, Meta, Node, NodeKind, Summary, Tree, TreeRef};
 use crate::progress::Progress;
 
 /// An entry's content while its directory is being built.
@@ -51,16 +52,6 @@ struct DirBuild {
     need: u64,
 }
 
-/// Tree bodies waiting to be stored with their parent: (bodies, total size).
-#[derive(Default)]
-struct Built {
-    trees: Vec<(ObjectId, Vec<u8>)>,
-    size: usize,
-}
-
-/// Tree packs grow to about this many plain bytes (a few thousand directory entries).
-const TREE_PACK_TARGET: usize = 256 * 1024;
-
 type Walked = (TreeRef, Summary, Vec<String>);
 
 pub(crate) struct Walker {
@@ -71,7 +62,7 @@ pub(crate) struct Walker {
     exclude: HashSet<PathBuf>,
     pack: Pack,
     waiting: VecDeque<DirBuild>,
-    built: HashMap<u64, (ObjectId, Built)>,
+    built: HashMap<u64, (ObjectId, Group)>,
     next_slot: u64,
     hardlinks: HashMap<(u64, u64), Vec<ChunkRef>>,
     buf: Vec<u8>,
@@ -344,64 +335,30 @@ impl Walker {
         while self.waiting.front().is_some_and(|d| self.pack.is_cut(d.need)) {
             let mut dir = self.waiting.pop_front().expect("front exists");
             dir.entries.sort_by(|a, b| a.name.cmp(&b.name));
-            let mut tree = Tree { entries: Vec::with_capacity(dir.entries.len()) };
-            let mut group = Built::default();
-            let mut in_group: Vec<usize> = Vec::new();
-            for e in dir.entries {
-                let kind = match e.content {
-                    Content::Ready(k) => k,
-                    Content::Packed(slot, size) => NodeKind::File { size, content: self.pack.take(slot) },
+            let mut tree = DirTree::default();
+            for Entry { name, meta, content } in dir.entries {
+                match content {
+                    Content::Ready(kind) => tree.push(Node { name, kind, meta }),
+                    Content::Packed(slot, size) => {
+                        let kind = NodeKind::File { size, content: self.pack.take(slot) };
+                        tree.push(Node { name, kind, meta });
+                    }
                     Content::Subdir(slot) => {
                         let (id, child) = self.built.remove(&slot).expect("child built first");
-                        let pack = self.place_subtree(&mut tree, &mut group, &mut in_group, child)?;
-                        if pack.is_none() {
-                            in_group.push(tree.entries.len());
-                        }
-                        NodeKind::Dir { tree: id, pack }
+                        let out = &mut self.out;
+                        tree.push_subtree(name, meta, id, child, &mut |g| out.tree_pack(g.into_pack_body()))?;
                     }
-                };
-                tree.entries.push(Node { name: e.name, kind, meta: e.meta });
+                }
             }
-            let body = model::to_body(&tree);
-            let id = self.out.keys.id_of(&body);
-            group.size += body.len();
-            group.trees.push((id, body));
-            self.built.insert(dir.slot, (id, group));
+            let built = tree.finish(&self.out.keys);
+            self.built.insert(dir.slot, built);
         }
         Ok(())
     }
 
-    /// Tree packs are filled in name order: a subtree joins the group travelling up with
-    /// this directory; when it does not fit, the subtrees gathered so far are stored as one
-    /// pack (their entries, not yet hashed, now point at it). A subtree too big on its own
-    /// is stored alone. Decided from content only, so an unchanged subtree packs, and
-    /// hashes, the same way every time. Returns the pack the subtree went to, if stored.
-    fn place_subtree(
-        &mut self,
-        tree: &mut Tree,
-        group: &mut Built,
-        in_group: &mut Vec<usize>,
-        child: Built,
-    ) -> Result<Option<ObjectId>> {
-        if child.size > TREE_PACK_TARGET {
-            return self.emit_pack(child).map(Some);
-        }
-        if group.size + child.size > TREE_PACK_TARGET {
-            let pack = self.emit_pack(std::mem::take(group))?;
-            for i in in_group.drain(..) {
-                if let NodeKind::Dir { pack: p, .. } = &mut tree.entries[i].kind {
-                    *p = Some(pack);
-                }
-            }
-        }
-        group.size += child.size;
-        group.trees.extend(child.trees);
-        Ok(None)
-    }
-
     /// Store a group of tree bodies as one tree pack, unless the pool already has it.
-    fn emit_pack(&mut self, group: Built) -> Result<ObjectId> {
-        self.out.tree_pack(model::to_body(&TreePack { trees: group.trees }))
+    fn emit_pack(&mut self, group: Group) -> Result<ObjectId> {
+        self.out.tree_pack(group.into_pack_body())
     }
 }
 
@@ -429,7 +386,7 @@ impl Emitter {
         let id = self.keys.id_of_large(data);
         if self.is_new(&id) {
             // A closed channel means the uploads failed; the walker notices at its next check.
-            let _ = send(&self.jobs, Job { kind: ObjectKind::Chunk, id, body: data.to_vec() });
+            let _ = send(&self.jobs, Job { kind: ObjectKind::Chunk, id, body: Arc::new(data.to_vec()) });
         }
         id
     }
@@ -437,7 +394,7 @@ impl Emitter {
     fn tree_pack(&mut self, body: Vec<u8>) -> Result<ObjectId> {
         let id = self.keys.id_of(&body);
         if self.is_new(&id) {
-            send(&self.jobs, Job { kind: ObjectKind::Tree, id, body })?;
+            send(&self.jobs, Job { kind: ObjectKind::Tree, id, body: Arc::new(body) })?;
         }
         Ok(id)
     }
