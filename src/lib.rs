@@ -51,6 +51,7 @@ pub mod probe;
 pub mod progress;
 pub mod prune;
 pub mod redundancy;
+pub mod repack;
 pub mod repair;
 pub mod repository;
 pub mod restore;

@@ -1,8 +1,10 @@
-//! Prune: delete the chunks and tree packs no snapshot references any more.
+//! Prune: delete the chunks and tree packs no snapshot references any more, after
+//! repacking chunks that deleted small files left mostly unused (`repack`).
 //!
-//! Owns: computing what is live, what is garbage, and the delete order. Must not: forget
-//! snapshots (that is `forget`), or run without the exclusive lock (`Repository::prune`
-//! takes it and syncs first, so every snapshot on the backends is known).
+//! Owns: computing what is live, what is garbage, when to repack, and the delete order.
+//! Must not: forget snapshots (that is `forget`; only a repack replaces one by its
+//! rewrite), or run without the exclusive lock (`Repository::prune` takes it and syncs
+//! first, so every snapshot on the backends is known).
 //!
 //! Safety, in order: (1) the exclusive lock means no backup, restore or check is running,
 //! here or on another machine; (2) the live set is walked from every snapshot, and any tree
@@ -20,14 +22,25 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::model::{self, NodeKind, PruneRecord, TreeRef};
 use crate::progress::Progress;
+use crate::repack::{self, RepackReport, Sparse};
 use crate::repository::Repository;
 use crate::store::{Piece, object_path};
 
 /// What prune should do.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct PruneOptions {
-    /// Only report what would be deleted.
+    /// Only report what would be deleted (and repacked).
     pub dry_run: bool,
+    /// Repack when live chunks hold more unused bytes than this fraction of the bytes
+    /// snapshots use in them, until they hold at most that; `f64::INFINITY` never repacks.
+    pub max_unused: f64,
+}
+
+impl Default for PruneOptions {
+    /// Repack past 5% unused, as restic's `prune --max-unused` does by default.
+    fn default() -> Self {
+        PruneOptions { dry_run: false, max_unused: 0.05 }
+    }
 }
 
 /// What prune found and did.
@@ -43,11 +56,14 @@ pub struct PruneReport {
     pub unused_objects: u64,
     /// Bytes those take on the backends.
     pub unused_stored_bytes: u64,
-    /// Live chunks of which some bytes are no longer referenced (small files that were
-    /// deleted from a shared chunk).
+    /// Live chunks and tree packs of which some bytes are no longer referenced (small files
+    /// deleted from a shared chunk, directories changed since their pack was written), left
+    /// after repacking.
     pub partly_used_chunks: u64,
-    /// Plain bytes in those chunks that no snapshot references.
+    /// Plain bytes in those that no snapshot references.
     pub partly_used_unreferenced_bytes: u64,
+    /// What repacking did (or, with `dry_run`, would do) before the deletes.
+    pub repack: RepackReport,
     /// True if nothing was deleted because of `dry_run`.
     pub dry_run: bool,
 }
@@ -62,7 +78,21 @@ struct Stored {
 /// Run prune; the caller holds the exclusive lock and has synced.
 pub(crate) async fn run(repo: &Repository, options: PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
     let mut report = PruneReport { dry_run: options.dry_run, ..PruneReport::default() };
-    let live = live_set(repo, &mut report).await?;
+    let mut live = live_set(repo).await?;
+    let (sparse, used_bytes) = sparse_objects(repo, &live)?;
+    let chosen = repack::choose(sparse, used_bytes, options.max_unused);
+    if !chosen.is_empty() {
+        if options.dry_run {
+            report.repack = repack::planned(&chosen);
+        } else {
+            report.repack = repack::run(repo, &chosen, &live.slices, progress).await?;
+            live = live_set(repo).await?;
+        }
+    }
+    report.snapshots = live.snapshots;
+    let (sparse, _) = sparse_objects(repo, &live)?;
+    report.partly_used_chunks = sparse.len() as u64;
+    report.partly_used_unreferenced_bytes = sparse.iter().map(|s| s.len - s.used).sum();
     let stored = list_stored(repo).await?;
     let mut garbage: Vec<&Stored> = Vec::new();
     let mut garbage_ids = HashSet::new();
@@ -77,7 +107,6 @@ pub(crate) async fn run(repo: &Repository, options: PruneOptions, progress: &dyn
     }
     report.live_objects = live.objects.len() as u64;
     report.unused_objects = garbage_ids.len() as u64;
-    partly_used(repo, &live.slices, &mut report)?;
     if options.dry_run || garbage.is_empty() {
         return Ok(report);
     }
@@ -127,28 +156,33 @@ async fn publish_record(repo: &Repository, deleted: &[ObjectId]) -> Result<Objec
     Ok(id)
 }
 
-/// Everything the snapshots reference, and which slices of each chunk they use.
+/// Everything the snapshots reference, which slices of each chunk they use, and how many
+/// bytes of trees they use in each tree pack.
 struct Live {
+    snapshots: u64,
     objects: HashSet<ObjectId>,
     slices: HashMap<ObjectId, Vec<(u32, u32)>>,
+    pack_use: HashMap<ObjectId, u64>,
 }
 
-async fn live_set(repo: &Repository, report: &mut PruneReport) -> Result<Live> {
-    let mut live = Live { objects: HashSet::new(), slices: HashMap::new() };
-    let mut seen_trees = HashSet::new();
+async fn live_set(repo: &Repository) -> Result<Live> {
+    let mut live = Live { snapshots: 0, objects: HashSet::new(), slices: HashMap::new(), pack_use: HashMap::new() };
+    // By tree and pack: the same directory stored in two packs uses both.
+    let mut seen = HashSet::new();
     for (sid, snapshot) in repo.snapshots()? {
-        report.snapshots += 1;
+        live.snapshots += 1;
         let root = Repository::root(&snapshot);
         live.objects.insert(root.pack);
         let mut stack: Vec<TreeRef> = vec![root];
         while let Some(tref) = stack.pop() {
-            if !seen_trees.insert(tref.id) {
+            if !seen.insert((tref.id, tref.pack)) {
                 continue;
             }
             // Never delete on a partial view: an unreadable tree stops the prune.
             let tree = repo.tree(&tref).await.map_err(|e| {
                 Error::new(e.kind(), format!("prune stopped, nothing deleted: snapshot {}: {e}", sid.short()))
             })?;
+            *live.pack_use.entry(tref.pack).or_default() += model::to_body(&tree).len() as u64;
             for node in &tree.entries {
                 match &node.kind {
                     NodeKind::File { content, .. } => {
@@ -180,18 +214,21 @@ async fn list_stored(repo: &Repository) -> Result<Vec<Stored>> {
     Ok(stored)
 }
 
-/// Count live chunks some of whose bytes no snapshot uses, and those bytes.
-fn partly_used(repo: &Repository, slices: &HashMap<ObjectId, Vec<(u32, u32)>>, report: &mut PruneReport) -> Result<()> {
+/// Live chunks and tree packs some of whose bytes no snapshot uses, and the plain bytes
+/// snapshots use in all live ones.
+fn sparse_objects(repo: &Repository, live: &Live) -> Result<(Vec<Sparse>, u64)> {
     let reader = repo.catalogue().reader()?;
-    for (id, ranges) in slices {
+    let (mut sparse, mut used_bytes) = (Vec::new(), 0);
+    let chunks = live.slices.iter().map(|(id, ranges)| (ObjectKind::Chunk, id, covered(ranges)));
+    let packs = live.pack_use.iter().map(|(id, used)| (ObjectKind::Tree, id, *used));
+    for (kind, id, used) in chunks.chain(packs) {
         let Some(location) = reader.location(id)? else { continue };
-        let used = covered(ranges);
+        used_bytes += used;
         if used < location.plain_len {
-            report.partly_used_chunks += 1;
-            report.partly_used_unreferenced_bytes += location.plain_len - used;
+            sparse.push(Sparse { kind, id: *id, len: location.plain_len, used });
         }
     }
-    Ok(())
+    Ok((sparse, used_bytes))
 }
 
 /// Bytes covered by the union of (offset, len) ranges.

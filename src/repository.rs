@@ -581,6 +581,15 @@ impl Repository {
         &self.catalogue
     }
 
+    pub(crate) fn catalogue_arc(&self) -> Arc<Catalogue> {
+        self.catalogue.clone()
+    }
+
+    /// Uploads one writer keeps in flight.
+    pub(crate) fn upload_concurrency(&self) -> usize {
+        upload_concurrency(&self.config.backends)
+    }
+
     /// Stage the tree packs holding every tree below `root` that the catalogue lacks.
     async fn fetch_trees(&self, root: TreeRef) -> Result<()> {
         let mut stack = vec![root];

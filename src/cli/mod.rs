@@ -188,9 +188,14 @@ enum Command {
     },
     /// Delete the data no snapshot references any more (waits for no one: fails if the pool is in use)
     Prune {
-        /// Only show what would be deleted
+        /// Only show what would be deleted and repacked
         #[arg(long)]
         dry_run: bool,
+        /// Repack when chunks still in use hold more unused bytes than this share of the
+        /// used ones (snapshots that name repacked chunks get new ids); `unlimited` never
+        /// repacks
+        #[arg(long, value_parser = parse_max_unused, default_value = "5%")]
+        max_unused: f64,
     },
     /// Rebuild missing or corrupt copies and shards from what is left (resumable: run again)
     Repair {
@@ -462,11 +467,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             forget(&cli, config, snapshots, &policy, *dry_run).await
         }
-        Command::Prune { dry_run } => {
+        Command::Prune { dry_run, max_unused } => {
             let repo = open(&cli, config).await?;
             interrupt_on_ctrl_c(&repo);
             let bar = progress::Bar::new(cli.json);
-            let report = repo.prune(cuckoo::prune::PruneOptions { dry_run: *dry_run }, &bar).await?;
+            let options = cuckoo::prune::PruneOptions { dry_run: *dry_run, max_unused: *max_unused };
+            let report = repo.prune(options, &bar).await?;
             output::prune(&report, cli.json);
             Ok(ExitCode::SUCCESS)
         }
@@ -708,6 +714,15 @@ async fn backend_add(cli: &Cli, mut config: Config, backend: BackendConfig) -> R
 fn parse_percent(text: &str) -> Result<f64, String> {
     let n: f64 = text.trim_end_matches('%').parse().map_err(|_| format!("'{text}' is not a percentage"))?;
     if (0.0..=100.0).contains(&n) && n > 0.0 { Ok(n / 100.0) } else { Err(format!("'{text}' is not in (0, 100]")) }
+}
+
+fn parse_max_unused(text: &str) -> Result<f64, String> {
+    if text == "unlimited" {
+        return Ok(f64::INFINITY);
+    }
+    let n: f64 =
+        text.trim_end_matches('%').parse().map_err(|_| format!("'{text}' is not a percentage or 'unlimited'"))?;
+    if n >= 0.0 { Ok(n / 100.0) } else { Err(format!("'{text}' is negative")) }
 }
 
 fn parse_scheme(text: &str) -> Result<cuckoo::redundancy::Scheme, String> {

@@ -331,12 +331,25 @@ pub fn prune(r: &cuckoo::prune::PruneReport, json: bool) {
         return;
     }
     let size = |b: u64| format_size(b, BINARY);
+    let p = &r.repack;
+    if p.chunks > 0 {
+        let verb = if r.dry_run { "would repack" } else { "repacked" };
+        println!(
+            "{verb} {} partly used chunks: {} copied, {} freed",
+            p.chunks,
+            size(p.copied_bytes),
+            size(p.freed_bytes)
+        );
+        for (old, new) in &p.rewritten {
+            println!("snapshot {} rewritten as {}", &old[..8], &new[..8]);
+        }
+    }
     println!("{} snapshots reference {} objects ({} stored)", r.snapshots, r.live_objects, size(r.live_stored_bytes));
     let verb = if r.dry_run { "would delete" } else { "deleted" };
     println!("{verb} {} unreferenced objects ({} stored)", r.unused_objects, size(r.unused_stored_bytes));
     if r.partly_used_chunks > 0 {
         println!(
-            "{} chunks are partly used: {} of them no snapshot references (kept: other files share those chunks)",
+            "{} chunks are partly used: {} of them no snapshot references (below --max-unused, kept)",
             r.partly_used_chunks,
             size(r.partly_used_unreferenced_bytes)
         );
