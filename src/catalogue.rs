@@ -120,6 +120,9 @@ pub struct Catalogue {
     db: Database,
 }
 
+/// Bytes of catalogue pages kept in memory.
+const CACHE_BYTES: usize = 16 << 20;
+
 impl Catalogue {
     /// Open or create the catalogue at `path`; the flag is true when it was just created
     /// (so the caller rebuilds it from the backends).
@@ -127,10 +130,15 @@ impl Catalogue {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         }
-        let db = Database::create(path).map_err(|e| match e {
+        // redb would cache up to 1 GiB of pages; the OS keeps the file in its page cache
+        // anyway, and restores and backups touch each page about once.
+        let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::new(
                 ErrorKind::Catalogue,
-                format!("catalogue {} is in use by another cuckoo process", path.display()),
+                format!(
+                    "catalogue {} is in use by another cuckoo process on this machine (a running `cuckoo mount`, backup or restore); wait for it or unmount",
+                    path.display()
+                ),
             ),
             e => Error::new(ErrorKind::Catalogue, format!("cannot open catalogue {}", path.display())).with_source(e),
         })?;

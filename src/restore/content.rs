@@ -23,11 +23,11 @@ use crate::progress::Progress;
 use crate::repository::Repository;
 
 /// Distinct chunks one batch may need.
-const BATCH_CHUNKS: usize = 6;
-/// Batches loaded while one is written. On the kernel tree (restore to tmpfs), 8 chunks × 2
-/// batches took 3.0 s and 130 MiB; 6 × 3 takes 2.7 s and 145 MiB; 8 × 3 2.6 s but 180 MiB;
-/// 4 × 4 3.2 s (more, smaller fetch rounds).
-const LOADED: usize = 3;
+const BATCH_CHUNKS: usize = 8;
+/// Batches loaded while one is written. On the kernel tree (restore to tmpfs, glibc tuned
+/// as `main.rs` does, 2026-12-02): 8 chunks × 2 batches 2.8–3.0 s and 129–133 MiB; 6 × 3
+/// 3.0–3.1 s and 147–149 MiB; 6 × 2 3.1–3.2 s and 118–125 MiB; 4 × 4 3.5–3.6 s.
+const LOADED: usize = 2;
 /// Blocking tasks that write a batch of small files, each a share of the files in turn.
 /// Writing a small file whole in one task (open, write, close, metadata) rather than one
 /// tokio::fs hand-off per call cut the restore's system time from 5.3 s to ~2 s on the
