@@ -36,6 +36,24 @@ pub enum ErrorKind {
     Locked,
     /// A backend is out of space (its quota, its disk, or its configured capacity).
     Full,
+    /// A file operation was given a directory (`EISDIR`).
+    IsADirectory,
+    /// A path component that must be a directory is not (`ENOTDIR`).
+    NotADirectory,
+    /// A directory to remove or replace still has entries (`ENOTEMPTY`).
+    DirectoryNotEmpty,
+    /// The file system, or this part of it, is read-only (`EROFS`).
+    ReadOnly,
+    /// The implementation does not support the operation (see `fs::Capabilities`).
+    Unsupported,
+    /// A path or argument is malformed: `..` above the root, a NUL byte, a bad offset.
+    InvalidInput,
+    /// A file name is longer than 255 bytes (`ENAMETOOLONG`).
+    NameTooLong,
+    /// Not allowed on this kind of entry, whoever asks: a hard link to a directory (`EPERM`).
+    NotPermitted,
+    /// A file has as many names as it may have (`EMLINK`).
+    TooManyLinks,
 }
 
 /// The library error: a kind, a one-line context, and the underlying cause if any.
@@ -86,6 +104,59 @@ impl Error {
 
     pub(crate) fn not_found(context: impl Into<String>) -> Self {
         Error::new(ErrorKind::NotFound, context)
+    }
+
+    /// A local I/O error with its kind carried over where the library has one, so file-system
+    /// callers can branch on "not found" or "not empty" whichever implementation they use.
+    pub(crate) fn from_io(context: impl Into<String>, e: std::io::Error) -> Self {
+        use std::io::ErrorKind as Io;
+        let kind = match e.kind() {
+            // EPERM and EACCES share an `io::ErrorKind`, but mean different things.
+            _ if e.raw_os_error() == Some(nix::libc::EPERM) => ErrorKind::NotPermitted,
+            Io::TooManyLinks => ErrorKind::TooManyLinks,
+            Io::NotFound => ErrorKind::NotFound,
+            Io::AlreadyExists => ErrorKind::AlreadyExists,
+            Io::PermissionDenied => ErrorKind::PermissionDenied,
+            Io::IsADirectory => ErrorKind::IsADirectory,
+            Io::NotADirectory => ErrorKind::NotADirectory,
+            Io::DirectoryNotEmpty => ErrorKind::DirectoryNotEmpty,
+            Io::ReadOnlyFilesystem => ErrorKind::ReadOnly,
+            Io::Unsupported => ErrorKind::Unsupported,
+            Io::InvalidInput | Io::InvalidFilename => ErrorKind::InvalidInput,
+            Io::StorageFull | Io::QuotaExceeded => ErrorKind::Full,
+            _ if e.raw_os_error() == Some(nix::libc::ENAMETOOLONG) => ErrorKind::NameTooLong,
+            _ => ErrorKind::Io,
+        };
+        Error::new(kind, context).with_source(e)
+    }
+
+    /// The same error as `std::io::Error` (kind from `errno`, message kept), for the
+    /// `Read`/`Write` impls of `fs::File`.
+    pub fn to_io(&self) -> std::io::Error {
+        std::io::Error::new(std::io::Error::from_raw_os_error(self.errno()).kind(), self.to_string())
+    }
+
+    /// The POSIX errno closest to this error's kind.
+    pub fn errno(&self) -> i32 {
+        use nix::libc;
+        match self.kind {
+            ErrorKind::NotFound => libc::ENOENT,
+            ErrorKind::AlreadyExists => libc::EEXIST,
+            ErrorKind::PermissionDenied | ErrorKind::WrongPassphrase => libc::EACCES,
+            ErrorKind::IsADirectory => libc::EISDIR,
+            ErrorKind::NotADirectory => libc::ENOTDIR,
+            ErrorKind::DirectoryNotEmpty => libc::ENOTEMPTY,
+            ErrorKind::ReadOnly => libc::EROFS,
+            ErrorKind::Unsupported => libc::ENOTSUP,
+            ErrorKind::InvalidInput | ErrorKind::Config => libc::EINVAL,
+            ErrorKind::NameTooLong => libc::ENAMETOOLONG,
+            ErrorKind::NotPermitted => libc::EPERM,
+            ErrorKind::TooManyLinks => libc::EMLINK,
+            ErrorKind::Full => libc::ENOSPC,
+            ErrorKind::Interrupted => libc::EINTR,
+            ErrorKind::Locked => libc::EBUSY,
+            _ => libc::EIO,
+        }
     }
 }
 

@@ -92,6 +92,11 @@ pub fn apply(snapshots: &[(ObjectId, Snapshot)], policy: &Policy) -> Vec<Decisio
             for t in s.tags.iter().filter(|t| tags.contains(t)) {
                 decisions[i].reasons.push(format!("tag:{t}"));
             }
+            // The drive's current state is not a backup to retire: only its own commits
+            // replace it.
+            if s.tags.iter().any(|t| t == crate::fs::DRIVE_HEAD_TAG) {
+                decisions[i].reasons.push("drive head".into());
+            }
         }
         out.extend(decisions);
     }
@@ -178,5 +183,14 @@ mod tests {
         assert_eq!(decisions.iter().filter(|d| !d.reasons.is_empty()).count(), 2);
         assert!(apply(&snaps, &Policy::default()).iter().all(|d| d.reasons.is_empty()));
         assert!(Policy::default().is_empty());
+    }
+
+    #[test]
+    fn the_drive_head_is_always_kept() {
+        let snaps = vec![snap(1, 1, &[crate::fs::DRIVE_HEAD_TAG]), snap(2, 1, &[]), snap(3, 1, &["drive"])];
+        let decisions = apply(&snaps, &Policy { last: Some(1), ..Policy::default() });
+        let kept: Vec<&Decision> = decisions.iter().filter(|d| !d.reasons.is_empty()).collect();
+        assert_eq!(kept.len(), 2, "{decisions:?}");
+        assert!(decisions.iter().any(|d| d.id == snaps[0].0 && d.reasons == ["drive head"]));
     }
 }

@@ -25,7 +25,9 @@
 //!
 //! Module map (see ARCHITECTURE.md): pure steps `chunker`, `codec`, `ring`, `redundancy`,
 //! `model`; I/O in `backend` and `store`; local state in `catalogue`; operations in `backup`,
-//! `restore`, `check`, `repair`, `prune`, `repository`.
+//! `restore`, `check`, `repair`, `prune`, `repository`; the filesystem API in `fs` (one
+//! `Fs` trait for memory, local directories, the pool's live drive and snapshot views) and
+//! its FUSE adapter in `mount`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -42,11 +44,13 @@ pub mod diff;
 mod error;
 mod exec;
 pub mod forget;
+pub mod fs;
 pub mod id;
 pub mod limit;
 pub mod lock;
 pub mod meta;
 pub mod model;
+pub mod mount;
 pub mod probe;
 pub mod progress;
 pub mod prune;

@@ -590,6 +590,20 @@ impl Repository {
         upload_concurrency(&self.config.backends)
     }
 
+    /// Take a shared lock for a long-lived holder (the live drive) and sync under it; the
+    /// holder must `release` it. Prune waits until then.
+    pub async fn lock_shared(&self, operation: &str) -> Result<crate::lock::Lock> {
+        // Its own stop flag: a long-lived holder checks `Lock::lost` itself, and a lost lock
+        // must not interrupt every other operation of this repository.
+        let stop = Arc::new(AtomicBool::new(false));
+        let lock = crate::lock::acquire_with(&self.store, operation, false, stop).await?;
+        if let Err(e) = self.sync(&crate::progress::NoProgress).await {
+            let _ = lock.release().await;
+            return Err(e);
+        }
+        Ok(lock)
+    }
+
     /// Stage the tree packs holding every tree below `root` that the catalogue lacks.
     async fn fetch_trees(&self, root: TreeRef) -> Result<()> {
         let mut stack = vec![root];

@@ -231,6 +231,21 @@ enum Command {
         /// Snapshot id (or prefix, or `latest`), a colon, and the file's path
         target: String,
     },
+    /// Mount the live drive read-write (snapshots read-only under MOUNTPOINT/.snapshots/);
+    /// runs until unmounted (umount, fusermount3 -u) or Ctrl-C, then commits everything
+    Mount {
+        /// An existing empty directory
+        mountpoint: PathBuf,
+        /// Commit changes to the pool every this many seconds (also on fsync and unmount)
+        #[arg(long, default_value_t = 30)]
+        commit_interval: u64,
+    },
+    /// Keep the live drive's current state as a snapshot (while it is not mounted)
+    Snapshot {
+        /// Label the snapshot (repeatable)
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
     /// Manage backends
     Backend {
         #[command(subcommand)]
@@ -505,6 +520,33 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let (spec, path) = target.split_once(':').context("give SNAPSHOT:PATH")?;
             let (_, snapshot) = repo.find_snapshot(spec)?;
             repo.cat(&snapshot, path, &mut tokio::io::stdout()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mount { mountpoint, commit_interval } => {
+            let repo = Arc::new(open(&cli, config).await?);
+            let options = cuckoo::mount::MountOptions {
+                commit_interval: std::time::Duration::from_secs((*commit_interval).max(1)),
+                ..Default::default()
+            };
+            mount(repo, mountpoint.clone(), options).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Snapshot { tags } => {
+            let repo = Arc::new(open(&cli, config).await?);
+            let rt = tokio::runtime::Handle::current();
+            let tags = tags.clone();
+            let id = tokio::task::spawn_blocking(move || -> Result<cuckoo::ObjectId> {
+                let drive = cuckoo::fs::Drive::open(repo, rt, Default::default())?;
+                let id = drive.snapshot(&tags)?;
+                drive.close()?;
+                Ok(id)
+            })
+            .await??;
+            if cli.json {
+                println!("{}", serde_json::json!({ "id": id.to_hex() }));
+            } else {
+                println!("snapshot {} of the drive saved", id.short());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Stats => {
@@ -816,6 +858,36 @@ async fn backend_remove(cli: &Cli, mut config: Config, name: &str) -> Result<Exi
 
 fn parse_rate(text: &str) -> Result<u64, String> {
     cuckoo::limit::parse_bytes(text).ok_or_else(|| format!("'{text}' is not a rate such as 10MiB"))
+}
+
+/// Mount the drive and wait for an unmount, Ctrl-C or SIGTERM; then commit and release.
+async fn mount(repo: Arc<Repository>, mountpoint: PathBuf, options: cuckoo::mount::MountOptions) -> Result<()> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => t.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated => {}
+        }
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let drive = cuckoo::fs::Drive::open(repo, rt, Default::default())?;
+        let mounted = cuckoo::mount::mount(drive, &mountpoint, &options)?;
+        eprintln!("cuckoo: drive mounted on {}; unmount or press Ctrl-C to stop", mountpoint.display());
+        mounted.wait(&stop)?;
+        eprintln!("cuckoo: unmounted; every change is committed");
+        Ok(())
+    })
+    .await?
 }
 
 fn interrupt_on_ctrl_c(repo: &Repository) {

@@ -1,0 +1,275 @@
+//! The pool side of the live drive and snapshot views: chunks read through a small cache
+//! with read-ahead, trees, spool files, and the `Backing` the namespace calls (a file's
+//! layout of chunks, stream and spool is `content`'s).
+//!
+//! Owns: fetching and caching decoded chunks (pinned streamed chunks first), reading
+//! chunk slices at any offset, where spools are made. Must not: build trees or commit.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::Capabilities;
+pub(crate) use super::content::{DriveFile, FileState, Slices, Tail};
+use super::ns::{Backing, NsFs};
+use super::stream::Streamer;
+use crate::codec::ObjectKind;
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+use crate::model::{ChunkRef, Tree, TreeRef};
+use crate::repository::Repository;
+
+/// Chunks fetched ahead of a sequential reader.
+const READ_AHEAD: usize = 8;
+
+/// Bytes of a file shared with the chunk cache (or owned, for bytes not stored yet).
+#[derive(Default)]
+pub(crate) struct Shared {
+    bytes: Arc<Vec<u8>>,
+    range: std::ops::Range<usize>,
+}
+
+impl Shared {
+    pub fn owned(bytes: Vec<u8>) -> Shared {
+        let range = 0..bytes.len();
+        Shared { bytes: Arc::new(bytes), range }
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[self.range.clone()]
+    }
+}
+
+/// The chunk cache and a signal for readers waiting on a read-ahead in flight.
+#[derive(Default)]
+struct Cache {
+    state: Mutex<ChunkCache>,
+    fetched: Condvar,
+}
+
+/// A bounded cache of decoded chunks, oldest out first.
+#[derive(Default)]
+struct ChunkCache {
+    chunks: HashMap<ObjectId, Arc<Vec<u8>>>,
+    order: VecDeque<ObjectId>,
+    bytes: usize,
+    fetching: HashSet<ObjectId>,
+}
+
+/// The pool side of the drive: where chunks and trees come from and spools go.
+pub(crate) struct Pool {
+    pub repo: Arc<Repository>,
+    pub rt: tokio::runtime::Handle,
+    pub spool_dir: PathBuf,
+    pub writable: bool,
+    cache: Arc<Cache>,
+    cache_limit: usize,
+    /// The drive's current head snapshot. Held for the whole of a commit, so commits run
+    /// one at a time.
+    pub head: Mutex<Option<ObjectId>>,
+    /// Where chunks of files written front to back go as they are cut.
+    pub streamer: Streamer,
+    /// The drive's shared lock on the pool (none for snapshot views).
+    pub lock: Mutex<Option<crate::lock::Lock>>,
+    /// Counts of stored subtrees, by tree id, so a commit sums only what changed.
+    pub counts: Mutex<HashMap<ObjectId, Counts>>,
+}
+
+/// Entries and bytes below a directory, for snapshot summaries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub files: u64,
+    pub dirs: u64,
+    pub others: u64,
+    pub bytes: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, other: Counts) {
+        self.files += other.files;
+        self.dirs += other.dirs;
+        self.others += other.others;
+        self.bytes += other.bytes;
+    }
+}
+
+impl Pool {
+    pub fn new(
+        repo: Arc<Repository>,
+        rt: tokio::runtime::Handle,
+        spool_dir: PathBuf,
+        writable: bool,
+        (cache_limit, stream_limit): (usize, usize),
+    ) -> Pool {
+        let streamer = Streamer::new(repo.clone(), rt.clone(), stream_limit);
+        Pool {
+            streamer,
+            lock: Mutex::new(None),
+            repo,
+            rt,
+            spool_dir,
+            writable,
+            cache: Arc::default(),
+            cache_limit,
+            head: Mutex::new(None),
+            counts: Mutex::default(),
+        }
+    }
+
+    /// A decoded chunk: streamed and not stored yet, from the cache, from a read-ahead
+    /// already fetching it, or from the pool.
+    pub fn chunk(&self, id: &ObjectId) -> Result<Arc<Vec<u8>>> {
+        if let Some(body) = self.streamer.pinned(id) {
+            return Ok(body);
+        }
+        {
+            let mut cache = self.cache.state.lock().expect("poisoned");
+            loop {
+                if let Some(c) = cache.chunks.get(id) {
+                    return Ok(c.clone());
+                }
+                if !cache.fetching.contains(id) {
+                    break;
+                }
+                cache = self.cache.fetched.wait(cache).expect("poisoned");
+            }
+        }
+        let body = Arc::new(self.rt.block_on(fetch(&self.repo, *id))?);
+        insert(&self.cache, self.cache_limit, *id, body.clone());
+        Ok(body)
+    }
+
+    /// Start fetching chunks a sequential reader will want next.
+    fn read_ahead(&self, ids: &[ObjectId]) {
+        for id in ids {
+            {
+                let mut cache = self.cache.state.lock().expect("poisoned");
+                if cache.chunks.contains_key(id) || !cache.fetching.insert(*id) {
+                    continue;
+                }
+            }
+            let (repo, cache, limit, id) = (self.repo.clone(), self.cache.clone(), self.cache_limit, *id);
+            self.rt.spawn(async move {
+                // A failed read-ahead costs nothing: the reader fetches (and reports) it again.
+                if let Ok(body) = fetch(&repo, id).await {
+                    insert(&cache, limit, id, Arc::new(body));
+                }
+                cache.state.lock().expect("poisoned").fetching.remove(&id);
+                cache.fetched.notify_all();
+            });
+        }
+    }
+
+    /// Read stored slices at `offset` (and start fetching the next ones).
+    pub fn read_slices(&self, slices: &Slices, buf: &mut [u8], offset: u64) -> Result<usize> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let piece = self.slice_at(slices, offset + done as u64, buf.len() - done)?;
+            if piece.is_empty() {
+                break;
+            }
+            buf[done..done + piece.len()].copy_from_slice(&piece);
+            done += piece.len();
+        }
+        Ok(done)
+    }
+
+    /// The bytes at `offset` up to the end of the slice holding it (at most `max`), as a
+    /// view of the cached chunk, not a copy; empty at the end. Starts fetching the next
+    /// slices' chunks.
+    pub fn slice_at(&self, slices: &Slices, offset: u64, max: usize) -> Result<Shared> {
+        if offset >= slices.len || max == 0 {
+            return Ok(Shared::default());
+        }
+        let i = slices.find(offset);
+        let r = slices.refs[i];
+        let chunk = self.chunk(&r.id)?;
+        let from = r.offset as usize + (offset - slices.start(i)) as usize;
+        let to = (r.offset + r.len) as usize;
+        if to > chunk.len() || from > to {
+            return Err(Error::corrupt(format!("chunk {} is shorter than a file's slice of it", r.id.to_hex())));
+        }
+        let ahead: Vec<ObjectId> = slices.refs.iter().skip(i + 1).take(READ_AHEAD).map(|r| r.id).collect();
+        self.read_ahead(&ahead);
+        Ok(Shared { bytes: chunk, range: from..from + (to - from).min(max) })
+    }
+
+    /// A new spool file (unnamed: it disappears with its last handle).
+    pub fn new_spool(&self) -> Result<std::fs::File> {
+        tempfile::tempfile_in(&self.spool_dir)
+            .map_err(|e| Error::from_io(format!("cannot create a spool file in {}", self.spool_dir.display()), e))
+    }
+}
+
+async fn fetch(repo: &Repository, id: ObjectId) -> Result<Vec<u8>> {
+    repo.store().get(ObjectKind::Chunk, &id, &repo.location_hint(&id)).await
+}
+
+fn insert(cache: &Cache, limit: usize, id: ObjectId, body: Arc<Vec<u8>>) {
+    let mut c = cache.state.lock().expect("poisoned");
+    if c.chunks.contains_key(&id) {
+        return;
+    }
+    c.bytes += body.len();
+    c.chunks.insert(id, body);
+    c.order.push_back(id);
+    while c.bytes > limit {
+        let Some(old) = c.order.pop_front() else { break };
+        if let Some(b) = c.chunks.remove(&old) {
+            c.bytes -= b.len();
+        }
+    }
+}
+
+impl Backing for Pool {
+    type Content = DriveFile;
+
+    fn capabilities(&self) -> Capabilities {
+        if self.writable { Capabilities::full(true) } else { Capabilities::read_only() }
+    }
+
+    fn tree(&self, tref: &TreeRef) -> Result<Tree> {
+        self.rt.block_on(self.repo.tree(tref))
+    }
+
+    fn stored_file(&self, _size: u64, content: &[ChunkRef]) -> DriveFile {
+        DriveFile::stored(Slices::new(content.to_vec()))
+    }
+
+    fn new_file(&self) -> Result<DriveFile> {
+        Ok(DriveFile::new_file(self))
+    }
+
+    fn len(&self, c: &DriveFile) -> u64 {
+        c.len()
+    }
+
+    fn read_at(&self, c: &DriveFile, buf: &mut [u8], offset: u64) -> Result<usize> {
+        c.read_at(self, buf, offset)
+    }
+
+    fn write_at(&self, c: &DriveFile, data: &[u8], offset: u64) -> Result<()> {
+        c.write_at(self, data, offset)
+    }
+
+    fn set_len(&self, c: &DriveFile, len: u64) -> Result<()> {
+        c.set_len(self, len)
+    }
+
+    fn sync_file(&self, fs: &NsFs<Self>, _: &DriveFile) -> Result<()> {
+        // A file is durable only with a tree naming it, so fsync commits the drive; files
+        // that did not change cost nothing.
+        self.sync_all(fs)
+    }
+
+    fn sync_all(&self, fs: &NsFs<Self>) -> Result<()> {
+        if self.writable {
+            super::commit::commit(fs)?;
+        }
+        Ok(())
+    }
+}
