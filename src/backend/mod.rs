@@ -264,6 +264,14 @@ impl Backend {
             return Ok(vec![]);
         }
         self.limits.request().await;
+        // OpenDAL's FTP lister waits out the 60 s I/O timeout on a directory that does not
+        // exist (the server answers 550 and opens no data connection); a stat says so at once.
+        if self.scheme == "ftp" && !prefix.is_empty() {
+            match self.op.stat(prefix).await {
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(vec![]),
+                _ => {}
+            }
+        }
         let lister = match self.op.lister_with(prefix).recursive(true).await {
             Ok(l) => l,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(vec![]),
