@@ -2,6 +2,8 @@
 //! binary run against it, and a strict comparison of two trees.
 #![allow(dead_code)]
 
+pub mod fs_suite;
+
 use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
