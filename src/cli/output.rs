@@ -304,7 +304,7 @@ pub fn forget(all: &[(ObjectId, Snapshot)], decisions: &[(ObjectId, Vec<String>)
     }
     let n = decisions.iter().filter(|(_, r)| r.is_empty()).count();
     let verb = if dry_run { "would forget" } else { "forgot" };
-    println!("{verb} {n} of {} snapshots (their data stays stored: prune is not implemented yet)", decisions.len());
+    println!("{verb} {n} of {} snapshots (their data stays stored until `cuckoo prune`)", decisions.len());
 }
 
 pub fn keys(slots: &[cuckoo::KeyInfo], json: bool) {
