@@ -47,11 +47,17 @@ pub struct MountOptions {
     /// Let every user reach the mount (with the kernel checking permissions), not only its
     /// owner; needs root or `user_allow_other` in /etc/fuse.conf.
     pub allow_other: bool,
+    /// Mount over a directory that has entries (hidden while mounted); refused otherwise.
+    pub allow_non_empty: bool,
 }
 
 impl Default for MountOptions {
     fn default() -> Self {
-        MountOptions { commit_interval: Duration::from_secs(30), allow_other: nix::unistd::geteuid().is_root() }
+        MountOptions {
+            commit_interval: Duration::from_secs(30),
+            allow_other: nix::unistd::geteuid().is_root(),
+            allow_non_empty: false,
+        }
     }
 }
 
@@ -701,6 +707,9 @@ pub struct Mounted {
 
 /// Mount `drive` at `mountpoint` (an existing empty directory).
 pub fn mount(drive: Drive, mountpoint: &Path, options: &MountOptions) -> Result<Mounted> {
+    if !options.allow_non_empty {
+        refuse_non_empty(mountpoint)?;
+    }
     let drive = Arc::new(drive);
     let adapter = Adapter {
         drive: drive.clone(),
@@ -726,6 +735,22 @@ pub fn mount(drive: Drive, mountpoint: &Path, options: &MountOptions) -> Result<
     let stop = Arc::new(AtomicBool::new(false));
     let committer = spawn_committer(drive.clone(), stop.clone(), options.commit_interval);
     Ok(Mounted { session: Some(session), drive, stop, committer: Some(committer) })
+}
+
+/// FUSE mounts over files without a word (fuse3 dropped the `nonempty` check), and they
+/// would be hidden until the unmount: easy to take for lost, or to write beside by mistake.
+fn refuse_non_empty(mountpoint: &Path) -> Result<()> {
+    let Ok(mut entries) = std::fs::read_dir(mountpoint) else { return Ok(()) }; // the mount says why
+    if entries.next().is_some() {
+        return Err(Error::new(
+            ErrorKind::DirectoryNotEmpty,
+            format!(
+                "cannot mount on {}: it is not empty, and its files would be hidden while mounted (--allow-non-empty mounts anyway)",
+                mountpoint.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Commit every `interval` while mounted. A failed commit is reported and retried at the

@@ -129,6 +129,12 @@ fn rsync_git_snapshots_and_restore_through_the_mount() {
     source_tree(&src);
     let mnt = env.path("mnt");
 
+    // A directory with files is refused: they would be hidden while mounted.
+    let out = env.run(&["mount", src.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("not empty"), "{said}");
+    assert!(!is_mounted(&src));
+
     // rsync a tree in, hard links too; it verifies with checksums while still mounted.
     let m = Mounted::start(&env, &mnt);
     run(Command::new("rsync").arg("-aH").arg(format!("{}/", src.display())).arg(mnt.join("tree")));

@@ -239,6 +239,9 @@ enum Command {
         /// Commit changes to the pool every this many seconds (also on fsync and unmount)
         #[arg(long, default_value_t = 30)]
         commit_interval: u64,
+        /// Mount even if MOUNTPOINT has entries (they are hidden while mounted)
+        #[arg(long)]
+        allow_non_empty: bool,
     },
     /// Keep the live drive's current state as a snapshot (while it is not mounted)
     Snapshot {
@@ -522,10 +525,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             repo.cat(&snapshot, path, &mut tokio::io::stdout()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Mount { mountpoint, commit_interval } => {
+        Command::Mount { mountpoint, commit_interval, allow_non_empty } => {
             let repo = Arc::new(open(&cli, config).await?);
             let options = cuckoo::mount::MountOptions {
                 commit_interval: std::time::Duration::from_secs((*commit_interval).max(1)),
+                allow_non_empty: *allow_non_empty,
                 ..Default::default()
             };
             mount(repo, mountpoint.clone(), options).await?;
