@@ -745,7 +745,7 @@ fn refuse_non_empty(mountpoint: &Path) -> Result<()> {
         return Err(Error::new(
             ErrorKind::DirectoryNotEmpty,
             format!(
-                "cannot mount on {}: it is not empty, and its files would be hidden while mounted (--allow-non-empty mounts anyway)",
+                "cannot mount on {}: it is not empty, and its files would be hidden while mounted (`--allow-non-empty`, `MountOptions::allow_non_empty`, mounts anyway)",
                 mountpoint.display()
             ),
         ));
