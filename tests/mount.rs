@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, assert_same_tree, noise, text};
+use common::{Env, assert_same_tree, noise, run_ok, text};
 
 fn fuse_available() -> bool {
     let ok = Path::new("/dev/fuse").exists() && nix::unistd::geteuid().is_root();
@@ -61,14 +61,14 @@ impl Mounted {
     /// Unmount from outside, as `umount` or `fusermount3 -u` do; cuckoo must then
     /// commit and exit cleanly.
     fn umount(mut self) {
-        run(Command::new("umount").arg(&self.dir));
+        run_ok(Command::new("umount").arg(&self.dir));
         let status = self.child.wait().unwrap();
         assert!(status.success(), "cuckoo mount exited with {status}");
     }
 
     /// Stop with Ctrl-C (SIGINT): cuckoo unmounts, commits and exits cleanly.
     fn interrupt(mut self) {
-        run(Command::new("kill").args(["-INT", &self.child.id().to_string()]));
+        run_ok(Command::new("kill").args(["-INT", &self.child.id().to_string()]));
         let status = self.child.wait().unwrap();
         assert!(status.success(), "cuckoo mount exited with {status}");
         assert!(!is_mounted(&self.dir));
@@ -83,17 +83,6 @@ impl Drop for Mounted {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A source tree with what rsync and tar meet in practice.
@@ -137,12 +126,14 @@ fn rsync_git_snapshots_and_restore_through_the_mount() {
 
     // rsync a tree in, hard links too; it verifies with checksums while still mounted.
     let m = Mounted::start(&env, &mnt);
-    run(Command::new("rsync").arg("-aH").arg(format!("{}/", src.display())).arg(mnt.join("tree")));
+    run_ok(Command::new("rsync").arg("-aH").arg(format!("{}/", src.display())).arg(mnt.join("tree")));
     let check = || {
-        run(Command::new("rsync")
-            .args(["-aH", "--checksum", "--dry-run", "--itemize-changes"])
-            .arg(format!("{}/", src.display()))
-            .arg(mnt.join("tree")))
+        run_ok(
+            Command::new("rsync")
+                .args(["-aH", "--checksum", "--dry-run", "--itemize-changes"])
+                .arg(format!("{}/", src.display()))
+                .arg(mnt.join("tree")),
+        )
     };
     assert_eq!(check(), "", "rsync sees differences right after copying");
     let ino = |p: &Path| std::fs::symlink_metadata(p).unwrap().ino();
@@ -151,22 +142,24 @@ fn rsync_git_snapshots_and_restore_through_the_mount() {
     assert_eq!(std::fs::symlink_metadata(tree.join("linked-at-top")).unwrap().nlink(), 3);
     // tar makes hard links with link(2) as it extracts.
     let archive = env.path("src.tar");
-    run(Command::new("tar").arg("-C").arg(&src).arg("-cf").arg(&archive).arg("."));
+    run_ok(Command::new("tar").arg("-C").arg(&src).arg("-cf").arg(&archive).arg("."));
     std::fs::create_dir(mnt.join("untar")).unwrap();
-    run(Command::new("tar").arg("-C").arg(mnt.join("untar")).arg("-xf").arg(&archive));
+    run_ok(Command::new("tar").arg("-C").arg(mnt.join("untar")).arg("-xf").arg(&archive));
     assert_eq!(ino(&mnt.join("untar/d0/linked")), ino(&mnt.join("untar/linked-at-top")));
     assert!(std::fs::read(mnt.join("untar/big.bin")).unwrap() == std::fs::read(src.join("big.bin")).unwrap());
     // And a real tree, where the machine has one: Debian's package docs (symlinks,
     // compressed files, thousands of small files).
     let real = Path::new("/usr/share/doc");
     let real_check = || {
-        run(Command::new("rsync")
-            .args(["-a", "--checksum", "--dry-run", "--itemize-changes"])
-            .arg(format!("{}/", real.display()))
-            .arg(mnt.join("doc")))
+        run_ok(
+            Command::new("rsync")
+                .args(["-a", "--checksum", "--dry-run", "--itemize-changes"])
+                .arg(format!("{}/", real.display()))
+                .arg(mnt.join("doc")),
+        )
     };
     if real.is_dir() {
-        run(Command::new("rsync").arg("-a").arg(format!("{}/", real.display())).arg(mnt.join("doc")));
+        run_ok(Command::new("rsync").arg("-a").arg(format!("{}/", real.display())).arg(mnt.join("doc")));
         assert_eq!(real_check(), "", "rsync sees differences in the copy of {}", real.display());
     }
     assert!(std::fs::read_dir(mnt.join(".snapshots")).is_ok(), "the snapshot directory is reachable");
@@ -187,13 +180,15 @@ fn rsync_git_snapshots_and_restore_through_the_mount() {
     let origin = env.path("origin");
     std::fs::create_dir_all(&origin).unwrap();
     let git = |dir: &Path, args: &[&str]| {
-        run(Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(dir))
+        run_ok(
+            Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "init.defaultBranch=main"])
+                .args(args)
+                .current_dir(dir),
+        )
     };
     git(&origin, &["init", "-q"]);
-    run(Command::new("cp").arg("-r").arg(src.join("d0")).arg(&origin));
+    run_ok(Command::new("cp").arg("-r").arg(src.join("d0")).arg(&origin));
     git(&origin, &["add", "-A"]);
     git(&origin, &["commit", "-qm", "first"]);
     git(&mnt, &["clone", "-q", origin.to_str().unwrap(), "repo"]);
@@ -214,10 +209,12 @@ fn rsync_git_snapshots_and_restore_through_the_mount() {
     let id = snap["id"].as_str().unwrap().to_string();
     let restored = env.path("restored");
     env.ok(&["restore", &id, "--target", restored.to_str().unwrap()]);
-    let rsync_check = run(Command::new("rsync")
-        .args(["-aH", "--checksum", "--dry-run", "--itemize-changes"])
-        .arg(format!("{}/", src.display()))
-        .arg(restored.join("tree")));
+    let rsync_check = run_ok(
+        Command::new("rsync")
+            .args(["-aH", "--checksum", "--dry-run", "--itemize-changes"])
+            .arg(format!("{}/", src.display()))
+            .arg(restored.join("tree")),
+    );
     assert_eq!(rsync_check, "", "the restored tree differs from the source");
     assert_eq!(git(&restored.join("repo"), &["log", "--oneline"]).lines().count(), 2);
     git(&restored.join("repo"), &["fsck", "--strict"]);

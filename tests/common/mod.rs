@@ -82,14 +82,7 @@ impl Env {
 
     /// Run and require success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "cuckoo {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        run_ok(&mut self.command(args))
     }
 
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -102,6 +95,18 @@ impl Env {
     pub fn objects_per_backend(&self) -> Vec<usize> {
         (0..3).map(|i| count_files(&self.path(&format!("backend-{i}/data")))).collect()
     }
+}
+
+/// Run any command and require success; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 pub fn count_files(dir: &Path) -> usize {
