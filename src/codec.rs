@@ -8,6 +8,7 @@
 //! header, so a ranged read of its first `HEAD_LEN` bytes still yields the plain length
 //! (rebuilding a catalogue needs it) without fetching the object.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use crate::crypto::{Keys, NONCE_LEN, Part, TAG_LEN};
@@ -263,35 +264,16 @@ fn le_u32(bytes: &[u8]) -> usize {
     u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize
 }
 
-/// Decode an envelope that must be of `kind` and named `id`; returns the plain body.
+/// Decode an envelope that must be of `kind` and named `id`; returns the plain body. The
+/// stored bytes are only read: a sealed payload is opened straight into the body (or, when
+/// compressed, into the buffer zstd reads), so a fetched chunk is written once on its way.
 pub fn decode(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -> Result<Vec<u8>> {
-    decode_owned(kind, id, bytes.to_vec(), keys)
-}
-
-/// Like `decode`, consuming the stored bytes: a sealed payload is opened where it lies, and
-/// a raw body is returned in the same buffer, so a fetched chunk is not copied again.
-pub fn decode_owned(kind: ObjectKind, id: &ObjectId, mut bytes: Vec<u8>, keys: &Keys) -> Result<Vec<u8>> {
-    let header = read_header(kind, id, &bytes, keys)?;
-    let (start, end) = if header.sealed {
-        if bytes.len() < HEAD_LEN + TAG_LEN {
-            return Err(Error::corrupt("encrypted object is truncated"));
-        }
-        let end = bytes.len() - TAG_LEN;
-        let tag: [u8; TAG_LEN] = bytes[end..].try_into().expect("tag length");
-        let (head, payload) = bytes.split_at_mut(HEAD_LEN);
-        let nonce = &head[HEADER_LEN..HEADER_LEN + NONCE_LEN];
-        keys.open(Part::Body, nonce, head, &mut payload[..end - HEAD_LEN], &tag)?;
-        (HEAD_LEN, end)
-    } else {
-        (HEADER_LEN, bytes.len())
-    };
+    let header = read_header(kind, id, bytes, keys)?;
+    let payload =
+        if header.sealed { Cow::Owned(open_payload(bytes, keys)?) } else { Cow::Borrowed(&bytes[HEADER_LEN..]) };
     let body = match header.codec {
-        CODEC_RAW => {
-            bytes.truncate(end);
-            bytes.drain(..start);
-            bytes
-        }
-        CODEC_ZSTD => zstd::bulk::decompress(&bytes[start..end], header.plain_len)
+        CODEC_RAW => payload.into_owned(),
+        CODEC_ZSTD => zstd::bulk::decompress(&payload, header.plain_len)
             .map_err(|e| Error::corrupt("zstd payload does not decompress").with_source(e))?,
         other => return Err(Error::corrupt(format!("unknown codec {other}"))),
     };
@@ -299,6 +281,19 @@ pub fn decode_owned(kind: ObjectKind, id: &ObjectId, mut bytes: Vec<u8>, keys: &
         return Err(Error::corrupt(format!("body is {} bytes, header says {}", body.len(), header.plain_len)));
     }
     Ok(body)
+}
+
+/// The opened payload of a sealed envelope whose header was read already.
+fn open_payload(bytes: &[u8], keys: &Keys) -> Result<Vec<u8>> {
+    if bytes.len() < HEAD_LEN + TAG_LEN {
+        return Err(Error::corrupt("encrypted object is truncated"));
+    }
+    let (head, rest) = bytes.split_at(HEAD_LEN);
+    let (sealed, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let nonce = &head[HEADER_LEN..HEADER_LEN + NONCE_LEN];
+    let mut out = vec![0u8; sealed.len()];
+    keys.open_into(Part::Body, nonce, head, sealed, tag, &mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]

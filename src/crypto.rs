@@ -8,14 +8,19 @@
 //!
 //! XChaCha20-Poly1305 takes a 192-bit nonce, so nonces are simply random: a repeat is as
 //! likely as guessing a key. Every object gets a fresh one, also when its content repeats.
+//! It is built here from HChaCha20 and AWS-LC's ChaCha20-Poly1305 (the construction of
+//! draft-irtf-cfrg-xchacha), because AWS-LC's assembly seals and opens in one pass at about
+//! 1.8x the speed of RustCrypto's `XChaCha20Poly1305`; the bytes are the same, which the
+//! tests check against that crate.
 
 use std::fmt;
 use std::sync::Arc;
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use chacha20::cipher::consts::U10;
+use chacha20::cipher::generic_array::GenericArray;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::codec::{self, ObjectKind};
 use crate::error::{Error, ErrorKind, Result};
@@ -190,9 +195,7 @@ impl KeySlot {
     ) -> Result<KeySlot> {
         let kek = kdf.derive(passphrase, &salt)?;
         let mut wrapped = master.0.to_vec();
-        let tag = XChaCha20Poly1305::new(kek.as_ref().into())
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), SLOT_AAD, &mut wrapped)
-            .expect("32 bytes always seal");
+        let tag = XChaCha(kek).seal(&nonce, SLOT_AAD, &mut wrapped);
         wrapped.extend_from_slice(&tag);
         Ok(KeySlot { created_ns, kdf, salt, nonce, wrapped })
     }
@@ -205,13 +208,8 @@ impl KeySlot {
         let kek = self.kdf.derive(passphrase, &self.salt)?;
         let mut key = Zeroizing::new([0u8; 32]);
         key.copy_from_slice(&self.wrapped[..32]);
-        let opened = XChaCha20Poly1305::new(kek.as_ref().into()).decrypt_in_place_detached(
-            XNonce::from_slice(&self.nonce),
-            SLOT_AAD,
-            key.as_mut(),
-            Tag::from_slice(&self.wrapped[32..]),
-        );
-        Ok(opened.ok().map(|()| MasterKey(key)))
+        let opened = XChaCha(kek).open(&self.nonce, SLOT_AAD, key.as_mut(), &self.wrapped[32..]);
+        Ok(opened.then(|| MasterKey(key)))
     }
 
     /// The stored form: an unencrypted envelope of kind `Key` (nothing in it is secret
@@ -257,8 +255,8 @@ pub(crate) enum Part {
 
 struct Secrets {
     id_key: Zeroizing<[u8; 32]>,
-    header: XChaCha20Poly1305,
-    body: XChaCha20Poly1305,
+    header: XChaCha,
+    body: XChaCha,
     chunker_seed: u64,
 }
 
@@ -285,8 +283,8 @@ impl Keys {
         let seed = derive(CONTEXT_CHUNKER);
         Keys(Some(Arc::new(Secrets {
             id_key: derive(CONTEXT_ID),
-            header: XChaCha20Poly1305::new(derive(CONTEXT_HEAD).as_ref().into()),
-            body: XChaCha20Poly1305::new(derive(CONTEXT_BODY).as_ref().into()),
+            header: XChaCha(derive(CONTEXT_HEAD)),
+            body: XChaCha(derive(CONTEXT_BODY)),
             chunker_seed: u64::from_le_bytes(seed[..8].try_into().expect("8 bytes")),
         })))
     }
@@ -324,7 +322,7 @@ impl Keys {
         self.0.as_ref().map_or(0, |s| s.chunker_seed)
     }
 
-    fn cipher(&self, part: Part) -> &XChaCha20Poly1305 {
+    fn cipher(&self, part: Part) -> &XChaCha {
         let s = self.0.as_ref().expect("sealing needs an encrypted pool");
         match part {
             Part::Header => &s.header,
@@ -334,18 +332,71 @@ impl Keys {
 
     /// Encrypt `buf` in place; returns the tag.
     pub(crate) fn seal(&self, part: Part, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
-        let tag = self
-            .cipher(part)
-            .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, buf)
-            .expect("objects are far below the AEAD's length limit");
-        tag.into()
+        self.cipher(part).seal(nonce, aad, buf)
     }
 
     /// Decrypt `buf` in place, or say the bytes are not what this pool sealed.
     pub(crate) fn open(&self, part: Part, nonce: &[u8], aad: &[u8], buf: &mut [u8], tag: &[u8]) -> Result<()> {
-        self.cipher(part).decrypt_in_place_detached(XNonce::from_slice(nonce), aad, buf, Tag::from_slice(tag)).map_err(
-            |_| Error::corrupt("authentication failed: the object was altered, swapped or sealed by another key"),
-        )
+        authentic(self.cipher(part).open(nonce, aad, buf, tag))
+    }
+
+    /// Decrypt `sealed` into `out` (of the same length), leaving the stored bytes as they are.
+    pub(crate) fn open_into(
+        &self,
+        part: Part,
+        nonce: &[u8],
+        aad: &[u8],
+        sealed: &[u8],
+        tag: &[u8],
+        out: &mut [u8],
+    ) -> Result<()> {
+        authentic(self.cipher(part).open_into(nonce, aad, sealed, tag, out))
+    }
+}
+
+fn authentic(opened: bool) -> Result<()> {
+    if opened {
+        Ok(())
+    } else {
+        Err(Error::corrupt("authentication failed: the object was altered, swapped or sealed by another key"))
+    }
+}
+
+/// An XChaCha20-Poly1305 key: per message, HChaCha20 of the key and the nonce's first 16
+/// bytes is the ChaCha20-Poly1305 key, and 4 zero bytes then the nonce's last 8 its nonce.
+struct XChaCha(Zeroizing<[u8; 32]>);
+
+impl XChaCha {
+    /// The message key and nonce for a 24-byte `nonce` (AWS-LC wipes its copy when dropped).
+    fn for_nonce(&self, nonce: &[u8]) -> (LessSafeKey, Nonce) {
+        assert_eq!(nonce.len(), NONCE_LEN, "XChaCha20 nonces are 24 bytes");
+        let mut sub =
+            chacha20::hchacha::<U10>(GenericArray::from_slice(&self.0[..]), GenericArray::from_slice(&nonce[..16]));
+        let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &sub).expect("a 32-byte key"));
+        sub.as_mut_slice().zeroize();
+        let mut short = [0u8; 12];
+        short[4..].copy_from_slice(&nonce[16..]);
+        (key, Nonce::assume_unique_for_key(short))
+    }
+
+    fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        let (key, nonce) = self.for_nonce(nonce);
+        let tag = key
+            .seal_in_place_separate_tag(nonce, Aad::from(aad), buf)
+            .expect("objects are far below the AEAD's length limit");
+        tag.as_ref().try_into().expect("a 16-byte tag")
+    }
+
+    /// Decrypt `buf` in place; false if the tag does not match.
+    fn open(&self, nonce: &[u8], aad: &[u8], buf: &mut [u8], tag: &[u8]) -> bool {
+        let (key, nonce) = self.for_nonce(nonce);
+        key.open_in_place_separate_tag(nonce, Aad::from(aad), tag, buf).is_ok()
+    }
+
+    /// Like `open`, decrypting `sealed` into `out`.
+    fn open_into(&self, nonce: &[u8], aad: &[u8], sealed: &[u8], tag: &[u8], out: &mut [u8]) -> bool {
+        let (key, nonce) = self.for_nonce(nonce);
+        key.open_separate_gather(nonce, Aad::from(aad), sealed, tag, out).is_ok()
     }
 }
 
@@ -405,6 +456,35 @@ mod tests {
             hex::encode(&slot.wrapped),
             "8a91bca3790c9340f518e830d71ab9dc7c54daba133a8c8fdbb81214aa83c5ec5284293ca4f6ba6d5698b07c37a071d6"
         );
+    }
+
+    proptest::proptest! {
+        /// The AEAD is XChaCha20-Poly1305 exactly: what it seals, the reference crate opens
+        /// (same ciphertext, same tag), and what the reference seals, it opens.
+        #[test]
+        fn xchacha_matches_the_reference(
+            key: [u8; 32],
+            nonce: [u8; 24],
+            aad in proptest::collection::vec(proptest::num::u8::ANY, 0..80),
+            msg in proptest::collection::vec(proptest::num::u8::ANY, 0..5000),
+        ) {
+            use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+            let reference = chacha20poly1305::XChaCha20Poly1305::new(&key.into());
+            let mut ours = msg.clone();
+            let tag = XChaCha(Zeroizing::new(key)).seal(&nonce, &aad, &mut ours);
+            let mut theirs = msg.clone();
+            let their_tag = reference.encrypt_in_place_detached(&nonce.into(), &aad, &mut theirs).unwrap();
+            proptest::prop_assert_eq!(&ours, &theirs);
+            proptest::prop_assert_eq!(&tag[..], &their_tag[..]);
+            let mut apart = vec![0u8; msg.len()];
+            proptest::prop_assert!(XChaCha(Zeroizing::new(key)).open_into(&nonce, &aad, &theirs, &their_tag, &mut apart));
+            proptest::prop_assert_eq!(&apart, &msg);
+            proptest::prop_assert!(XChaCha(Zeroizing::new(key)).open(&nonce, &aad, &mut theirs, &their_tag));
+            proptest::prop_assert_eq!(&theirs, &msg);
+            let mut bad = tag;
+            bad[0] ^= 1;
+            proptest::prop_assert!(!XChaCha(Zeroizing::new(key)).open(&nonce, &aad, &mut ours, &bad));
+        }
     }
 
     #[test]

@@ -181,7 +181,7 @@ async fn read_verified_shared(store: &Store, path: &str, holders: &[usize]) -> O
     for i in holders {
         let Ok(Some(bytes)) = store.backends()[*i].read(path).await else { continue };
         if shared_is_intact(store, path, &bytes) {
-            return Some(bytes.into());
+            return Some(bytes);
         }
     }
     None
@@ -376,7 +376,7 @@ async fn read_verified(store: &Store, kind: ObjectKind, id: &ObjectId, piece: &P
         Error::not_found(format!("backend '{}': listed but gone", store.backends()[piece.backend].name))
     })?;
     store.check_piece(kind, id, piece, &bytes)?;
-    Ok(bytes.into())
+    Ok(bytes)
 }
 
 /// The scheme recorded in an object's own shards.

@@ -75,7 +75,7 @@ async fn objects(b: &Backend) {
     }
     // Overwrite replaces the whole object, also with a shorter one.
     b.write("objects/o3", b"short".to_vec()).await.unwrap();
-    assert_eq!(b.read("objects/o3").await.unwrap().unwrap(), b"short");
+    assert_eq!(b.read("objects/o3").await.unwrap().unwrap(), &b"short"[..]);
     // Missing objects are `None`, not errors; deleting one is fine.
     assert_eq!(b.read("objects/missing").await.unwrap(), None);
     assert_eq!(b.len("nowhere/missing").await.unwrap(), None);

@@ -131,8 +131,9 @@ impl Backend {
         self.bounded("write", path, OP_DEADLINE, self.write_inner(path, bytes.into())).await
     }
 
-    /// The object at `path`, or `None` if it does not exist.
-    pub async fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+    /// The object at `path`, or `None` if it does not exist. The bytes are the service's
+    /// buffer, not a copy (decoding reads them where they lie).
+    pub async fn read(&self, path: &str) -> Result<Option<bytes::Bytes>> {
         self.bounded("read", path, OP_DEADLINE, self.read_inner(path)).await
     }
 
@@ -195,7 +196,7 @@ impl Backend {
         w.await.map(|_| ()).map_err(|e| self.err("write", path, e))
     }
 
-    async fn read_inner(&self, path: &str) -> Result<Option<Vec<u8>>> {
+    async fn read_inner(&self, path: &str) -> Result<Option<bytes::Bytes>> {
         let then = self.faults.enter(&self.name, "read", path).await?;
         if then == Then::Vanish {
             return Ok(None);
@@ -208,8 +209,8 @@ impl Backend {
                 if let Some(l) = &self.limits.download {
                     l.acquire(buf.len() as u64).await;
                 }
-                let bytes = buf.to_vec();
-                Ok(Some(if then == Then::Damage { damage(bytes) } else { bytes }))
+                let bytes = buf.to_bytes();
+                Ok(Some(if then == Then::Damage { damage(bytes.into()).into() } else { bytes }))
             }
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err("read", path, e)),
@@ -222,7 +223,7 @@ impl Backend {
             return match self.read(path).await? {
                 Some(mut all) => {
                     all.truncate(n as usize);
-                    Ok(all)
+                    Ok(all.into())
                 }
                 None => {
                     Err(Error::not_found(format!("backend '{}' ({}): read {path}: not found", self.name, self.scheme)))
@@ -241,7 +242,7 @@ impl Backend {
         match self.read(path).await? {
             Some(mut all) => {
                 all.truncate(n as usize);
-                Ok(all)
+                Ok(all.into())
             }
             None => Err(Error::not_found(format!("backend '{}' ({}): read {path}: not found", self.name, self.scheme))),
         }

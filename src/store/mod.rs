@@ -287,12 +287,7 @@ impl Store {
 
 /// Decode an envelope and check its body hashes to the id it was fetched by.
 pub fn verify(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -> Result<Vec<u8>> {
-    verify_owned(kind, id, bytes.to_vec(), keys)
-}
-
-/// Like `verify`, consuming the fetched bytes (see `codec::decode_owned`).
-pub fn verify_owned(kind: ObjectKind, id: &ObjectId, bytes: Vec<u8>, keys: &Keys) -> Result<Vec<u8>> {
-    let body = codec::decode_owned(kind, id, bytes, keys)?;
+    let body = codec::decode(kind, id, bytes, keys)?;
     if keys.id_of_large(&body) != *id {
         return Err(Error::corrupt(format!("content does not match its id {}", id.to_hex())));
     }

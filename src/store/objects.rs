@@ -195,7 +195,7 @@ impl Store {
     }
 
     /// The raw bytes of one piece, `None` if it is not there.
-    pub async fn read_piece(&self, kind: ObjectKind, id: &ObjectId, piece: &Piece) -> Result<Option<Vec<u8>>> {
+    pub async fn read_piece(&self, kind: ObjectKind, id: &ObjectId, piece: &Piece) -> Result<Option<Bytes>> {
         let r = self.backends[piece.backend].read(&piece_path(kind, id, piece.shard)).await;
         self.health.observe(piece.backend, &r);
         r.map_err(|e| self.name_error(piece, e))
@@ -243,7 +243,7 @@ impl Store {
                     Ok(Some(bytes)) => {
                         piece.stored_len = bytes.len() as u64;
                         let (keys, id) = (self.keys.clone(), *id);
-                        match cpu(move || super::verify_owned(kind, &id, bytes, &keys)).await {
+                        match cpu(move || super::verify(kind, &id, &bytes, &keys)).await {
                             Ok(body) => return Ok((body, vec![piece])),
                             Err(e) => failure = Some(worse(failure, self.name_error(&piece, e))),
                         }
@@ -296,7 +296,7 @@ impl Store {
             match self.read_piece(kind, id, piece).await {
                 Ok(Some(bytes)) => {
                     let (keys, id) = (self.keys.clone(), *id);
-                    match cpu(move || super::verify_owned(kind, &id, bytes, &keys)).await {
+                    match cpu(move || super::verify(kind, &id, &bytes, &keys)).await {
                         Ok(body) => return Ok(body),
                         Err(e) => failure = Some(worse(failure, self.name_error(piece, e))),
                     }
@@ -332,7 +332,7 @@ impl Store {
         };
         // Shards by index: a backend may hold a duplicate of a shard another one has (left
         // by repair before a rebalance), which adds nothing.
-        let mut valid: std::collections::BTreeMap<u8, Vec<u8>> = Default::default();
+        let mut valid: std::collections::BTreeMap<u8, Bytes> = Default::default();
         let mut failure = None;
         while valid.len() < need {
             let wave: Vec<Piece> = (valid.len()..need).filter_map(|_| queue.pop_front()).collect();
@@ -373,12 +373,12 @@ impl Store {
                 valid.len()
             )));
         }
-        let valid: Vec<Vec<u8>> = valid.into_values().collect();
+        let valid: Vec<Bytes> = valid.into_values().collect();
         let (keys, id) = (self.keys.clone(), *id);
         cpu(move || {
             let opened = valid.iter().map(|b| redundancy::open_shard(&id, b)).collect::<Result<Vec<_>>>()?;
             let envelope = redundancy::join(&id, &opened)?;
-            super::verify_owned(kind, &id, envelope, &keys)
+            super::verify(kind, &id, &envelope, &keys)
         })
         .await
     }

@@ -85,7 +85,7 @@ impl Store {
             let read = self.backends[i].read(&path).await;
             self.health.observe(i, &read);
             let e = match read {
-                Ok(Some(bytes)) => match super::verify_owned(kind, id, bytes, &self.keys) {
+                Ok(Some(bytes)) => match super::verify(kind, id, &bytes, &self.keys) {
                     Ok(body) => return Ok(body),
                     Err(e) => e,
                 },
@@ -136,7 +136,7 @@ impl Store {
             .enumerate()
             .map(|(i, (r, b))| {
                 self.health.observe(i, &r);
-                r.map_err(|e| unreachable(b, e))
+                r.map(|found| found.map(Vec::from)).map_err(|e| unreachable(b, e))
             })
             .collect()
     }
@@ -170,7 +170,7 @@ impl Store {
                 }
                 let slot = KeySlot::decode(&bytes)
                     .map_err(|e| Error::new(e.kind(), format!("backend '{}': {path}: {e}", backend.name)))?;
-                found.push((id, slot, bytes));
+                found.push((id, slot, bytes.into()));
             }
         }
         Ok(found)
