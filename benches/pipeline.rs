@@ -102,7 +102,7 @@ fn placement(c: &mut Criterion) {
 fn catalogue(c: &mut Criterion) {
     use cuckoo::catalogue::{Catalogue, Location, PieceAt, Record};
     let dir = tempfile::tempdir().unwrap();
-    let (cat, _) = Catalogue::open(&dir.path().join("c.redb")).unwrap();
+    let (cat, _) = Catalogue::open(&dir.path().join("c.redb"), cuckoo::crypto::Keys::plain()).unwrap();
     let mut n = 0u64;
     let mut g = c.benchmark_group("catalogue");
     g.throughput(Throughput::Elements(512));

@@ -3,6 +3,10 @@
 //!
 //! Owns: the table layout and every read/write of the redb file. Must not: talk to backends.
 //! Every change is one redb transaction, so a kill at any instant leaves it consistent.
+//!
+//! Nothing read from the file is trusted: redb checks its own pages, not the values in them,
+//! so every tree and snapshot body handed out is first checked against its id (BLAKE3,
+//! keyed in an encrypted pool). A body that fails is reported as `Damaged`, never used.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -10,6 +14,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::codec::ObjectKind;
+use crate::crypto::Keys;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::model::{self, NodeKind, Snapshot, Tree, TreePack};
@@ -118,15 +123,38 @@ pub struct Totals {
 /// The opened catalogue.
 pub struct Catalogue {
     db: Database,
+    /// Names bodies as the pool does, to check every body read back against its id.
+    keys: Keys,
+}
+
+/// A tree or snapshot as the catalogue holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached<T> {
+    /// Present, and its body matches its id.
+    Verified(T),
+    /// Not recorded.
+    Absent,
+    /// Recorded, but the body does not match its id (or does not decode): the entry must
+    /// be replaced from the backends, never used.
+    Damaged,
+}
+
+/// A catalogue entry whose body does not match its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damage {
+    /// `Tree` or `Snapshot`.
+    pub kind: ObjectKind,
+    /// The id the entry is recorded under.
+    pub id: ObjectId,
 }
 
 /// Bytes of catalogue pages kept in memory.
 const CACHE_BYTES: usize = 16 << 20;
 
 impl Catalogue {
-    /// Open or create the catalogue at `path`; the flag is true when it was just created
-    /// (so the caller rebuilds it from the backends).
-    pub fn open(path: &Path) -> Result<(Catalogue, bool)> {
+    /// Open or create the catalogue at `path` for a pool whose objects `keys` name; the flag
+    /// is true when it was just created (so the caller rebuilds it from the backends).
+    pub fn open(path: &Path, keys: Keys) -> Result<(Catalogue, bool)> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         }
@@ -134,7 +162,7 @@ impl Catalogue {
         // anyway, and restores and backups touch each page about once.
         let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::new(
-                ErrorKind::Catalogue,
+                ErrorKind::Locked,
                 format!(
                     "catalogue {} is in use by another cuckoo process on this machine (a running `cuckoo mount`, backup or restore); wait for it or unmount",
                     path.display()
@@ -184,7 +212,30 @@ impl Catalogue {
         txn.open_table(BACKENDS)?;
         txn.open_table(APPLIED_PRUNES)?;
         txn.commit()?;
-        Ok((Catalogue { db }, fresh))
+        Ok((Catalogue { db, keys }, fresh))
+    }
+
+    /// Open the catalogue at `path` like `open`; a file too damaged to open (redb fails
+    /// or panics on it) is moved aside and a new one created, since everything in it can
+    /// be rebuilt from the backends. Also returns where the damaged file went.
+    pub fn open_or_set_aside(path: &Path, keys: Keys) -> Result<(Catalogue, bool, Option<std::path::PathBuf>)> {
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Catalogue::open(path, keys.clone())));
+        let damage = match attempt {
+            Ok(Ok((catalogue, fresh))) => return Ok((catalogue, fresh, None)),
+            Ok(Err(e)) if e.kind() != ErrorKind::Catalogue => return Err(e),
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the database library panicked".into()),
+        };
+        let aside = path.with_extension(format!("damaged-{}", std::process::id()));
+        std::fs::rename(path, &aside).map_err(|e| {
+            Error::io(format!("catalogue {} is damaged ({damage}) and cannot be moved aside", path.display()), e)
+        })?;
+        let (catalogue, fresh) = Catalogue::open(path, keys)?;
+        Ok((catalogue, fresh, Some(aside)))
     }
 
     /// The pool this catalogue describes, once set.
@@ -203,7 +254,7 @@ impl Catalogue {
 
     /// A consistent read view, for the many lookups of one backup or restore.
     pub fn reader(&self) -> Result<Reader> {
-        Ok(Reader { txn: self.db.begin_read()? })
+        Ok(Reader { txn: self.db.begin_read()?, keys: self.keys.clone() })
     }
 
     /// Record stored objects in one transaction. A tree recorded for the first time adds one
@@ -294,17 +345,99 @@ impl Catalogue {
         Ok(())
     }
 
-    /// All snapshots, oldest first.
+    /// All snapshots, oldest first. A damaged entry is an error: a list missing a snapshot
+    /// could make prune delete what it references. (`sync` replaces damaged entries first.)
     pub fn snapshots(&self) -> Result<Vec<(ObjectId, Snapshot)>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(SNAPSHOTS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            out.push((ObjectId(k.value()), model::from_body::<Snapshot>("snapshot", v.value())?));
+            let id = ObjectId(k.value());
+            match verified::<Snapshot>(&self.keys, &id, v.value()) {
+                Cached::Verified(s) => out.push((id, s)),
+                _ => {
+                    return Err(Error::corrupt(format!(
+                        "the catalogue's record of snapshot {} does not match its id (run the command again \
+                         to have it replaced from the backends)",
+                        id.short()
+                    )));
+                }
+            }
         }
         out.sort_by_key(|(id, s)| (s.time_ns, *id));
         Ok(out)
+    }
+
+    /// Snapshot entries whose body does not match their id (cheap: snapshots are few).
+    pub fn damaged_snapshots(&self) -> Result<Vec<ObjectId>> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for row in txn.open_table(SNAPSHOTS)?.iter()? {
+            let (k, v) = row?;
+            let id = ObjectId(k.value());
+            if !matches!(verified::<Snapshot>(&self.keys, &id, v.value()), Cached::Verified(_)) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every tree and snapshot entry whose body does not match its id.
+    pub fn damaged(&self) -> Result<Vec<Damage>> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for (kind, table) in [(ObjectKind::Snapshot, SNAPSHOTS), (ObjectKind::Tree, TREES)] {
+            for row in txn.open_table(table)?.iter()? {
+                let (k, v) = row?;
+                let id = ObjectId(k.value());
+                if self.keys.id_of(v.value()) != id {
+                    out.push(Damage { kind, id });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Put the verified `body` of snapshot or tree `id` in place of a damaged entry.
+    /// Reference counts stay: they were counted from the body as it was recorded, which
+    /// matched its id, as this one does.
+    pub fn replace_damaged(&self, kind: ObjectKind, id: &ObjectId, body: &[u8]) -> Result<()> {
+        if self.keys.id_of(body) != *id {
+            return Err(Error::corrupt(format!("{kind:?} {} does not match its id", id.short())));
+        }
+        let table = if kind == ObjectKind::Snapshot { SNAPSHOTS } else { TREES };
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(table)?;
+            if t.get(id.0)?.is_some() {
+                t.insert(id.0, body)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Drop damaged entries that cannot be replaced, then count every reference again from
+    /// the verified entries left (the dropped bodies cannot say what they referenced).
+    /// Dropping is safe: trees are fetched from the backends when missing, and snapshots
+    /// are on the backends or were forgotten.
+    pub fn drop_damaged(&self, damaged: &[Damage]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut snaps = txn.open_table(SNAPSHOTS)?;
+            let mut trees = txn.open_table(TREES)?;
+            for d in damaged {
+                let table = if d.kind == ObjectKind::Snapshot { &mut snaps } else { &mut trees };
+                let intact = table.get(d.id.0)?.is_some_and(|v| self.keys.id_of(v.value()) == d.id);
+                if !intact {
+                    table.remove(d.id.0)?;
+                }
+            }
+        }
+        recount_refs(&txn, &self.keys)?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// Pieces and bytes per backend name, and totals over distinct objects.
@@ -359,7 +492,7 @@ impl Catalogue {
     /// applied, so no backup counts on those objects again.
     pub fn apply_prune(&self, record: &ObjectId, deleted: &[ObjectId]) -> Result<()> {
         let txn = self.db.begin_write()?;
-        drop_unreachable_trees(&txn)?;
+        drop_unreachable_trees(&txn, &self.keys)?;
         {
             let mut objects = txn.open_table(OBJECTS)?;
             for id in deleted {
@@ -375,20 +508,7 @@ impl Catalogue {
     /// snapshots imply: (object, expected, recorded).
     pub fn refcount_mismatches(&self) -> Result<Vec<(ObjectId, u64, u64)>> {
         let txn = self.db.begin_read()?;
-        let mut expected: std::collections::HashMap<ObjectId, u64> = std::collections::HashMap::new();
-        for row in txn.open_table(TREES)?.iter()? {
-            let (_, v) = row?;
-            let tree: Tree = model::from_body("tree", v.value())?;
-            for child in children(&tree) {
-                *expected.entry(child).or_default() += 1;
-            }
-        }
-        for row in txn.open_table(SNAPSHOTS)?.iter()? {
-            let (_, v) = row?;
-            let s: Snapshot = model::from_body("snapshot", v.value())?;
-            *expected.entry(s.tree).or_default() += 1;
-            *expected.entry(s.tree_pack).or_default() += 1;
-        }
+        let mut expected = expected_refs(&txn.open_table(TREES)?, &txn.open_table(SNAPSHOTS)?, &self.keys)?;
         let mut out = Vec::new();
         for row in txn.open_table(REFS)?.iter()? {
             let (k, v) = row?;
@@ -406,6 +526,7 @@ impl Catalogue {
 /// A read transaction with typed lookups.
 pub struct Reader {
     txn: redb::ReadTransaction,
+    keys: Keys,
 }
 
 impl Reader {
@@ -427,9 +548,12 @@ impl Reader {
         Ok(Some(Location { plain_len, pieces }))
     }
 
-    /// The body of tree `id`, if recorded.
-    pub fn tree_body(&self, id: &ObjectId) -> Result<Option<Vec<u8>>> {
-        Ok(self.txn.open_table(TREES)?.get(id.0)?.map(|v| v.value().to_vec()))
+    /// Tree `id`, checked against its id.
+    pub fn tree(&self, id: &ObjectId) -> Result<Cached<Tree>> {
+        Ok(match self.txn.open_table(TREES)?.get(id.0)? {
+            Some(v) => verified(&self.keys, id, v.value()),
+            None => Cached::Absent,
+        })
     }
 
     /// Whether tree `id` is recorded (body known and stored).
@@ -491,12 +615,55 @@ fn children(tree: &Tree) -> HashSet<ObjectId> {
     out
 }
 
+/// `body` decoded, if it matches `id`.
+fn verified<'a, T: serde::Deserialize<'a>>(keys: &Keys, id: &ObjectId, body: &'a [u8]) -> Cached<T> {
+    if keys.id_of(body) != *id {
+        return Cached::Damaged;
+    }
+    match model::from_body("catalogue entry", body) {
+        Ok(value) => Cached::Verified(value),
+        Err(_) => Cached::Damaged,
+    }
+}
+
+/// Reference counts as the verified trees and snapshots imply them (damaged ones count
+/// nothing).
+fn expected_refs(
+    trees: &impl ReadableTable<[u8; 32], &'static [u8]>,
+    snapshots: &impl ReadableTable<[u8; 32], &'static [u8]>,
+    keys: &Keys,
+) -> Result<std::collections::HashMap<ObjectId, u64>> {
+    let mut expected: std::collections::HashMap<ObjectId, u64> = std::collections::HashMap::new();
+    for row in trees.iter()? {
+        let (k, v) = row?;
+        if let Cached::Verified(tree) = verified::<Tree>(keys, &ObjectId(k.value()), v.value()) {
+            for child in children(&tree) {
+                *expected.entry(child).or_default() += 1;
+            }
+        }
+    }
+    for row in snapshots.iter()? {
+        let (k, v) = row?;
+        if let Cached::Verified(s) = verified::<Snapshot>(keys, &ObjectId(k.value()), v.value()) {
+            *expected.entry(s.tree).or_default() += 1;
+            *expected.entry(s.tree_pack).or_default() += 1;
+        }
+    }
+    Ok(expected)
+}
+
 /// Remove the trees that no snapshot reaches through other trees, releasing their references.
-fn drop_unreachable_trees(txn: &redb::WriteTransaction) -> Result<usize> {
+/// A damaged snapshot or reachable tree hides what it reaches, so then nothing is dropped:
+/// the catalogue keeps entries it may not need rather than lose ones it does.
+fn drop_unreachable_trees(txn: &redb::WriteTransaction, keys: &Keys) -> Result<usize> {
     let mut trees = txn.open_table(TREES)?;
     let mut stack = Vec::new();
     for row in txn.open_table(SNAPSHOTS)?.iter()? {
-        stack.push(model::from_body::<Snapshot>("snapshot", row?.1.value())?.tree);
+        let (k, v) = row?;
+        match verified::<Snapshot>(keys, &ObjectId(k.value()), v.value()) {
+            Cached::Verified(s) => stack.push(s.tree),
+            _ => return Ok(0),
+        }
     }
     let mut reachable = HashSet::new();
     while let Some(id) = stack.pop() {
@@ -504,7 +671,7 @@ fn drop_unreachable_trees(txn: &redb::WriteTransaction) -> Result<usize> {
             continue;
         }
         if let Some(body) = trees.get(id.0)? {
-            let tree: Tree = model::from_body("tree", body.value())?;
+            let Cached::Verified(tree) = verified::<Tree>(keys, &id, body.value()) else { return Ok(0) };
             stack.extend(tree.entries.iter().filter_map(|n| match n.kind {
                 NodeKind::Dir { tree, .. } => Some(tree),
                 _ => None,
@@ -519,14 +686,36 @@ fn drop_unreachable_trees(txn: &redb::WriteTransaction) -> Result<usize> {
         }
     }
     let mut refs = txn.open_table(REFS)?;
+    let mut recount = false;
     for id in &dead {
-        if let Some(body) = trees.remove(id)?.map(|v| v.value().to_vec()) {
-            for child in children(&model::from_body("tree", &body)?) {
-                decrement(&mut refs, &child)?;
+        let removed = trees.remove(id)?.map(|v| v.value().to_vec());
+        match removed.map(|body| verified::<Tree>(keys, &ObjectId(*id), &body)) {
+            Some(Cached::Verified(tree)) => {
+                for child in children(&tree) {
+                    decrement(&mut refs, &child)?;
+                }
             }
+            // A damaged body cannot say what it referenced.
+            Some(_) => recount = true,
+            None => {}
         }
     }
+    drop((refs, trees));
+    if recount {
+        recount_refs(txn, keys)?;
+    }
     Ok(dead.len())
+}
+
+/// Count every reference again from the verified trees and snapshots.
+fn recount_refs(txn: &redb::WriteTransaction, keys: &Keys) -> Result<()> {
+    let expected = expected_refs(&txn.open_table(TREES)?, &txn.open_table(SNAPSHOTS)?, keys)?;
+    txn.delete_table(REFS)?;
+    let mut refs = txn.open_table(REFS)?;
+    for (id, n) in expected {
+        refs.insert(id.0, n)?;
+    }
+    Ok(())
 }
 
 fn decrement(refs: &mut redb::Table<[u8; 32], u64>, id: &ObjectId) -> Result<()> {
@@ -572,7 +761,7 @@ mod tests {
     fn records_locations_refs_and_snapshots() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.redb");
-        let (cat, fresh) = Catalogue::open(&path).unwrap();
+        let (cat, fresh) = Catalogue::open(&path, Keys::plain()).unwrap();
         assert!(fresh);
         let chunk = ObjectId::of(b"chunk");
         let loc = Location {
@@ -611,7 +800,7 @@ mod tests {
         assert!(!cat.reader().unwrap().has_tree(&t2).unwrap(), "staged trees are not visible");
         cat.commit_staged(&sid, &snap).unwrap();
         drop(cat);
-        let (cat, fresh) = Catalogue::open(&path).unwrap();
+        let (cat, fresh) = Catalogue::open(&path, Keys::plain()).unwrap();
         assert!(!fresh);
         assert_eq!(cat.snapshots().unwrap().len(), 1);
         let r = cat.reader().unwrap();
@@ -621,5 +810,65 @@ mod tests {
         assert_eq!(cat.reader().unwrap().refs(&t1).unwrap(), 1);
         assert_eq!(cat.reader().unwrap().refs(&pa).unwrap(), 1);
         assert_eq!(cat.usage().unwrap().0["b"].objects, 3);
+    }
+
+    /// Overwrite the value of `id` in `table` with `body`, as an edit of the file would.
+    fn tamper(cat: &Catalogue, table: TableDefinition<[u8; 32], &[u8]>, id: &ObjectId, body: &[u8]) {
+        let txn = cat.db.begin_write().unwrap();
+        txn.open_table(table).unwrap().insert(id.0, body).unwrap();
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn bodies_that_do_not_match_their_ids_are_never_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cat, _) = Catalogue::open(&dir.path().join("c.redb"), Keys::plain()).unwrap();
+        let chunk = ObjectId::of(b"chunk");
+        let (t1, body1) = tree_with_chunk(chunk, b"x");
+        let (t2, body2) = tree_with_chunk(ObjectId::of(b"other"), b"y");
+        let pack = model::to_body(&TreePack { trees: vec![(t1, body1.clone()), (t2, body2.clone())] });
+        let loc = Location { plain_len: 1, pieces: vec![] };
+        cat.record(&[Record::TreePack { id: ObjectId::of(&pack), location: loc, body: pack.clone() }]).unwrap();
+        let snap = Snapshot {
+            time_ns: 1,
+            hostname: "h".into(),
+            username: "u".into(),
+            paths: vec![],
+            tags: vec![],
+            tree: t1,
+            tree_pack: ObjectId::of(&pack),
+            parent: None,
+            summary: Summary::default(),
+            program_version: "t".into(),
+        };
+        let snap_body = model::to_body(&snap);
+        let sid = ObjectId::of(&snap_body);
+        cat.commit_staged(&sid, &snap).unwrap();
+        assert!(matches!(cat.reader().unwrap().tree(&t1).unwrap(), Cached::Verified(_)));
+        assert_eq!(cat.reader().unwrap().tree(&ObjectId::of(b"none")).unwrap(), Cached::Absent);
+
+        // A body that decodes but belongs to another id.
+        tamper(&cat, TREES, &t1, &body2);
+        assert_eq!(cat.reader().unwrap().tree(&t1).unwrap(), Cached::Damaged);
+        assert_eq!(cat.damaged().unwrap(), vec![Damage { kind: ObjectKind::Tree, id: t1 }]);
+        // Replacing takes only the body that matches.
+        assert!(cat.replace_damaged(ObjectKind::Tree, &t1, &body2).is_err());
+        cat.replace_damaged(ObjectKind::Tree, &t1, &body1).unwrap();
+        assert!(cat.damaged().unwrap().is_empty());
+
+        // A damaged snapshot record stops listings rather than hide a snapshot.
+        let other = Snapshot { hostname: "elsewhere".into(), ..snap.clone() };
+        tamper(&cat, SNAPSHOTS, &sid, &model::to_body(&other));
+        assert!(cat.snapshots().is_err());
+        assert_eq!(cat.damaged_snapshots().unwrap(), vec![sid]);
+        cat.replace_damaged(ObjectKind::Snapshot, &sid, &snap_body).unwrap();
+        assert_eq!(cat.snapshots().unwrap(), vec![(sid, snap)]);
+
+        // Dropping a damaged tree recounts references from what is left.
+        tamper(&cat, TREES, &t2, b"garbage");
+        cat.drop_damaged(&cat.damaged().unwrap()).unwrap();
+        assert_eq!(cat.reader().unwrap().tree(&t2).unwrap(), Cached::Absent);
+        assert!(cat.refcount_mismatches().unwrap().is_empty());
+        assert_eq!(cat.reader().unwrap().refs(&chunk).unwrap(), 1);
     }
 }

@@ -83,6 +83,19 @@ pub async fn check(repo: &Repository, options: CheckOptions, progress: &dyn Prog
     // Snapshots share most of their trees: each tree is walked once, and what it references
     // is attributed to the first snapshot that reaches it.
     let mut seen_trees = HashSet::new();
+    // Listed before the walk, which replaces every damaged tree it reaches.
+    for damage in repo.catalogue().damaged()? {
+        report.findings.push(Finding {
+            snapshot: "catalogue".into(),
+            path: String::new(),
+            object: damage.id.to_hex(),
+            backend: None,
+            problem: format!(
+                "the catalogue's copy of this {} did not match its id; it was replaced from the backends or dropped",
+                if damage.kind == ObjectKind::Snapshot { "snapshot" } else { "tree" }
+            ),
+        });
+    }
     for (sid, snapshot) in repo.snapshots()? {
         report.snapshots += 1;
         walk_snapshot(repo, sid, Repository::root(&snapshot), &mut seen_trees, &mut refs, &mut report).await;
@@ -98,6 +111,7 @@ pub async fn check(repo: &Repository, options: CheckOptions, progress: &dyn Prog
             Some(pieces) => check_redundancy(repo, (sid, path, *kind), id, pieces, &mut report),
         }
     }
+    repo.drop_damaged_trees()?;
     report.findings.extend(repo.catalogue_refcount_problems()?);
 
     if let Some(fraction) = options.read_data {

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use futures::StreamExt;
 
 use crate::backup::{self, BackupOptions, BackupOutcome};
-use crate::catalogue::{BackendUsage, Catalogue, Location, PieceAt, Record};
+use crate::catalogue::{BackendUsage, Cached, Catalogue, Damage, Location, PieceAt, Record};
 use crate::chunker::ChunkerParams;
 use crate::codec::ObjectKind;
 use crate::config::{BackendConfig, Config};
@@ -292,7 +292,14 @@ impl Repository {
             Some(p) => p.clone(),
             None => crate::config::data_dir()?.join("catalogues").join(format!("{}.redb", pool.pool_id_hex())),
         };
-        let (catalogue, fresh) = Catalogue::open(&catalogue_path)?;
+        let (catalogue, fresh, aside) = Catalogue::open_or_set_aside(&catalogue_path, store.keys().clone())?;
+        if let Some(aside) = aside {
+            progress.warn(&format!(
+                "catalogue {} was damaged: moved to {} and rebuilt from the backends",
+                catalogue_path.display(),
+                aside.display()
+            ));
+        }
         match catalogue.pool_id()? {
             Some(id) if id != pool.pool_id => {
                 return Err(Error::config(format!(
@@ -465,6 +472,7 @@ impl Repository {
     /// put on the backends: fetch each unknown snapshot and the trees it needs.
     pub async fn sync(&self, progress: &dyn Progress) -> Result<usize> {
         let remote = self.store.list_snapshots().await?;
+        self.heal_snapshots(&remote, progress).await?;
         // Snapshots forgotten elsewhere: on no backend any more.
         for (id, _) in self.catalogue.snapshots()? {
             if !remote.contains(&id) {
@@ -490,6 +498,50 @@ impl Repository {
         }
         progress.end();
         Ok(missing.len())
+    }
+
+    /// Replace catalogue records of snapshots that do not match their ids with the verified
+    /// ones from the backends (dropping those no backend has any more), so that no listing,
+    /// restore or prune ever works from a damaged record.
+    async fn heal_snapshots(
+        &self,
+        remote: &std::collections::BTreeSet<ObjectId>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let damaged: Vec<Damage> = self
+            .catalogue
+            .damaged_snapshots()?
+            .into_iter()
+            .map(|id| Damage { kind: ObjectKind::Snapshot, id })
+            .collect();
+        let mut unreplaced = Vec::new();
+        for d in damaged {
+            progress.warn(&format!(
+                "the catalogue's record of snapshot {} was damaged; {}",
+                d.id.short(),
+                if remote.contains(&d.id) { "replaced from the backends" } else { "dropped (no backend has it)" }
+            ));
+            if remote.contains(&d.id) {
+                let body = self.store.get_everywhere(ObjectKind::Snapshot, &d.id).await?;
+                self.catalogue.replace_damaged(d.kind, &d.id, &body)?;
+            } else {
+                unreplaced.push(d);
+            }
+        }
+        if !unreplaced.is_empty() {
+            self.catalogue.drop_damaged(&unreplaced)?;
+        }
+        Ok(())
+    }
+
+    /// Drop the catalogue's trees that still do not match their ids (those no snapshot
+    /// reaches: `tree` replaces the others as it meets them) and recount references.
+    pub(crate) fn drop_damaged_trees(&self) -> Result<()> {
+        let damaged = self.catalogue.damaged()?;
+        if !damaged.is_empty() {
+            self.catalogue.drop_damaged(&damaged)?;
+        }
+        Ok(())
     }
 
     /// Forget the objects that prunes (here or elsewhere) deleted, so no backup refers to them.
@@ -657,14 +709,22 @@ impl Repository {
         }
     }
 
-    /// A tree, from the catalogue or else the backends.
+    /// A tree, from the catalogue or else the backends; either way checked against its id.
+    /// A damaged catalogue entry is replaced by the verified body from the backends.
     pub async fn tree(&self, tref: &TreeRef) -> Result<Tree> {
-        if let Some(body) = self.catalogue.reader()?.tree_body(&tref.id)? {
-            return model::from_body("tree", &body);
+        let cached = self.catalogue.reader()?.tree(&tref.id)?;
+        if let Cached::Verified(tree) = cached {
+            return Ok(tree);
         }
         let body = self.store.get(ObjectKind::Tree, &tref.pack, &self.location_hint(&tref.pack)).await?;
         let pack: TreePack = model::from_body("tree pack", &body)?;
-        model::from_body("tree", pack.body(&tref.id, self.store.keys())?)
+        let body = pack.body(&tref.id, self.store.keys())?;
+        // Mended silently: the caller gets the verified tree either way, and `check` reports
+        // damage it finds.
+        if cached == Cached::Damaged {
+            self.catalogue.replace_damaged(ObjectKind::Tree, &tref.id, body)?;
+        }
+        model::from_body("tree", body)
     }
 
     /// The root tree of a snapshot.

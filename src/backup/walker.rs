@@ -19,14 +19,14 @@ use tokio::sync::mpsc;
 use super::pack::Pack;
 use super::trees::{DirTree, Group};
 use super::upload::Job;
-use crate::catalogue::Reader;
+use crate::catalogue::{Cached, Reader};
 use crate::chunker::{ChunkerParams, StreamChunker};
 use crate::codec::ObjectKind;
 use crate::crypto::Keys;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::meta;
-use crate::model::{self, ChunkRef, Meta, Node, NodeKind, Summary, Tree, TreeRef};
+use crate::model::{ChunkRef, Meta, Node, NodeKind, Summary, Tree, TreeRef};
 use crate::progress::Progress;
 
 /// An entry's content while its directory is being built.
@@ -317,10 +317,12 @@ impl Walker {
         }
     }
 
+    /// A parent tree, to skip unchanged files. One the catalogue lacks, or holds damaged,
+    /// is no parent: its files are read again rather than trusted from an unverified list.
     fn load_tree(&self, id: &ObjectId) -> Result<Option<Tree>> {
-        match self.out.reader.tree_body(id)? {
-            Some(body) => Ok(Some(model::from_body("tree", &body)?)),
-            None => Ok(None),
+        match self.out.reader.tree(id)? {
+            Cached::Verified(tree) => Ok(Some(tree)),
+            Cached::Absent | Cached::Damaged => Ok(None),
         }
     }
 

@@ -1,0 +1,236 @@
+//! Nothing unverified is trusted: a damaged catalogue never misleads restore, backup,
+//! check or prune, and restore never writes outside its target.
+//! Regression tests for the defects of issue 20, named after what they fix.
+
+mod common;
+
+use common::{Env, noise};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+/// The catalogue's tables as `catalogue.rs` lays them out (id -> body).
+const TREES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("trees");
+const SNAPSHOTS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("snapshots");
+
+/// Two directories of files large enough to be chunks of their own, so a prune working from
+/// a wrong tree would delete chunks still in use.
+fn source(env: &Env) -> std::path::PathBuf {
+    let src = env.path("src");
+    for (dir, seed) in [("a", 1u64), ("b", 2), ("b/deeper", 3)] {
+        std::fs::create_dir_all(src.join(dir)).unwrap();
+        std::fs::write(src.join(dir).join("data.bin"), noise(600 << 10, seed)).unwrap();
+        std::fs::write(src.join(dir).join("note.txt"), format!("note of {dir}\n")).unwrap();
+    }
+    src
+}
+
+/// Give every entry of `table` the body of the next one: each body still decodes, but none
+/// matches its id any more (what an edited or misdirected write in the file does).
+fn rotate_bodies(env: &Env, table: TableDefinition<[u8; 32], &[u8]>) -> usize {
+    let db = redb::Database::open(env.path("catalogue.redb")).unwrap();
+    let rows: Vec<([u8; 32], Vec<u8>)> = {
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(table).unwrap();
+        t.iter().unwrap().map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())).unwrap()).collect()
+    };
+    assert!(rows.len() >= 2, "need two entries to rotate");
+    let txn = db.begin_write().unwrap();
+    {
+        let mut t = txn.open_table(table).unwrap();
+        for (i, (key, _)) in rows.iter().enumerate() {
+            t.insert(key, rows[(i + 1) % rows.len()].1.as_slice()).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+    rows.len()
+}
+
+fn restore_latest(env: &Env, target: &str) -> std::path::PathBuf {
+    let out = env.path(target);
+    env.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    out.join("src")
+}
+
+fn findings(env: &Env, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = env.run(&a);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+    v["findings"].as_array().unwrap().clone()
+}
+
+#[test]
+fn regression_edited_catalogue_trees_mislead_neither_restore_nor_backup_nor_prune() {
+    let env = Env::new();
+    let src = source(&env);
+    env.ok(&["backup", src.to_str().unwrap()]);
+
+    // Restore: every tree body is checked against its id and fetched again when it fails.
+    assert!(rotate_bodies(&env, TREES) >= 4);
+    common::assert_same_tree(&src, &restore_latest(&env, "out-1"));
+
+    // Check names the damage it finds (and mends it); the next check is clean.
+    rotate_bodies(&env, TREES);
+    let found = findings(&env, &["check"]);
+    assert!(
+        !found.is_empty() && found.iter().all(|f| f["snapshot"] == "catalogue"),
+        "check must report the damaged entries: {found:?}"
+    );
+    assert_eq!(findings(&env, &["check", "--read-data"]), Vec::<serde_json::Value>::new());
+
+    // An unchanged backup must not take its file list from damaged parent trees: the
+    // snapshot it writes restores exactly, even through a catalogue rebuilt from scratch.
+    rotate_bodies(&env, TREES);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    std::fs::remove_file(env.path("catalogue.redb")).unwrap();
+    common::assert_same_tree(&src, &restore_latest(&env, "out-2"));
+
+    // Prune builds its live set from verified trees only: nothing in use is deleted.
+    std::fs::write(src.join("a/data.bin"), noise(600 << 10, 9)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let listed = env.json(&["snapshots"]);
+    for old in &listed.as_array().unwrap()[..2] {
+        env.ok(&["forget", &old["id"].as_str().unwrap()[..8]]);
+    }
+    rotate_bodies(&env, TREES);
+    let pruned = env.json(&["prune"]);
+    assert!(pruned["unused_objects"].as_u64().unwrap() >= 1, "the old a/data.bin is garbage: {pruned}");
+    assert_eq!(findings(&env, &["check", "--read-data"]), Vec::<serde_json::Value>::new());
+    common::assert_same_tree(&src, &restore_latest(&env, "out-3"));
+}
+
+#[test]
+fn regression_edited_catalogue_snapshots_are_replaced_from_the_backends() {
+    let env = Env::new();
+    let src = source(&env);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let kept = std::fs::read(src.join("b/data.bin")).unwrap();
+    std::fs::remove_file(src.join("b/data.bin")).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let listed = env.json(&["snapshots"]);
+
+    // Each snapshot record now names the other's trees: listings, restores and prune must
+    // all see the snapshots as the backends hold them.
+    rotate_bodies(&env, SNAPSHOTS);
+    assert_eq!(env.json(&["snapshots"]), listed);
+    rotate_bodies(&env, SNAPSHOTS);
+    assert_eq!(env.json(&["prune"])["unused_objects"], 0, "both snapshots are still live");
+    let first = listed[0]["id"].as_str().unwrap();
+    let out = env.path("out-first");
+    env.ok(&["restore", first, "--target", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(out.join("src/b/data.bin")).unwrap(), kept);
+    assert_eq!(findings(&env, &["check", "--read-data"]), Vec::<serde_json::Value>::new());
+}
+
+/// Every file below `dir` with its content, for "nothing here changed" comparisons.
+fn snapshot_of(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    common::walk_files(dir).into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect()
+}
+
+#[test]
+fn regression_restore_never_writes_through_symlinks_or_hard_links_planted_in_the_target() {
+    use std::os::unix::fs::symlink;
+    let env = Env::new();
+    let src = source(&env);
+    std::fs::write(src.join("b/deeper/linked.txt"), "two names\n").unwrap();
+    std::fs::hard_link(src.join("b/deeper/linked.txt"), src.join("b/linked-too.txt")).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+
+    let outside = env.path("outside");
+    std::fs::create_dir_all(outside.join("dir")).unwrap();
+    std::fs::write(outside.join("victim.txt"), "must stay\n").unwrap();
+    std::fs::write(outside.join("victim-linked.txt"), "must stay too\n").unwrap();
+    std::fs::write(outside.join("victim-hard.txt"), "hard-linked, must stay\n").unwrap();
+    let before = snapshot_of(&outside);
+
+    // One target per depth, each with a symlink to a directory outside where the snapshot
+    // has a directory; the deepest also plants file symlinks and a hard link.
+    let plants: [(&str, &[&str]); 4] =
+        [("t0", &[]), ("t1", &["src"]), ("t2", &["src", "b"]), ("t3", &["src", "b", "deeper"])];
+    for (target, dirs) in plants {
+        let t = env.path(target);
+        let mut at = t.clone();
+        std::fs::create_dir_all(&at).unwrap();
+        for (i, d) in dirs.iter().enumerate() {
+            at = at.join(d);
+            if i + 1 < dirs.len() {
+                std::fs::create_dir_all(&at).unwrap();
+            }
+        }
+        if !dirs.is_empty() {
+            symlink(outside.join("dir"), &at).unwrap();
+        }
+        if dirs.is_empty() {
+            // Files: a symlink where a file is restored, one where a hard-linked file is,
+            // and a hard link to a file outside.
+            std::fs::create_dir_all(t.join("src/a")).unwrap();
+            std::fs::create_dir_all(t.join("src/b")).unwrap();
+            symlink(outside.join("victim.txt"), t.join("src/a/data.bin")).unwrap();
+            symlink(outside.join("victim-linked.txt"), t.join("src/b/linked-too.txt")).unwrap();
+            std::fs::hard_link(outside.join("victim-hard.txt"), t.join("src/a/note.txt")).unwrap();
+        }
+        env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+        common::assert_same_tree(&src, &t.join("src"));
+        assert_eq!(snapshot_of(&outside), before, "restore into {target} wrote outside it");
+    }
+}
+
+#[test]
+fn regression_a_damaged_catalogue_file_is_set_aside_and_rebuilt() {
+    let env = Env::new();
+    let src = source(&env);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let path = env.path("catalogue.redb");
+    let len = std::fs::metadata(&path).unwrap().len();
+    type Damage = Box<dyn Fn(&std::path::Path)>;
+    let damages: [(&str, Damage); 3] = [
+        (
+            "random bytes",
+            Box::new(|p| {
+                let mut bytes = std::fs::read(p).unwrap();
+                bytes[..4096].copy_from_slice(&noise(4096, 5));
+                std::fs::write(p, bytes).unwrap();
+            }),
+        ),
+        (
+            "truncated",
+            Box::new(move |p| std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(len / 3).unwrap()),
+        ),
+        ("emptied", Box::new(|p| std::fs::write(p, b"").unwrap())),
+    ];
+    for (i, (what, damage)) in damages.iter().enumerate() {
+        damage(&path);
+        let out = env.run(&["snapshots", "--json"]);
+        assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().len(), 1);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("damaged") || *what == "emptied", "{what}: says what happened: {said}");
+        common::assert_same_tree(&src, &restore_latest(&env, &format!("out-{i}")));
+    }
+}
+
+#[test]
+fn regression_a_path_too_long_for_the_target_does_not_stop_the_restore() {
+    let env = Env::new();
+    let src = env.path("src");
+    // About 3,800 bytes of path: fine where it is, too long (over PATH_MAX) below a target
+    // with a long name of its own.
+    let mut deep = src.clone();
+    for i in 0..15 {
+        deep = deep.join(format!("{i:02}{}", "d".repeat(248)));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("far.txt"), "far away\n").unwrap();
+    std::fs::write(src.join("near.txt"), "close by\n").unwrap();
+    std::fs::create_dir_all(src.join("z")).unwrap();
+    std::fs::write(src.join("z/after.txt"), "restored after the failure\n").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+
+    let target = env.path("t").join("l".repeat(250)).join("m".repeat(250));
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "reported as a partial restore: {said}");
+    assert!(said.contains("not restored") && said.contains("too long"), "{said}");
+    assert_eq!(std::fs::read(target.join("src/near.txt")).unwrap(), b"close by\n");
+    assert_eq!(std::fs::read(target.join("src/z/after.txt")).unwrap(), b"restored after the failure\n");
+}
