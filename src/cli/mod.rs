@@ -449,7 +449,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!(
-                    "cuckoo: {} files could not be restored (listed above); everything else was",
+                    "cuckoo: {} entries could not be restored (listed above); everything else was",
                     done.failed.len()
                 );
                 Ok(ExitCode::FAILURE)

@@ -108,7 +108,7 @@ pub(super) async fn write_all(
     let outcome = |job: &FileJob, result: Result<()>| -> Result<u64> {
         match result {
             Ok(()) => Ok(1),
-            Err(e) if is_pool_fault(&e) => {
+            Err(e) if is_pool_fault(&e) || is_entry_fault(&e) => {
                 super::remove_existing(&job.path);
                 failed.lock().expect("poisoned").push(format!("{}: {e}", job.path.display()));
                 Ok(0)
@@ -155,6 +155,22 @@ pub(super) async fn write_all(
 }
 
 /// Errors that come from the pool's content rather than from this machine.
+/// Errors of one entry of the target (its name, what is in its place), not of the whole
+/// target: a full or read-only disk, or a failing device, still stops the restore.
+pub(super) fn is_entry_fault(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::NameTooLong
+            | ErrorKind::IsADirectory
+            | ErrorKind::NotADirectory
+            | ErrorKind::DirectoryNotEmpty
+            | ErrorKind::AlreadyExists
+            | ErrorKind::NotPermitted
+            | ErrorKind::TooManyLinks
+            | ErrorKind::InvalidInput
+    )
+}
+
 fn is_pool_fault(e: &Error) -> bool {
     matches!(
         e.kind(),
@@ -195,16 +211,11 @@ async fn write_small_files(jobs: Vec<FileJob>, chunks: Fetched) -> Result<Vec<(F
 /// Create one file whose chunks are all in memory, write it, and set its metadata.
 fn write_small_file(job: &FileJob, chunks: &Fetched) -> Result<()> {
     use std::io::Write;
-    let io = |what: &str, e: std::io::Error| Error::io(format!("cannot {what} {}", job.path.display()), e);
+    let io = |what: &str, e: std::io::Error| Error::from_io(format!("cannot {what} {}", job.path.display()), e);
     if job.meta.nlink <= 1 {
         super::remove_existing(&job.path);
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&job.path)
-        .map_err(|e| io("create", e))?;
+    let mut file = super::open_options().create(true).truncate(true).open(&job.path).map_err(|e| io("create", e))?;
     let mut written = 0u64;
     for r in &job.content {
         let chunk = match &chunks[&r.id] {
@@ -247,10 +258,10 @@ pub(crate) async fn stream_content(
         let slice = chunk
             .get(r.offset as usize..(r.offset + r.len) as usize)
             .ok_or_else(|| Error::corrupt(format!("slice outside chunk {}", r.id.to_hex())))?;
-        out.write_all(slice).await.map_err(|e| Error::io("cannot write output", e))?;
+        out.write_all(slice).await.map_err(|e| Error::from_io("cannot write output", e))?;
         written += r.len as u64;
     }
-    out.flush().await.map_err(|e| Error::io("cannot write output", e))?;
+    out.flush().await.map_err(|e| Error::from_io("cannot write output", e))?;
     Ok(written)
 }
 
@@ -281,12 +292,11 @@ async fn write_file(
     mut slices: impl Stream<Item = Result<(Arc<Vec<u8>>, ChunkRef)>> + Unpin,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let io = |what: &str, e: std::io::Error| Error::io(format!("cannot {what} {}", job.path.display()), e);
+    let io = |what: &str, e: std::io::Error| Error::from_io(format!("cannot {what} {}", job.path.display()), e);
     if job.meta.nlink <= 1 {
         super::remove_existing(&job.path);
     }
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
+    let mut file = tokio::fs::OpenOptions::from(super::open_options())
         .create(true)
         .truncate(true)
         .open(&job.path)

@@ -51,8 +51,10 @@ pub struct RestoreOutcome {
     /// Entries that could not be restored as recorded (e.g. devices without root): one line
     /// each. None is dropped silently.
     pub warnings: Vec<String>,
-    /// Files whose content the pool could not supply (missing or corrupt chunks): removed
-    /// rather than left wrong, one line each. Everything else was restored.
+    /// Entries not restored, one line each: files whose content the pool could not supply
+    /// (missing or corrupt chunks; removed rather than left wrong), and entries the target
+    /// could not take (a name too long for it, something in the way). Everything else was
+    /// restored.
     pub failed: Vec<String>,
 }
 
@@ -63,7 +65,7 @@ pub(crate) async fn run(
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreOutcome> {
     let target = options.target.clone();
-    std::fs::create_dir_all(&target).map_err(|e| Error::io(format!("cannot create {}", target.display()), e))?;
+    std::fs::create_dir_all(&target).map_err(|e| Error::from_io(format!("cannot create {}", target.display()), e))?;
     let sub = options.path.as_deref().unwrap_or("").trim_matches('/').to_string();
     let start = repo.lookup(snapshot, &sub).await?;
     let total = match &start {
@@ -112,7 +114,7 @@ pub(crate) async fn run(
     let mut out = walker.finish()?;
     out.files += written.files;
     out.bytes += written.bytes;
-    out.failed = written.failed;
+    out.failed.extend(written.failed);
     progress.end();
     Ok(out)
 }
@@ -143,7 +145,7 @@ impl TreeWalker {
             None => stack.push((target.to_path_buf(), root)),
             Some((node, parent)) => {
                 let path = target.join(prefix).join(OsStr::from_bytes(&node.name));
-                if self.entry(&path, &node)? {
+                if self.entry_or_report(&path, &node)? {
                     stack.push((path, node.subtree(&parent.pack).expect("a directory")));
                 }
                 self.send_jobs(tx).await?;
@@ -154,7 +156,7 @@ impl TreeWalker {
             let mut subdirs = Vec::new();
             for node in &tree.entries {
                 let path = dir.join(OsStr::from_bytes(&node.name));
-                if self.entry(&path, node)? {
+                if self.entry_or_report(&path, node)? {
                     subdirs.push((path, node.subtree(&tref.pack).expect("a directory")));
                 }
                 self.send_jobs(tx).await?;
@@ -173,10 +175,23 @@ impl TreeWalker {
         Ok(())
     }
 
+    /// Like `entry`, but an entry the target cannot take (a name too long for it, a
+    /// directory in the way) is reported in `failed` and the restore goes on without it
+    /// (and, for a directory, without what is below it).
+    fn entry_or_report(&mut self, path: &Path, node: &Node) -> Result<bool> {
+        match self.entry(path, node) {
+            Err(e) if content::is_entry_fault(&e) => {
+                self.out.failed.push(format!("{}: {e}", path.display()));
+                Ok(false)
+            }
+            other => other,
+        }
+    }
+
     /// Create one entry; true for a directory, whose tree is to be walked next.
     fn entry(&mut self, path: &Path, node: &Node) -> Result<bool> {
         check_name(&node.name, path)?;
-        let io = |what: &str, e: std::io::Error| Error::io(format!("cannot {what} {}", path.display()), e);
+        let io = |what: &str, e: std::io::Error| Error::from_io(format!("cannot {what} {}", path.display()), e);
         match &node.kind {
             NodeKind::Dir { .. } => {
                 self.make_dir(path, &node.meta)?;
@@ -191,8 +206,10 @@ impl TreeWalker {
                         self.out.others += 1;
                         return Ok(false);
                     }
-                    // Create it now so later names can link to it before its content lands.
-                    std::fs::File::create(path).map_err(|e| io("create", e))?;
+                    // Create it now so later names can link to it before its content lands:
+                    // a new file, never one that was there (it may be linked from outside).
+                    remove_existing(path);
+                    create_new(path).map_err(|e| io("create", e))?;
                     self.links.insert(key, path.to_path_buf());
                 }
                 self.jobs.push_back(FileJob {
@@ -215,12 +232,20 @@ impl TreeWalker {
         Ok(false)
     }
 
+    /// Create a directory, or keep one that is there. Anything else in its place (a symlink
+    /// above all, which would lead every entry below out of the target) is replaced, so
+    /// every directory the restore writes into is a real one inside the target.
     fn make_dir(&mut self, path: &Path, meta: &Meta) -> Result<()> {
+        let existing = std::fs::symlink_metadata(path).ok().map(|m| m.file_type());
+        if existing.is_some_and(|t| !t.is_dir()) {
+            std::fs::remove_file(path)
+                .map_err(|e| Error::from_io(format!("cannot replace {} by a directory", path.display()), e))?;
+        }
         match std::fs::create_dir(path) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && is_real_dir(path) => {}
             Err(e) => {
-                return Err(Error::io(format!("cannot create directory {}", path.display()), e));
+                return Err(Error::from_io(format!("cannot create directory {}", path.display()), e));
             }
         }
         self.out.dirs += 1;
@@ -272,6 +297,26 @@ fn check_name(name: &[u8], path: &Path) -> Result<()> {
     Ok(())
 }
 
+fn is_real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_dir())
+}
+
+/// Open `path` for writing without following a symlink there: restore writes only inside
+/// its target, whatever the target held before.
+pub(super) fn open_options() -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).custom_flags(nix::libc::O_NOFOLLOW);
+    options
+}
+
+/// Create a new, empty file; fails if anything is at `path`.
+fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
+    open_options().create_new(true).open(path)
+}
+
+/// Unlink whatever non-directory is at `path`, so what is written there next is a new
+/// file: one planted as a symlink or hard link to a file outside the target stays as it was.
 pub(super) fn remove_existing(path: &Path) {
     if std::fs::symlink_metadata(path).is_ok() {
         let _ = std::fs::remove_file(path);
