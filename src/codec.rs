@@ -273,13 +273,32 @@ pub fn decode(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -> Res
         if header.sealed { Cow::Owned(open_payload(bytes, keys)?) } else { Cow::Borrowed(&bytes[HEADER_LEN..]) };
     let body = match header.codec {
         CODEC_RAW => payload.into_owned(),
-        CODEC_ZSTD => zstd::bulk::decompress(&payload, header.plain_len)
-            .map_err(|e| Error::corrupt("zstd payload does not decompress").with_source(e))?,
+        CODEC_ZSTD => decompress(&payload, header.plain_len)?,
         other => return Err(Error::corrupt(format!("unknown codec {other}"))),
     };
     if body.len() != header.plain_len {
         return Err(Error::corrupt(format!("body is {} bytes, header says {}", body.len(), header.plain_len)));
     }
+    Ok(body)
+}
+
+/// Compressed bytes beyond which a claimed length is taken on trust for one up-front
+/// allocation. zstd rarely expands real data by more than this; a header claiming more is
+/// either very repetitive data or a lie, so it is decoded growing as bytes really arrive.
+const TRUSTED_RATIO: usize = 64;
+
+/// Decompress `payload` to exactly `plain_len` bytes. Memory follows what the payload really
+/// produces, never what the header claims: a 13-byte object claiming 4 GiB costs nothing.
+fn decompress(payload: &[u8], plain_len: usize) -> Result<Vec<u8>> {
+    let bad = |e: std::io::Error| Error::corrupt("zstd payload does not decompress").with_source(e);
+    if plain_len <= payload.len().saturating_mul(TRUSTED_RATIO).max(64 << 10) {
+        return zstd::bulk::decompress(payload, plain_len).map_err(bad);
+    }
+    use std::io::Read;
+    let decoder = zstd::stream::read::Decoder::with_buffer(payload).map_err(bad)?;
+    let mut body = Vec::with_capacity(payload.len().saturating_mul(4));
+    // One byte past the claim is read, so a payload longer than its header is caught.
+    decoder.take(plain_len as u64 + 1).read_to_end(&mut body).map_err(bad)?;
     Ok(body)
 }
 
@@ -306,6 +325,28 @@ mod tests {
 
     fn sealed_keys() -> Keys {
         Keys::from_master(&MasterKey::from_bytes([7; 32]))
+    }
+
+    /// Found by the `object_envelope` fuzz target: an unencrypted tree object of 13 bytes
+    /// whose header claims 4 GiB made `decode` allocate 4 GiB before reading the payload.
+    #[test]
+    fn regression_a_header_claiming_4_gib_allocates_nothing() {
+        let bytes = [0x43, 0x4b, 0x4f, 0x4f, 0x01, 0x02, 0x01, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff];
+        assert!(decode(ObjectKind::Tree, &ID, &bytes, &Keys::plain()).is_err());
+        // The same lie in front of a real payload: decoded as far as it goes, then refused.
+        let mut lie = encode(ObjectKind::Tree, &ID, &[7u8; 1000], 3, &Keys::plain());
+        lie[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(ObjectKind::Tree, &ID, &lie, &Keys::plain()).is_err());
+    }
+
+    #[test]
+    fn very_repetitive_bodies_decode_past_the_trusted_ratio() {
+        let body = vec![0u8; 8 << 20];
+        for keys in [Keys::plain(), sealed_keys()] {
+            let enc = encode(ObjectKind::Chunk, &ID, &body, 3, &keys);
+            assert!(enc.len() * TRUSTED_RATIO < body.len(), "the streaming path is taken");
+            assert_eq!(decode(ObjectKind::Chunk, &ID, &enc, &keys).unwrap(), body);
+        }
     }
 
     #[test]
