@@ -17,7 +17,7 @@ use crate::id::ObjectId;
 use crate::model::{NodeKind, TreeRef};
 use crate::progress::Progress;
 use crate::redundancy::Scheme;
-use crate::repository::Repository;
+use crate::repository::{Need, Repository};
 use crate::store::Piece;
 
 /// What to verify beyond structure.
@@ -76,8 +76,15 @@ pub struct CheckReport {
 type Referrer = (ObjectId, String, ObjectKind);
 type Referrers = HashMap<ObjectId, Referrer>;
 
+impl Repository {
+    /// Verify the pool (see the module doc).
+    pub async fn check(&self, options: CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
+        self.locked("check", Need::ReadOnly, check(self, options, progress)).await
+    }
+}
+
 /// Check the pool; see the module doc.
-pub async fn check(repo: &Repository, options: CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
+async fn check(repo: &Repository, options: CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let mut refs: Referrers = HashMap::new();
     // Snapshots share most of their trees: each tree is walked once, and what it references
@@ -112,13 +119,29 @@ pub async fn check(repo: &Repository, options: CheckOptions, progress: &dyn Prog
         }
     }
     repo.drop_damaged_trees()?;
-    report.findings.extend(repo.catalogue_refcount_problems()?);
+    report.findings.extend(refcount_problems(repo)?);
 
     if let Some(fraction) = options.read_data {
         read_data(repo, &refs, &stored, fraction, progress, &mut report).await;
     }
     report.findings.sort_by(|a, b| (&a.snapshot, &a.path).cmp(&(&b.snapshot, &b.path)));
     Ok(report)
+}
+
+/// Reference counts in the catalogue that disagree with its trees.
+fn refcount_problems(repo: &Repository) -> Result<Vec<Finding>> {
+    Ok(repo
+        .catalogue()
+        .refcount_mismatches()?
+        .into_iter()
+        .map(|(id, want, got)| Finding {
+            snapshot: "catalogue".into(),
+            path: String::new(),
+            object: id.to_hex(),
+            backend: None,
+            problem: format!("reference count is {got}, the trees imply {want} (delete the catalogue to rebuild it)"),
+        })
+        .collect())
 }
 
 fn finding(sid: &ObjectId, path: &str, object: &ObjectId, backend: Option<&str>, problem: String) -> Finding {

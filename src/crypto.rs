@@ -3,7 +3,8 @@
 //!
 //! Owns: key derivation (Argon2id for passphrases, BLAKE3 `derive_key` for subkeys), the key
 //! slot record, keyed object ids, and XChaCha20-Poly1305 sealing. Must not: do I/O, or know
-//! the envelope layout (`codec` decides what is sealed with which associated data).
+//! the envelope layout (`codec` decides what is sealed with which associated data; a key
+//! slot's stored form is in `store/shared.rs`).
 //! docs/format.md ("Encryption") is the spec; docs/security.md the threat model.
 //!
 //! XChaCha20-Poly1305 takes a 192-bit nonce, so nonces are simply random: a repeat is as
@@ -22,10 +23,8 @@ use chacha20::cipher::generic_array::GenericArray;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::codec::{self, ObjectKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
-use crate::model;
 
 /// Where key slots live on every backend: `keys/<plain BLAKE3 of the slot's bytes>`.
 pub const KEYS_PREFIX: &str = "keys/";
@@ -210,23 +209,6 @@ impl KeySlot {
         key.copy_from_slice(&self.wrapped[..32]);
         let opened = XChaCha(kek).open(&self.nonce, SLOT_AAD, key.as_mut(), &self.wrapped[32..]);
         Ok(opened.then(|| MasterKey(key)))
-    }
-
-    /// The stored form: an unencrypted envelope of kind `Key` (nothing in it is secret
-    /// without the passphrase).
-    pub fn encode(&self) -> Vec<u8> {
-        codec::encode(ObjectKind::Key, &ObjectId([0; 32]), &model::to_body(self), 0, &Keys::plain())
-    }
-
-    /// Parse stored bytes.
-    pub fn decode(bytes: &[u8]) -> Result<KeySlot> {
-        let body = codec::decode(ObjectKind::Key, &ObjectId([0; 32]), bytes, &Keys::plain())?;
-        model::from_body("key slot", &body)
-    }
-
-    /// The slot's name: the plain BLAKE3 of its stored bytes (random salt makes it unique).
-    pub fn id(encoded: &[u8]) -> ObjectId {
-        ObjectId::of(encoded)
     }
 }
 

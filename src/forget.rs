@@ -94,7 +94,7 @@ pub fn apply(snapshots: &[(ObjectId, Snapshot)], policy: &Policy) -> Vec<Decisio
             }
             // The drive's current state is not a backup to retire: only its own commits
             // replace it.
-            if s.tags.iter().any(|t| t == crate::fs::DRIVE_HEAD_TAG) {
+            if s.tags.iter().any(|t| t == crate::model::DRIVE_HEAD_TAG) {
                 decisions[i].reasons.push("drive head".into());
             }
         }
@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn the_drive_head_is_always_kept() {
-        let snaps = vec![snap(1, 1, &[crate::fs::DRIVE_HEAD_TAG]), snap(2, 1, &[]), snap(3, 1, &["drive"])];
+        let snaps = vec![snap(1, 1, &[crate::model::DRIVE_HEAD_TAG]), snap(2, 1, &[]), snap(3, 1, &["drive"])];
         let decisions = apply(&snaps, &Policy { last: Some(1), ..Policy::default() });
         let kept: Vec<&Decision> = decisions.iter().filter(|d| !d.reasons.is_empty()).collect();
         assert_eq!(kept.len(), 2, "{decisions:?}");

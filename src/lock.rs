@@ -55,11 +55,11 @@ pub async fn acquire(store: &Store, operation: &str, exclusive: bool) -> Result<
 /// may take it for stale (the holder must then stop: a prune may run). `Lock::lost` says
 /// afterwards whether that happened.
 pub async fn acquire_with(store: &Store, operation: &str, exclusive: bool, stop: Arc<AtomicBool>) -> Result<Lock> {
-    let now = crate::backup::now_ns();
+    let now = crate::machine::now_ns();
     let record = LockRecord {
         exclusive,
         operation: operation.to_string(),
-        hostname: crate::backup::hostname(),
+        hostname: crate::machine::hostname(),
         pid: std::process::id(),
         created_ns: now,
         refreshed_ns: now,
@@ -120,7 +120,7 @@ async fn refresh(store: Store, id: ObjectId, mut record: LockRecord, signal: [Ar
     let mut last_ok = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(REFRESH).await;
-        record.refreshed_ns = crate::backup::now_ns();
+        record.refreshed_ns = crate::machine::now_ns();
         // A failed refresh is retried at the next tick; the lock only goes stale after several.
         if write(&store, &id, &record).await.is_ok() {
             last_ok = tokio::time::Instant::now();
@@ -150,7 +150,7 @@ pub async fn list(store: &Store) -> Result<Vec<Found>> {
 
 /// The locks on the backends; with `all`, every backend must be listed (see `list_on_all`).
 async fn list_locks(store: &Store, all: bool) -> Result<Vec<Found>> {
-    let now = crate::backup::now_ns();
+    let now = crate::machine::now_ns();
     let mut found = Vec::new();
     let ids = if all { store.list_on_all(LOCKS_PREFIX).await? } else { store.list_everywhere(LOCKS_PREFIX).await? };
     for id in ids {
@@ -168,7 +168,7 @@ async fn list_locks(store: &Store, all: bool) -> Result<Vec<Found>> {
 
 fn is_stale(r: &LockRecord, now_ns: i64) -> bool {
     let age = Duration::from_nanos(now_ns.saturating_sub(r.refreshed_ns).max(0) as u64);
-    let dead_here = r.hostname == crate::backup::hostname()
+    let dead_here = r.hostname == crate::machine::hostname()
         && r.pid != std::process::id()
         && !std::path::Path::new(&format!("/proc/{}", r.pid)).exists();
     age > STALE || dead_here

@@ -160,6 +160,11 @@ pub struct Summary {
     pub skipped: u64,
 }
 
+/// The tag of the snapshot that holds the drive's current state.
+pub const DRIVE_HEAD_TAG: &str = "drive-head";
+/// The tag of snapshots taken of the drive (`fs::Drive::snapshot`).
+pub const DRIVE_TAG: &str = "drive";
+
 /// A snapshot: the root tree of one backup run plus where and when it was taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {

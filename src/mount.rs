@@ -356,7 +356,7 @@ impl Adapter {
             }
         }
         let ns = |t: TimeOrNow| match t {
-            TimeOrNow::Now => crate::backup::now_ns(),
+            TimeOrNow::Now => crate::machine::now_ns(),
             TimeOrNow::SpecificTime(t) => nanos(t),
         };
         let times = (atime.map(ns), mtime.map(ns));
@@ -717,7 +717,7 @@ pub fn mount(drive: Drive, mountpoint: &Path, options: &MountOptions) -> Result<
         open: Mutex::new(HashMap::new()),
         listings: Mutex::new(HashMap::new()),
         next_fh: AtomicU64::new(1),
-        mounted_at: crate::backup::now_ns(),
+        mounted_at: crate::machine::now_ns(),
     };
     let mut config = fuser::Config::default();
     config.mount_options = vec![

@@ -23,7 +23,7 @@ use crate::id::ObjectId;
 use crate::model::{self, NodeKind, PruneRecord, TreeRef};
 use crate::progress::Progress;
 use crate::repack::{self, RepackReport, Sparse};
-use crate::repository::Repository;
+use crate::repository::{Need, Repository};
 use crate::store::{Piece, object_path};
 
 /// What prune should do.
@@ -75,8 +75,16 @@ struct Stored {
     piece: Piece,
 }
 
+impl Repository {
+    /// Delete the objects no snapshot references (see the module doc), under the exclusive
+    /// lock.
+    pub async fn prune(&self, options: PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
+        self.locked("prune", Need::Exclusive, run(self, options, progress)).await
+    }
+}
+
 /// Run prune; the caller holds the exclusive lock and has synced.
-pub(crate) async fn run(repo: &Repository, options: PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
+async fn run(repo: &Repository, options: PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
     let mut report = PruneReport { dry_run: options.dry_run, ..PruneReport::default() };
     let mut live = live_set(repo).await?;
     let (sparse, used_bytes) = sparse_objects(repo, &live)?;
@@ -147,7 +155,7 @@ pub(crate) async fn run(repo: &Repository, options: PruneOptions, progress: &dyn
 
 /// Write the list of objects about to be deleted to every backend.
 async fn publish_record(repo: &Repository, deleted: &[ObjectId]) -> Result<ObjectId> {
-    let record = PruneRecord { time_ns: crate::backup::now_ns(), deleted: deleted.to_vec() };
+    let record = PruneRecord { time_ns: crate::machine::now_ns(), deleted: deleted.to_vec() };
     let body = model::to_body(&record);
     let keys = repo.store().keys();
     let id = keys.id_of(&body);

@@ -20,13 +20,13 @@ use std::sync::atomic::AtomicBool;
 
 use tokio::sync::mpsc;
 
-use crate::backup::pack::Pack;
-use crate::backup::trees::{DirTree, Group};
-use crate::backup::upload::{Job, Uploader};
 use crate::codec::ObjectKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::model::{ChunkRef, Node, NodeKind, Snapshot, TreeRef};
+use crate::pipeline::pack::Pack;
+use crate::pipeline::trees::{DirTree, Group};
+use crate::pipeline::upload::{Job, Uploader};
 use crate::progress::Progress;
 use crate::repository::Repository;
 
@@ -108,7 +108,7 @@ pub(crate) async fn run(
     for (old, snapshot) in repo.snapshots()? {
         let Some(new) = rewriter.snapshot(&snapshot).await? else { continue };
         let compression = repo.config().compression;
-        let id = crate::backup::commit_snapshot(repo.store(), repo.catalogue_arc(), compression, &new).await?;
+        let id = crate::pipeline::commit_snapshot(repo.store(), repo.catalogue_arc(), compression, &new).await?;
         if id != old {
             repo.forget(&[old]).await?;
         }

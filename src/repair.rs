@@ -23,7 +23,7 @@ use crate::exec::cpu;
 use crate::id::ObjectId;
 use crate::progress::Progress;
 use crate::redundancy::{self, Scheme};
-use crate::repository::Repository;
+use crate::repository::{Need, Repository};
 use crate::store::{LOCKS_PREFIX, POOL_RECORD, Piece, Store};
 
 /// What to do.
@@ -68,8 +68,17 @@ pub struct RepairReport {
     pub incomplete: u64,
 }
 
+impl Repository {
+    /// Repair or rebalance the pool (see the module doc), under a shared lock: it only adds
+    /// pieces and removes duplicates, so backups may run beside it, while prune may not.
+    pub async fn repair(&self, options: RepairOptions, progress: &dyn Progress) -> Result<RepairReport> {
+        let what = if options.rebalance { "rebalance" } else { "repair" };
+        self.locked(what, Need::Shared, run(self, options, progress)).await
+    }
+}
+
 /// Repair (and optionally rebalance) the pool; see the module doc.
-pub async fn run(repo: &Repository, options: RepairOptions, progress: &dyn Progress) -> Result<RepairReport> {
+async fn run(repo: &Repository, options: RepairOptions, progress: &dyn Progress) -> Result<RepairReport> {
     let mut report = RepairReport::default();
     copy_shared(repo.store(), options, &mut report).await?;
     let objects = list_all(repo.store()).await?;

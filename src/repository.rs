@@ -11,7 +11,6 @@ use std::sync::atomic::AtomicBool;
 
 use futures::StreamExt;
 
-use crate::backup::{self, BackupOptions, BackupOutcome};
 use crate::catalogue::{BackendUsage, Cached, Catalogue, Damage, Location, PieceAt, Record};
 use crate::chunker::ChunkerParams;
 use crate::codec::ObjectKind;
@@ -39,7 +38,7 @@ pub struct Repository {
 
 /// The lock an operation takes (see `lock`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Need {
+pub(crate) enum Need {
     /// Shared, always (backup: it must see every finished prune).
     Shared,
     /// Shared, unless `set_no_lock` (restore, check).
@@ -150,9 +149,10 @@ async fn create(store: Store, options: &InitOptions, passphrase: &dyn Passphrase
         let passphrase = passphrase.passphrase(true)?;
         let master = MasterKey::generate();
         let kdf = options.kdf;
-        let (slot, master) =
-            crate::exec::cpu(move || KeySlot::seal(&master, &passphrase, kdf, backup::now_ns()).map(|s| (s, master)))
-                .await?;
+        let (slot, master) = crate::exec::cpu(move || {
+            KeySlot::seal(&master, &passphrase, kdf, crate::machine::now_ns()).map(|s| (s, master))
+        })
+        .await?;
         store.write_key_slot(&slot.encode(), &all).await?;
         Keys::from_master(&master)
     } else {
@@ -161,7 +161,7 @@ async fn create(store: Store, options: &InitOptions, passphrase: &dyn Passphrase
     let store = store.with_keys(keys);
     let record = PoolRecord {
         pool_id: rand::random(),
-        created_ns: backup::now_ns(),
+        created_ns: crate::machine::now_ns(),
         chunker: ChunkerParams::default(),
         redundancy: scheme,
     };
@@ -367,7 +367,7 @@ impl Repository {
     /// Add a key slot that opens the pool with `passphrase`; returns its id.
     pub async fn add_key(&self, passphrase: Passphrase, kdf: KdfParams) -> Result<ObjectId> {
         let master = self.unlocked()?.master.clone();
-        let slot = crate::exec::cpu(move || KeySlot::seal(&master, &passphrase, kdf, backup::now_ns())).await?;
+        let slot = crate::exec::cpu(move || KeySlot::seal(&master, &passphrase, kdf, crate::machine::now_ns())).await?;
         let all: Vec<usize> = (0..self.store.backends().len()).collect();
         self.store.write_key_slot(&slot.encode(), &all).await
     }
@@ -559,7 +559,12 @@ impl Repository {
 
     /// Run `work` under a lock on the pool (see `lock`); the catalogue is synced once the
     /// lock is held, so it reflects every prune that finished before.
-    async fn locked<T>(&self, operation: &str, need: Need, work: impl Future<Output = Result<T>>) -> Result<T> {
+    pub(crate) async fn locked<T>(
+        &self,
+        operation: &str,
+        need: Need,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         if need == Need::ReadOnly && self.no_lock.load(std::sync::atomic::Ordering::Relaxed) {
             return work.await;
         }
@@ -593,26 +598,6 @@ impl Repository {
     /// lock: unlocked, a prune could delete what they are about to reference.
     pub fn set_no_lock(&self, no_lock: bool) {
         self.no_lock.store(no_lock, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Delete the objects no snapshot references (see `prune`), under the exclusive lock.
-    pub async fn prune(
-        &self,
-        options: crate::prune::PruneOptions,
-        progress: &dyn Progress,
-    ) -> Result<crate::prune::PruneReport> {
-        self.locked("prune", Need::Exclusive, crate::prune::run(self, options, progress)).await
-    }
-
-    /// Repair or rebalance the pool (see `repair`), under a shared lock: it only adds pieces
-    /// and removes duplicates, so backups may run beside it, while prune may not.
-    pub async fn repair(
-        &self,
-        options: crate::repair::RepairOptions,
-        progress: &dyn Progress,
-    ) -> Result<crate::repair::RepairReport> {
-        let what = if options.rebalance { "rebalance" } else { "repair" };
-        self.locked(what, Need::Shared, crate::repair::run(self, options, progress)).await
     }
 
     /// Chunk and tree pack pieces on backend `index`, by listing it.
@@ -779,97 +764,6 @@ impl Repository {
             stack.extend(subdirs.into_iter().rev());
         }
         Ok(())
-    }
-
-    /// Back up `options.paths` as a new snapshot. Unchanged files are taken from the parent:
-    /// `options.parent`, or the latest snapshot of the same paths from this host.
-    pub async fn backup(&self, options: BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupOutcome> {
-        // The parent is chosen under the lock: one chosen before could be pruned meanwhile.
-        self.locked("backup", Need::Shared, self.backup_locked(options, progress)).await
-    }
-
-    async fn backup_locked(&self, mut options: BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupOutcome> {
-        let host = options.hostname.clone().unwrap_or_else(backup::hostname);
-        let paths: Vec<String> = options
-            .paths
-            .iter()
-            .map(|p| std::path::absolute(p).map(|a| a.display().to_string()).unwrap_or_default())
-            .collect();
-        let parent = match options.parent {
-            Some(id) => Some(self.find_snapshot(&id.to_hex())?),
-            None => self.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == host && s.paths == paths),
-        };
-        options.hostname = Some(host);
-        options.exclude.push(self.catalogue_path.clone());
-        for b in &self.config.backends {
-            if b.scheme == "fs"
-                && let Some(root) = b.options.get("root")
-            {
-                options.exclude.push(std::path::absolute(root).unwrap_or_else(|_| root.into()));
-            }
-        }
-        let ctx = backup::Context {
-            store: &self.store,
-            catalogue: self.catalogue.clone(),
-            params: self.pool.chunker,
-            compression: self.config.compression,
-            upload_concurrency: upload_concurrency(&self.config.backends),
-            abort: self.abort.clone(),
-        };
-        backup::run(ctx, options, parent, &progress).await
-    }
-
-    /// Restore a snapshot (or a path in it) into a directory.
-    pub async fn restore(
-        &self,
-        snapshot: &Snapshot,
-        options: crate::restore::RestoreOptions,
-        progress: Arc<dyn Progress>,
-    ) -> Result<crate::restore::RestoreOutcome> {
-        self.locked("restore", Need::ReadOnly, crate::restore::run(self, snapshot, options, progress)).await
-    }
-
-    /// Reference counts in the catalogue that disagree with its trees, as check findings.
-    pub(crate) fn catalogue_refcount_problems(&self) -> Result<Vec<crate::check::Finding>> {
-        Ok(self
-            .catalogue
-            .refcount_mismatches()?
-            .into_iter()
-            .map(|(id, want, got)| crate::check::Finding {
-                snapshot: "catalogue".into(),
-                path: String::new(),
-                object: id.to_hex(),
-                backend: None,
-                problem: format!(
-                    "reference count is {got}, the trees imply {want} (delete the catalogue to rebuild it)"
-                ),
-            })
-            .collect())
-    }
-
-    /// Verify the pool (see `check`).
-    pub async fn check(
-        &self,
-        options: crate::check::CheckOptions,
-        progress: &dyn Progress,
-    ) -> Result<crate::check::CheckReport> {
-        self.locked("check", Need::ReadOnly, crate::check::check(self, options, progress)).await
-    }
-
-    /// Write the content of the file at `path` in `snapshot` to `out`, streaming.
-    pub async fn cat(
-        &self,
-        snapshot: &Snapshot,
-        path: &str,
-        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
-    ) -> Result<u64> {
-        match self.lookup(snapshot, path).await? {
-            Some((Node { kind: crate::model::NodeKind::File { content, .. }, .. }, _)) => {
-                crate::restore::stream_content(self, &content, out).await
-            }
-            Some(_) => Err(Error::config(format!("'{path}' is not a regular file"))),
-            None => Err(Error::config("give a file: SNAPSHOT:PATH")),
-        }
     }
 
     /// Where the catalogue says object `id`'s pieces are (empty if it does not know).

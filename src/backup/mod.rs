@@ -10,12 +10,7 @@
 //! uploading them again; trees are staged and become visible only when the snapshot commits,
 //! after every object below them is stored.
 
-pub(crate) mod pack;
-pub(crate) mod trees;
-pub(crate) mod upload;
 mod walker;
-
-pub(crate) use trees::TREE_PACK_TARGET;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,12 +18,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::catalogue::Catalogue;
 use crate::chunker::ChunkerParams;
-use crate::codec::{self, ObjectKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
-use crate::model::{self, Snapshot, Summary};
+use crate::model::{Snapshot, Summary};
 use crate::progress::Progress;
-use crate::store::{Store, object_path};
+use crate::repository::{Need, Repository};
+use crate::store::Store;
 
 /// What to back up and how.
 #[derive(Debug, Clone, Default)]
@@ -59,7 +54,7 @@ pub struct BackupOutcome {
 }
 
 /// The parts of a repository a backup needs.
-pub(crate) struct Context<'a> {
+struct Context<'a> {
     pub store: &'a Store,
     pub catalogue: Arc<Catalogue>,
     pub params: ChunkerParams,
@@ -68,19 +63,63 @@ pub(crate) struct Context<'a> {
     pub abort: Arc<AtomicBool>,
 }
 
+impl Repository {
+    /// Back up `options.paths` as a new snapshot. Unchanged files are taken from the parent:
+    /// `options.parent`, or the latest snapshot of the same paths from this host.
+    pub async fn backup(&self, options: BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupOutcome> {
+        // The parent is chosen under the lock: one chosen before could be pruned meanwhile.
+        self.locked("backup", Need::Shared, backup_locked(self, options, progress)).await
+    }
+}
+
+async fn backup_locked(
+    repo: &Repository,
+    mut options: BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupOutcome> {
+    let host = options.hostname.clone().unwrap_or_else(crate::machine::hostname);
+    let paths: Vec<String> = options
+        .paths
+        .iter()
+        .map(|p| std::path::absolute(p).map(|a| a.display().to_string()).unwrap_or_default())
+        .collect();
+    let parent = match options.parent {
+        Some(id) => Some(repo.find_snapshot(&id.to_hex())?),
+        None => repo.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == host && s.paths == paths),
+    };
+    options.hostname = Some(host);
+    options.exclude.push(repo.catalogue_path().to_path_buf());
+    for b in &repo.config().backends {
+        if b.scheme == "fs"
+            && let Some(root) = b.options.get("root")
+        {
+            options.exclude.push(std::path::absolute(root).unwrap_or_else(|_| root.into()));
+        }
+    }
+    let ctx = Context {
+        store: repo.store(),
+        catalogue: repo.catalogue_arc(),
+        params: repo.pool().chunker,
+        compression: repo.config().compression,
+        upload_concurrency: repo.upload_concurrency(),
+        abort: repo.interrupt_flag(),
+    };
+    run(ctx, options, parent, &progress).await
+}
+
 /// Run a backup: see the module doc for the pipeline and commit order.
-pub(crate) async fn run(
+async fn run(
     ctx: Context<'_>,
     options: BackupOptions,
     parent: Option<(ObjectId, Snapshot)>,
     progress: &Arc<dyn Progress>,
 ) -> Result<BackupOutcome> {
     let paths = absolute_paths(&options.paths)?;
-    let time_ns = now_ns();
+    let time_ns = crate::machine::now_ns();
     let parent_tree = if options.force { None } else { parent.as_ref().map(|(_, s)| s.tree) };
 
     ctx.catalogue.clear_staged()?;
-    let (uploader, jobs) = upload::Uploader::start(
+    let (uploader, jobs) = crate::pipeline::upload::Uploader::start(
         ctx.store.clone(),
         ctx.catalogue.clone(),
         ctx.compression,
@@ -137,8 +176,8 @@ pub(crate) async fn run(
 
     let snapshot = Snapshot {
         time_ns,
-        hostname: options.hostname.clone().unwrap_or_else(hostname),
-        username: username(),
+        hostname: options.hostname.clone().unwrap_or_else(crate::machine::hostname),
+        username: crate::machine::username(),
         paths: paths.iter().map(|p| p.display().to_string()).collect(),
         tags: options.tags.clone(),
         tree: root.id,
@@ -154,26 +193,7 @@ pub(crate) async fn run(
 /// Make the snapshot durable: its object on every backend is the commit point; the
 /// catalogue follows (and would catch up from the backends if we died in between).
 async fn commit(ctx: &Context<'_>, snapshot: &Snapshot) -> Result<ObjectId> {
-    commit_snapshot(ctx.store, ctx.catalogue.clone(), ctx.compression, snapshot).await
-}
-
-/// Store a snapshot whose trees are staged (or already recorded) and publish it in the
-/// catalogue: the commit point of a backup and of a drive commit.
-pub(crate) async fn commit_snapshot(
-    store: &Store,
-    catalogue: Arc<Catalogue>,
-    compression: i32,
-    snapshot: &Snapshot,
-) -> Result<ObjectId> {
-    let body = model::to_body(snapshot);
-    let id = store.keys().id_of(&body);
-    let envelope = codec::encode(ObjectKind::Snapshot, &id, &body, compression, store.keys());
-    store.put_everywhere(&object_path(ObjectKind::Snapshot, &id), &envelope).await?;
-    let snap = snapshot.clone();
-    tokio::task::spawn_blocking(move || catalogue.commit_staged(&id, &snap))
-        .await
-        .map_err(|e| Error::new(ErrorKind::Catalogue, "catalogue commit crashed").with_source(e))??;
-    Ok(id)
+    crate::pipeline::commit_snapshot(ctx.store, ctx.catalogue.clone(), ctx.compression, snapshot).await
 }
 
 fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -198,17 +218,4 @@ fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             Ok(abs)
         })
         .collect()
-}
-
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
-}
-
-pub(crate) fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".into())
-}
-
-pub(crate) fn username() -> String {
-    let uid = nix::unistd::geteuid();
-    nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
 }

@@ -16,9 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 
-use super::pack::Pack;
-use super::trees::{DirTree, Group};
-use super::upload::Job;
 use crate::catalogue::{Cached, Reader};
 use crate::chunker::{ChunkerParams, StreamChunker};
 use crate::codec::ObjectKind;
@@ -27,6 +24,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::meta;
 use crate::model::{ChunkRef, Meta, Node, NodeKind, Summary, Tree, TreeRef};
+use crate::pipeline::pack::Pack;
+use crate::pipeline::trees::{DirTree, Group};
+use crate::pipeline::upload::Job;
 use crate::progress::Progress;
 
 /// An entry's content while its directory is being built.

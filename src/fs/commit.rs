@@ -11,17 +11,17 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
-use super::drive::DRIVE_HEAD_TAG;
+use super::content::{DriveFile, FileState, Tail};
 use super::inode::{Body, Namespace};
 use super::ns::NsFs;
-use super::pool::{Counts, DriveFile, FileState, Pool, Slices, Tail};
-use crate::backup::pack::Pack;
-use crate::backup::upload::{Job, Uploader};
+use super::pool::{Counts, Pool, Slices};
 use crate::chunker::StreamChunker;
 use crate::codec::ObjectKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::model::{self, ChunkRef, Node, NodeKind, Snapshot, Summary, Tree, TreePack, TreeRef};
+use crate::pipeline::pack::Pack;
+use crate::pipeline::upload::{Job, Uploader};
 
 /// A file chunked by this commit from bytes read without its lock: it becomes
 /// `slices` if nothing wrote to it since `generation` was read.
@@ -119,11 +119,11 @@ fn write_head(fs: &NsFs<Pool>, head: &mut Option<ObjectId>) -> Result<ObjectId> 
         Ok(())
     })?;
     let snapshot = Snapshot {
-        time_ns: crate::backup::now_ns(),
-        hostname: crate::backup::hostname(),
-        username: crate::backup::username(),
+        time_ns: crate::machine::now_ns(),
+        hostname: crate::machine::hostname(),
+        username: crate::machine::username(),
         paths: Vec::new(),
-        tags: vec![DRIVE_HEAD_TAG.to_string()],
+        tags: vec![crate::model::DRIVE_HEAD_TAG.to_string()],
         tree: root.id,
         tree_pack: root_pack,
         parent: *head,
@@ -137,7 +137,7 @@ fn write_head(fs: &NsFs<Pool>, head: &mut Option<ObjectId>) -> Result<ObjectId> 
         program_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let repo = &pool.repo;
-    let id = pool.rt.block_on(crate::backup::commit_snapshot(
+    let id = pool.rt.block_on(crate::pipeline::commit_snapshot(
         repo.store(),
         repo.catalogue_arc(),
         repo.config().compression,
@@ -423,7 +423,7 @@ impl TreeBuilder {
         }
         let mut tree = Tree { entries: nodes };
         let mut body = self.serialise(&mut tree, &subdirs);
-        if self.open_size + body.len() > crate::backup::TREE_PACK_TARGET && !self.open.is_empty() {
+        if self.open_size + body.len() > crate::pipeline::TREE_PACK_TARGET && !self.open.is_empty() {
             self.close_pack(keys);
             body = self.serialise(&mut tree, &subdirs);
         }

@@ -10,13 +10,12 @@
 //! memory beyond what `stream` accounts for.
 
 use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use super::pool::{Pool, Shared};
+use super::pool::{Pool, Shared, Slices};
 use super::stream::{At, Stream};
 use crate::error::{Error, Result};
-use crate::model::ChunkRef;
 
 /// One file of the drive.
 pub(crate) struct DriveFile {
@@ -61,64 +60,6 @@ impl FileState {
         if !self.dirty() {
             self.base = Some(self.head.clone());
         }
-    }
-}
-
-/// A file's chunk slices with their start offsets, for ranged reads.
-#[derive(Clone, Default)]
-pub(crate) struct Slices {
-    pub refs: Arc<Vec<ChunkRef>>,
-    starts: Arc<Vec<u64>>,
-    pub len: u64,
-}
-
-impl Slices {
-    pub fn new(refs: Vec<ChunkRef>) -> Slices {
-        let mut starts = Vec::with_capacity(refs.len());
-        let mut at = 0u64;
-        for r in &refs {
-            starts.push(at);
-            at += r.len as u64;
-        }
-        Slices { refs: Arc::new(refs), starts: Arc::new(starts), len: at }
-    }
-
-    /// Index of the slice holding byte `offset`.
-    pub fn find(&self, offset: u64) -> usize {
-        self.starts.partition_point(|&s| s <= offset).saturating_sub(1)
-    }
-
-    /// Start offset of slice `i`.
-    pub fn start(&self, i: usize) -> u64 {
-        self.starts[i]
-    }
-
-    /// These slices, then `more`.
-    pub fn then(&self, more: impl IntoIterator<Item = ChunkRef>) -> Slices {
-        Slices::new(self.refs.iter().copied().chain(more).collect())
-    }
-
-    /// The first `len` bytes (the last slice cut short).
-    pub fn truncate(&self, len: u64) -> Slices {
-        if len >= self.len {
-            return self.clone();
-        }
-        let mut refs: Vec<ChunkRef> = Vec::new();
-        let mut at = 0u64;
-        for r in self.refs.iter() {
-            if at >= len {
-                break;
-            }
-            let keep = (len - at).min(r.len as u64) as u32;
-            refs.push(ChunkRef { len: keep, ..*r });
-            at += keep as u64;
-        }
-        Slices::new(refs)
-    }
-
-    /// Only the first `n` slices.
-    fn first(&self, n: usize) -> Slices {
-        Slices::new(self.refs[..n].to_vec())
     }
 }
 

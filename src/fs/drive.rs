@@ -18,19 +18,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::Capabilities;
 use super::commit::commit;
+use super::content::DriveFile;
 use super::inode::Attr;
-use super::ns::NsFs;
-use super::pool::Pool;
+use super::ns::{Backing, NsFs};
+use super::pool::{Pool, Slices};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
-use crate::model::Snapshot;
+use crate::model::{ChunkRef, Snapshot, Tree, TreeRef};
+pub use crate::model::{DRIVE_HEAD_TAG, DRIVE_TAG};
 use crate::repository::Repository;
-
-/// The tag of the snapshot that holds the drive's current state.
-pub const DRIVE_HEAD_TAG: &str = "drive-head";
-/// The tag of snapshots taken of the drive (`Drive::snapshot`).
-pub const DRIVE_TAG: &str = "drive";
 
 /// How to open the drive.
 #[derive(Debug, Clone)]
@@ -120,11 +118,11 @@ impl Drive {
         let pool = self.fs.backing();
         let head = self.head().ok_or_else(|| Error::new(ErrorKind::NotFound, "the drive has no commit"))?;
         let (_, mut snapshot) = pool.repo.find_snapshot(&head.to_hex())?;
-        snapshot.time_ns = crate::backup::now_ns();
+        snapshot.time_ns = crate::machine::now_ns();
         snapshot.tags = std::iter::once(DRIVE_TAG.to_string()).chain(tags.iter().cloned()).collect();
         snapshot.parent = Some(head);
         let repo = &pool.repo;
-        pool.rt.block_on(crate::backup::commit_snapshot(
+        pool.rt.block_on(crate::pipeline::commit_snapshot(
             repo.store(),
             repo.catalogue_arc(),
             repo.config().compression,
@@ -253,3 +251,53 @@ pub(crate) use delegate_fs;
 
 delegate_fs!(Drive);
 delegate_fs!(SnapshotFs);
+
+/// What the namespace asks of the pool: trees, file content, and commits on sync.
+impl Backing for Pool {
+    type Content = DriveFile;
+
+    fn capabilities(&self) -> Capabilities {
+        if self.writable { Capabilities::full(true) } else { Capabilities::read_only() }
+    }
+
+    fn tree(&self, tref: &TreeRef) -> Result<Tree> {
+        self.rt.block_on(self.repo.tree(tref))
+    }
+
+    fn stored_file(&self, _size: u64, content: &[ChunkRef]) -> DriveFile {
+        DriveFile::stored(Slices::new(content.to_vec()))
+    }
+
+    fn new_file(&self) -> Result<DriveFile> {
+        Ok(DriveFile::new_file(self))
+    }
+
+    fn len(&self, c: &DriveFile) -> u64 {
+        c.len()
+    }
+
+    fn read_at(&self, c: &DriveFile, buf: &mut [u8], offset: u64) -> Result<usize> {
+        c.read_at(self, buf, offset)
+    }
+
+    fn write_at(&self, c: &DriveFile, data: &[u8], offset: u64) -> Result<()> {
+        c.write_at(self, data, offset)
+    }
+
+    fn set_len(&self, c: &DriveFile, len: u64) -> Result<()> {
+        c.set_len(self, len)
+    }
+
+    fn sync_file(&self, fs: &NsFs<Self>, _: &DriveFile) -> Result<()> {
+        // A file is durable only with a tree naming it, so fsync commits the drive; files
+        // that did not change cost nothing.
+        self.sync_all(fs)
+    }
+
+    fn sync_all(&self, fs: &NsFs<Self>) -> Result<()> {
+        if self.writable {
+            commit(fs)?;
+        }
+        Ok(())
+    }
+}

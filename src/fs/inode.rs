@@ -47,7 +47,7 @@ pub(crate) struct Attr {
 
 impl Attr {
     pub fn new(mode: u32) -> Attr {
-        let now = crate::backup::now_ns();
+        let now = crate::machine::now_ns();
         Attr {
             mode: mode & 0o7777,
             uid: nix::unistd::geteuid().as_raw(),
@@ -331,7 +331,7 @@ impl<C> Namespace<C> {
 
     /// A directory's entries changed: new mtime and ctime, and the change mark.
     fn dir_touched(&mut self, dir: u64) {
-        let now = crate::backup::now_ns();
+        let now = crate::machine::now_ns();
         if let Some(node) = self.nodes.get_mut(&dir) {
             node.attr.mtime_ns = now;
             node.attr.ctime_ns = now;
@@ -383,7 +383,7 @@ impl<C> Namespace<C> {
             }
             return Ok(self.nodes.remove(&ino));
         }
-        node.attr.ctime_ns = crate::backup::now_ns();
+        node.attr.ctime_ns = crate::machine::now_ns();
         if node.nlink == 1
             && let Some(g) = node.group.take()
         {
@@ -419,7 +419,7 @@ impl<C> Namespace<C> {
         node.links.push((parent, name.to_vec()));
         node.nlink = node.links.len() as u32;
         node.group = Some(group);
-        node.attr.ctime_ns = crate::backup::now_ns();
+        node.attr.ctime_ns = crate::machine::now_ns();
         self.dir_touched(parent);
         self.node_changed(ino, source)
     }
@@ -490,7 +490,7 @@ impl<C> Namespace<C> {
         if let Some(link) = node.links.iter_mut().find(|(dir, n)| *dir == from_dir && n == from) {
             *link = (to_dir, to.to_vec());
         }
-        node.attr.ctime_ns = crate::backup::now_ns();
+        node.attr.ctime_ns = crate::machine::now_ns();
         self.dir_touched(from_dir);
         self.dir_touched(to_dir);
         self.node_changed(ino, source)
@@ -521,7 +521,7 @@ impl<C> Namespace<C> {
         self.complete_links(ino, source)?;
         let node = self.get_mut(ino)?;
         f(&mut node.attr);
-        node.attr.ctime_ns = crate::backup::now_ns();
+        node.attr.ctime_ns = crate::machine::now_ns();
         self.node_changed(ino, source)
     }
 }

@@ -268,7 +268,7 @@ impl<B: Backing> NsFs<B> {
     /// directory holding one of its names.
     pub fn touched(&self, ino: u64) -> Result<()> {
         let mut ns = self.lock();
-        let now = crate::backup::now_ns();
+        let now = crate::machine::now_ns();
         let Some(node) = ns.nodes.get_mut(&ino) else { return Ok(()) };
         node.attr.mtime_ns = now;
         node.attr.ctime_ns = now;

@@ -1,6 +1,6 @@
 //! The pool side of the live drive and snapshot views: chunks read through a small cache
-//! with read-ahead, trees, spool files, and the `Backing` the namespace calls (a file's
-//! layout of chunks, stream and spool is `content`'s).
+//! with read-ahead, a stored file's chunk slices, and spool files (a file's layout of
+//! chunks, stream and spool is `content`'s; the `Backing` the namespace calls is `drive`'s).
 //!
 //! Owns: fetching and caching decoded chunks (pinned streamed chunks first), reading
 //! chunk slices at any offset, where spools are made. Must not: build trees or commit.
@@ -9,14 +9,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::Capabilities;
-pub(crate) use super::content::{DriveFile, FileState, Slices, Tail};
-use super::ns::{Backing, NsFs};
 use super::stream::Streamer;
 use crate::codec::ObjectKind;
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
-use crate::model::{ChunkRef, Tree, TreeRef};
+use crate::model::ChunkRef;
 use crate::repository::Repository;
 
 /// Chunks fetched ahead of a sequential reader.
@@ -41,6 +38,64 @@ impl std::ops::Deref for Shared {
 
     fn deref(&self) -> &[u8] {
         &self.bytes[self.range.clone()]
+    }
+}
+
+/// A file's chunk slices with their start offsets, for ranged reads.
+#[derive(Clone, Default)]
+pub(crate) struct Slices {
+    pub refs: Arc<Vec<ChunkRef>>,
+    starts: Arc<Vec<u64>>,
+    pub len: u64,
+}
+
+impl Slices {
+    pub fn new(refs: Vec<ChunkRef>) -> Slices {
+        let mut starts = Vec::with_capacity(refs.len());
+        let mut at = 0u64;
+        for r in &refs {
+            starts.push(at);
+            at += r.len as u64;
+        }
+        Slices { refs: Arc::new(refs), starts: Arc::new(starts), len: at }
+    }
+
+    /// Index of the slice holding byte `offset`.
+    pub fn find(&self, offset: u64) -> usize {
+        self.starts.partition_point(|&s| s <= offset).saturating_sub(1)
+    }
+
+    /// Start offset of slice `i`.
+    pub fn start(&self, i: usize) -> u64 {
+        self.starts[i]
+    }
+
+    /// These slices, then `more`.
+    pub fn then(&self, more: impl IntoIterator<Item = ChunkRef>) -> Slices {
+        Slices::new(self.refs.iter().copied().chain(more).collect())
+    }
+
+    /// The first `len` bytes (the last slice cut short).
+    pub fn truncate(&self, len: u64) -> Slices {
+        if len >= self.len {
+            return self.clone();
+        }
+        let mut refs: Vec<ChunkRef> = Vec::new();
+        let mut at = 0u64;
+        for r in self.refs.iter() {
+            if at >= len {
+                break;
+            }
+            let keep = (len - at).min(r.len as u64) as u32;
+            refs.push(ChunkRef { len: keep, ..*r });
+            at += keep as u64;
+        }
+        Slices::new(refs)
+    }
+
+    /// Only the first `n` slices.
+    pub fn first(&self, n: usize) -> Slices {
+        Slices::new(self.refs[..n].to_vec())
     }
 }
 
@@ -222,54 +277,5 @@ fn insert(cache: &Cache, limit: usize, id: ObjectId, body: Arc<Vec<u8>>) {
         if let Some(b) = c.chunks.remove(&old) {
             c.bytes -= b.len();
         }
-    }
-}
-
-impl Backing for Pool {
-    type Content = DriveFile;
-
-    fn capabilities(&self) -> Capabilities {
-        if self.writable { Capabilities::full(true) } else { Capabilities::read_only() }
-    }
-
-    fn tree(&self, tref: &TreeRef) -> Result<Tree> {
-        self.rt.block_on(self.repo.tree(tref))
-    }
-
-    fn stored_file(&self, _size: u64, content: &[ChunkRef]) -> DriveFile {
-        DriveFile::stored(Slices::new(content.to_vec()))
-    }
-
-    fn new_file(&self) -> Result<DriveFile> {
-        Ok(DriveFile::new_file(self))
-    }
-
-    fn len(&self, c: &DriveFile) -> u64 {
-        c.len()
-    }
-
-    fn read_at(&self, c: &DriveFile, buf: &mut [u8], offset: u64) -> Result<usize> {
-        c.read_at(self, buf, offset)
-    }
-
-    fn write_at(&self, c: &DriveFile, data: &[u8], offset: u64) -> Result<()> {
-        c.write_at(self, data, offset)
-    }
-
-    fn set_len(&self, c: &DriveFile, len: u64) -> Result<()> {
-        c.set_len(self, len)
-    }
-
-    fn sync_file(&self, fs: &NsFs<Self>, _: &DriveFile) -> Result<()> {
-        // A file is durable only with a tree naming it, so fsync commits the drive; files
-        // that did not change cost nothing.
-        self.sync_all(fs)
-    }
-
-    fn sync_all(&self, fs: &NsFs<Self>) -> Result<()> {
-        if self.writable {
-            super::commit::commit(fs)?;
-        }
-        Ok(())
     }
 }

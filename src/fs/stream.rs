@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use crate::backup::upload::{Job, OnStored, Uploader};
 use crate::chunker::StreamChunker;
 use crate::codec::ObjectKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::model::ChunkRef;
+use crate::pipeline::upload::{Job, OnStored, Uploader};
 use crate::repository::Repository;
 
 /// A file's chunking from file offset `start` on: `emitted` chunks cover `[start,

@@ -26,7 +26,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::meta;
 use crate::model::{Meta, Node, NodeKind, Snapshot, TreeRef};
 use crate::progress::Progress;
-use crate::repository::Repository;
+use crate::repository::{Need, Repository};
 
 /// Where and what to restore.
 #[derive(Debug, Clone, Default)]
@@ -58,7 +58,33 @@ pub struct RestoreOutcome {
     pub failed: Vec<String>,
 }
 
-pub(crate) async fn run(
+impl Repository {
+    /// Restore a snapshot (or a path in it) into a directory.
+    pub async fn restore(
+        &self,
+        snapshot: &Snapshot,
+        options: RestoreOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RestoreOutcome> {
+        self.locked("restore", Need::ReadOnly, run(self, snapshot, options, progress)).await
+    }
+
+    /// Write the content of the file at `path` in `snapshot` to `out`, streaming.
+    pub async fn cat(
+        &self,
+        snapshot: &Snapshot,
+        path: &str,
+        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<u64> {
+        match self.lookup(snapshot, path).await? {
+            Some((Node { kind: NodeKind::File { content, .. }, .. }, _)) => stream_content(self, &content, out).await,
+            Some(_) => Err(Error::config(format!("'{path}' is not a regular file"))),
+            None => Err(Error::config("give a file: SNAPSHOT:PATH")),
+        }
+    }
+}
+
+async fn run(
     repo: &Repository,
     snapshot: &Snapshot,
     options: RestoreOptions,

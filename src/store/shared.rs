@@ -17,6 +17,26 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::model::{self, PoolRecord};
 
+/// A key slot's stored form, kept with the other objects stored on every backend.
+impl KeySlot {
+    /// The stored form: an unencrypted envelope of kind `Key` (nothing in it is secret
+    /// without the passphrase).
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(ObjectKind::Key, &ObjectId([0; 32]), &model::to_body(self), 0, &Keys::plain())
+    }
+
+    /// Parse stored bytes.
+    pub fn decode(bytes: &[u8]) -> Result<KeySlot> {
+        let body = codec::decode(ObjectKind::Key, &ObjectId([0; 32]), bytes, &Keys::plain())?;
+        model::from_body("key slot", &body)
+    }
+
+    /// The slot's name: the plain BLAKE3 of its stored bytes (random salt makes it unique).
+    pub fn id(encoded: &[u8]) -> ObjectId {
+        ObjectId::of(encoded)
+    }
+}
+
 impl Store {
     /// Run `op` on every backend (not marked down, unless `strict`). Returns each backend's
     /// result, or an error if more backends failed than `allowed` or all of them did.
