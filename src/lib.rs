@@ -64,7 +64,7 @@ pub mod restore;
 pub mod ring;
 pub mod store;
 
-pub use backup::{BackupOptions, BackupOutcome};
+pub use backup::{BackupOptions, BackupOutcome, BackupWarning};
 pub use config::Config;
 pub use crypto::{KdfParams, NoPassphrase, Passphrase, PassphraseSource};
 pub use error::{Error, ErrorKind, Result};

@@ -213,6 +213,24 @@ fn unreadable_entry_is_skipped_and_reported_with_exit_code_3() {
     assert_eq!(std::fs::read(env.path("out/src/fine")).unwrap(), b"fine");
 }
 
+/// Issue 15: "files: 2 (1 read, 1 unchanged) … saved (7 B in 2 files)" when one of the two
+/// was unreadable, and every warning printed twice.
+#[test]
+fn regression_skipped_entries_are_not_counted_as_files_and_are_warned_once() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("fine"), b"fine!!!").unwrap();
+    let out = env.run(&["backup", src.to_str().unwrap(), "/proc/self/mem"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stdout.contains("files: 1 (1 read, 0 unchanged)"), "{stdout}");
+    assert!(stdout.contains("(7 B in 1 files)"), "{stdout}");
+    assert_eq!(stderr.matches("/proc/self/mem").count(), 1, "warned once: {stderr}");
+    let v = env.json(&["snapshots"]);
+    assert_eq!((v[0]["summary"]["files"].as_u64(), v[0]["summary"]["bytes"].as_u64()), (Some(1), Some(7)), "{v}");
+}
+
 #[test]
 fn killed_backup_harms_nothing_and_is_resumed() {
     let env = Env::new();

@@ -49,8 +49,49 @@ pub struct BackupOutcome {
     pub id: ObjectId,
     /// The snapshot as stored.
     pub snapshot: Snapshot,
-    /// Entries that could not be read or changed while read: one line each.
-    pub warnings: Vec<String>,
+    /// What the backup met that did not stop it, in the order met.
+    pub warnings: Vec<BackupWarning>,
+}
+
+/// Something a backup met that did not stop it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupWarning {
+    /// An entry that could not be read: it is not in the snapshot.
+    Skipped {
+        /// The entry.
+        path: PathBuf,
+        /// Why, as the system said it.
+        reason: String,
+    },
+    /// A file that changed while it was read: the bytes read are saved, as restic does.
+    ChangedWhileRead {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Objects stored with fewer pieces than the pool's redundancy asks (backends down or
+    /// full): `repair` completes them.
+    Degraded {
+        /// How many.
+        objects: u64,
+        /// The pool's scheme, as written in its config.
+        scheme: String,
+    },
+}
+
+impl std::fmt::Display for BackupWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackupWarning::Skipped { path, reason } => write!(f, "skipped {}: {reason}", path.display()),
+            BackupWarning::ChangedWhileRead { path } => {
+                write!(f, "changed while read: {} (the bytes read are saved)", path.display())
+            }
+            BackupWarning::Degraded { objects, scheme } => write!(
+                f,
+                "{objects} objects were stored with less redundancy than {scheme} asks, as backends were down \
+                 or full: run `cuckoo repair` once they are back"
+            ),
+        }
+    }
 }
 
 /// The parts of a repository a backup needs.
@@ -155,12 +196,9 @@ async fn run(
             s.stored_bytes_added = up.stored_bytes;
             let mut warnings = w.2;
             if up.degraded > 0 {
-                warnings.push(format!(
-                    "{} objects were stored with less redundancy than {} asks, as backends were down or full: \
-                     run `cuckoo repair` once they are back",
-                    up.degraded,
-                    ctx.store.scheme()
-                ));
+                let warning = BackupWarning::Degraded { objects: up.degraded, scheme: ctx.store.scheme().to_string() };
+                progress.warn(&warning.to_string());
+                warnings.push(warning);
             }
             (w.0, s, warnings)
         }
@@ -171,7 +209,7 @@ async fn run(
             "backup interrupted; uploaded data will be reused by the next backup",
         ));
     }
-    summary.skipped = warnings.iter().filter(|w| w.starts_with("skipped")).count() as u64;
+    summary.skipped = warnings.iter().filter(|w| matches!(w, BackupWarning::Skipped { .. })).count() as u64;
     progress.end();
 
     let snapshot = Snapshot {

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 
+use super::BackupWarning;
 use crate::catalogue::{Cached, Reader};
 use crate::chunker::{ChunkerParams, StreamChunker};
 use crate::codec::ObjectKind;
@@ -52,7 +53,7 @@ struct DirBuild {
     need: u64,
 }
 
-type Walked = (TreeRef, Summary, Vec<String>);
+type Walked = (TreeRef, Summary, Vec<BackupWarning>);
 
 pub(crate) struct Walker {
     params: ChunkerParams,
@@ -67,7 +68,7 @@ pub(crate) struct Walker {
     hardlinks: HashMap<(u64, u64), Vec<ChunkRef>>,
     buf: Vec<u8>,
     summary: Summary,
-    warnings: Vec<String>,
+    warnings: Vec<BackupWarning>,
 }
 
 /// The name a top-level path gets in the snapshot's root tree.
@@ -138,9 +139,13 @@ impl Walker {
         Ok(())
     }
 
-    fn warn(&mut self, message: String) {
-        self.progress.warn(&message);
-        self.warnings.push(message);
+    fn warn(&mut self, warning: BackupWarning) {
+        self.progress.warn(&warning.to_string());
+        self.warnings.push(warning);
+    }
+
+    fn skip(&mut self, path: &Path, e: impl std::fmt::Display) {
+        self.warn(BackupWarning::Skipped { path: path.to_path_buf(), reason: e.to_string() });
     }
 
     fn add_entry(&mut self, dir: &mut DirBuild, path: &Path, name: Vec<u8>, before: Option<&Node>) -> Result<()> {
@@ -151,7 +156,7 @@ impl Walker {
         let md = match std::fs::symlink_metadata(path) {
             Ok(md) => md,
             Err(e) => {
-                self.warn(format!("skipped {}: {e}", path.display()));
+                self.skip(path, e);
                 return Ok(());
             }
         };
@@ -161,16 +166,27 @@ impl Walker {
             match self.walk_dir(path, before) {
                 Ok(slot) => Content::Subdir(slot),
                 Err(e) if e.kind() == ErrorKind::Io => {
-                    self.warn(format!("skipped {}: {e}", path.display()));
+                    self.skip(path, e);
                     return Ok(());
                 }
                 Err(e) => return Err(e),
             }
         } else if ft.is_file() {
+            let bytes_read = self.summary.bytes_read;
             match self.file(dir, path, &md, before) {
-                Ok(c) => c,
+                Ok(c) => {
+                    // Counted once stored, at the size stored: a file that grew while read
+                    // counts what was read, one that failed counts nothing.
+                    self.summary.files += 1;
+                    self.summary.bytes += match &c {
+                        Content::Ready(NodeKind::File { size, .. }) | Content::Packed(_, size) => *size,
+                        _ => 0,
+                    };
+                    c
+                }
                 Err(e) if e.kind() == ErrorKind::Io => {
-                    self.warn(format!("skipped {}: {e}", path.display()));
+                    self.summary.bytes_read = bytes_read;
+                    self.skip(path, e);
                     return Ok(());
                 }
                 Err(e) => return Err(e),
@@ -181,7 +197,7 @@ impl Walker {
                 match std::fs::read_link(path) {
                     Ok(t) => NodeKind::Symlink { target: t.as_os_str().as_bytes().to_vec() },
                     Err(e) => {
-                        self.warn(format!("skipped {}: {e}", path.display()));
+                        self.skip(path, e);
                         return Ok(());
                     }
                 }
@@ -229,9 +245,7 @@ impl Walker {
         md: &std::fs::Metadata,
         before: Option<&Node>,
     ) -> Result<Content> {
-        self.summary.files += 1;
         let size = md.len();
-        self.summary.bytes += size;
         if let Some(Node { kind: NodeKind::File { size: old_size, content }, meta: old, .. }) = before
             && *old_size == size
             && old.mtime_ns == md.mtime() * 1_000_000_000 + md.mtime_nsec()
@@ -249,7 +263,6 @@ impl Walker {
             return Ok(Content::Ready(NodeKind::File { size, content: content.clone() }));
         }
         let mut file = File::open(path).map_err(|e| Error::io("cannot open", e))?;
-        self.summary.files_read += 1;
         // Small files go to the shared stream, read whole first so a read error cannot leave
         // half a file in it. Hard-linked ones are chunked alone: their content must be known
         // now, for the other names.
@@ -257,6 +270,7 @@ impl Walker {
             let mut data = Vec::with_capacity(size as usize);
             (&mut file).take(self.params.min as u64).read_to_end(&mut data).map_err(|e| Error::io("cannot read", e))?;
             self.check_unchanged(path, &file, md, data.len() as u64);
+            self.summary.files_read += 1;
             self.summary.bytes_read += data.len() as u64;
             self.progress.advance(1, data.len() as u64);
             if data.is_empty() {
@@ -271,6 +285,7 @@ impl Walker {
         } else {
             let (content, read) = self.chunk_alone(&mut file)?;
             self.check_unchanged(path, &file, md, read);
+            self.summary.files_read += 1;
             self.progress.advance(1, 0);
             if md.nlink() > 1 {
                 self.hardlinks.insert(key, content.clone());
@@ -313,7 +328,7 @@ impl Walker {
             Err(_) => true,
         };
         if changed {
-            self.warn(format!("changed while read: {} (the bytes read are saved)", path.display()));
+            self.warn(BackupWarning::ChangedWhileRead { path: path.to_path_buf() });
         }
     }
 

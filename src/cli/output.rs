@@ -45,13 +45,11 @@ pub fn backup(done: &BackupOutcome, json: bool) {
     let s = &done.snapshot.summary;
     if json {
         let mut v = snapshot_json(&done.id, &done.snapshot);
-        v["warnings"] = json!(done.warnings);
+        v["warnings"] = json!(done.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>());
         println!("{v}");
         return;
     }
-    for w in &done.warnings {
-        eprintln!("warning: {w}");
-    }
+    // Warnings were shown as they happened (progress); the summary only counts them.
     println!(
         "files: {} ({} read, {} unchanged), dirs: {}, other: {}",
         s.files,
