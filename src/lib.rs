@@ -49,6 +49,7 @@ pub mod id;
 pub mod limit;
 pub mod lock;
 mod machine;
+pub mod membership;
 pub mod meta;
 pub mod model;
 pub mod mount;

@@ -12,7 +12,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("I/O: backends, store, catalogue, local metadata", &["backend", "store", "catalogue", "lock", "probe", "meta"]),
     ("the repository handle", &["repository"]),
     ("the shared write pipeline", &["pipeline"]),
-    ("operations", &["backup", "restore", "check", "prune", "repack", "repair", "forget", "diff"]),
+    ("operations", &["backup", "restore", "check", "prune", "repack", "repair", "forget", "diff", "membership"]),
     ("filesystem API and mount", &["fs", "mount"]),
     ("front ends", &["cli", "main", "lib"]),
 ];

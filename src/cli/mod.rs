@@ -350,10 +350,10 @@ async fn load_config(cli: &Cli) -> Result<Config> {
         return Ok(Config::load(&path)?);
     }
     let config = config::create_default(&path)?;
-    let roots: Vec<&str> = config.backends.iter().filter_map(|b| b.options.get("root").map(String::as_str)).collect();
+    let roots: Vec<PathBuf> = config.backends.iter().filter_map(|b| b.local_root()).collect();
     eprintln!("cuckoo: no config found; created a pool of {} local directories:", roots.len());
     for r in &roots {
-        eprintln!("  {r}");
+        eprintln!("  {}", r.display());
     }
     eprintln!("cuckoo: config written to {} (add cloud backends with `cuckoo backend add`)", path.display());
     if let Err(e) = cuckoo::init(&config, &cuckoo::InitOptions::default(), &passphrase(cli)).await
@@ -731,22 +731,8 @@ async fn key(cli: &Cli, config: Config, command: &KeyCommand) -> Result<ExitCode
 
 async fn backend_add(cli: &Cli, mut config: Config, backend: BackendConfig) -> Result<ExitCode> {
     let (name, scheme, weight) = (backend.name.clone(), backend.scheme.clone(), backend.weight);
-    if !config::SCHEMES.contains(&scheme.as_str()) {
-        anyhow::bail!("unknown scheme '{scheme}' (this build knows {})", config::SCHEMES.join(", "));
-    }
-    if !(weight.is_finite() && weight > 0.0) || backend.concurrency == 0 {
-        anyhow::bail!("--weight must be positive and --concurrency at least 1");
-    }
-    // Prove the backend works before the config names it.
-    let mut trial = config.clone();
-    trial.backends.push(backend.clone());
-    let pool = match cuckoo::init(&trial, &cuckoo::InitOptions::default(), &passphrase(cli)).await {
-        Ok(InitOutcome::Created(r) | InitOutcome::Adopted(r, _)) => r.pool_id_hex(),
-        // It already carries this pool's record (added before, then dropped from the config).
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => "(existing)".to_string(),
-        Err(e) => return Err(e.into()),
-    };
-    config.append_backend(backend)?;
+    let added = cuckoo::membership::add(&mut config, backend, &passphrase(cli)).await?;
+    let pool = added.pool.unwrap_or_else(|| "(existing)".to_string());
     output::message(
         cli.json,
         &format!(
@@ -791,18 +777,7 @@ fn backend_set(
     weight: Option<f64>,
     capacity: Option<u64>,
 ) -> Result<ExitCode> {
-    if weight.is_none() && capacity.is_none() {
-        anyhow::bail!("give --weight and/or --capacity");
-    }
-    config.edit_backend(name, |t| {
-        if let Some(w) = weight {
-            t["weight"] = toml_edit::value(w);
-        }
-        if let Some(c) = capacity {
-            t["capacity"] = toml_edit::value(c as i64);
-        }
-        true
-    })?;
+    cuckoo::membership::set(&mut config, name, weight, capacity)?;
     output::message(
         cli.json,
         &format!(
@@ -816,47 +791,32 @@ fn backend_set(
 /// Drain first (the config says so, so an interrupted removal resumes with `rebalance` or
 /// by running this again), then forget the backend once it holds nothing.
 async fn backend_remove(cli: &Cli, mut config: Config, name: &str) -> Result<ExitCode> {
-    let Some(index) = config.backends.iter().position(|b| b.name == *name) else {
-        anyhow::bail!("no backend named '{name}' in {}", config.path.display());
-    };
-    let left = config.backends.len() - 1;
-    config.edit_backend(name, |t| {
-        t["drain"] = toml_edit::value(true);
-        true
-    })?;
-    let repo = open(cli, config.clone()).await?;
-    repo.pool().redundancy.check_fits(left).map_err(|e| anyhow::anyhow!("cannot remove '{name}': {}", e.context()))?;
-    interrupt_on_ctrl_c(&repo);
     let bar = progress::Bar::new(cli.json);
     let options = cuckoo::repair::RepairOptions { rebalance: true, read_data: false, dry_run: false };
-    let report = repo.repair(options, &bar).await?;
-    let settled = report.unrecoverable.is_empty() && report.incomplete == 0;
-    let remaining = match repo.pieces_on(index).await {
-        Ok(n) => n,
-        // A provider that is gone for good: what it held was rebuilt on the others above.
-        Err(e) if settled => {
-            eprintln!("cuckoo: warning: '{name}' cannot be listed ({e}); its data was rebuilt from the other backends");
-            0
+    match cuckoo::membership::remove(&mut config, name, &passphrase(cli), &bar, ctrl_c_flag()).await? {
+        cuckoo::membership::Removed::StillDraining { remaining, report } => {
+            output::repair(&report, options, cli.json);
+            anyhow::bail!(
+                "backend '{name}' still holds {remaining} pieces; it stays in the config, draining: run `cuckoo backend remove {name}` again"
+            );
         }
-        Err(e) => return Err(e.into()),
-    };
-    if remaining > 0 || !settled {
-        output::repair(&report, options, cli.json);
-        anyhow::bail!(
-            "backend '{name}' still holds {remaining} pieces; it stays in the config, draining: run `cuckoo backend remove {name}` again"
-        );
+        cuckoo::membership::Removed::Done { report, unlistable } => {
+            if let Some(why) = unlistable {
+                output::warning(&format!(
+                    "'{name}' cannot be listed ({why}); its data was rebuilt from the other backends"
+                ));
+            }
+            output::message(
+                cli.json,
+                &format!(
+                    "moved {} pieces ({}) off '{name}' and removed it from the config; its files can be deleted",
+                    report.pieces_deleted,
+                    humansize::format_size(report.bytes_deleted, humansize::BINARY)
+                ),
+                serde_json::json!({"removed": name, "pieces_moved": report.pieces_deleted, "bytes_moved": report.bytes_deleted}),
+            );
+        }
     }
-    drop(repo);
-    config.edit_backend(name, |_| false)?;
-    output::message(
-        cli.json,
-        &format!(
-            "moved {} pieces ({}) off '{name}' and removed it from the config; its files can be deleted",
-            report.pieces_deleted,
-            humansize::format_size(report.bytes_deleted, humansize::BINARY)
-        ),
-        serde_json::json!({"removed": name, "pieces_moved": report.pieces_deleted, "bytes_moved": report.bytes_deleted}),
-    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -895,10 +855,20 @@ async fn mount(repo: Arc<Repository>, mountpoint: PathBuf, options: cuckoo::moun
 }
 
 fn interrupt_on_ctrl_c(repo: &Repository) {
-    let flag = repo.interrupt_flag();
+    stop_on_ctrl_c(repo.interrupt_flag());
+}
+
+/// A flag Ctrl-C sets, for work started through a library function.
+fn ctrl_c_flag() -> Arc<std::sync::atomic::AtomicBool> {
+    let flag = Arc::default();
+    stop_on_ctrl_c(Arc::clone(&flag));
+    flag
+}
+
+fn stop_on_ctrl_c(flag: Arc<std::sync::atomic::AtomicBool>) {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ncuckoo: interrupted; stopping at the next safe point");
+            output::warning("interrupted; stopping at the next safe point");
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });

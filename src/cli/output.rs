@@ -18,6 +18,11 @@ fn size(n: u64) -> String {
     format_size(n, BINARY)
 }
 
+/// A warning: something went wrong, or not as asked, and the command goes on.
+pub fn warning(text: &str) {
+    eprintln!("cuckoo: warning: {text}");
+}
+
 pub fn message(json: bool, text: &str, value: serde_json::Value) {
     if json {
         println!("{value}");
