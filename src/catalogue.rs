@@ -100,6 +100,17 @@ pub enum Record {
     },
 }
 
+/// An object whose recorded reference count is not what the trees and snapshots imply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefcountMismatch {
+    /// The object.
+    pub id: ObjectId,
+    /// References the verified trees and snapshots hold.
+    pub expected: u64,
+    /// References recorded.
+    pub recorded: u64,
+}
+
 /// Per-backend totals.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BackendUsage {
@@ -505,8 +516,8 @@ impl Catalogue {
     }
 
     /// Objects whose recorded reference count differs from what the published trees and
-    /// snapshots imply: (object, expected, recorded).
-    pub fn refcount_mismatches(&self) -> Result<Vec<(ObjectId, u64, u64)>> {
+    /// snapshots imply.
+    pub fn refcount_mismatches(&self) -> Result<Vec<RefcountMismatch>> {
         let txn = self.db.begin_read()?;
         let mut expected = expected_refs(&txn.open_table(TREES)?, &txn.open_table(SNAPSHOTS)?, &self.keys)?;
         let mut out = Vec::new();
@@ -515,10 +526,10 @@ impl Catalogue {
             let id = ObjectId(k.value());
             let want = expected.remove(&id).unwrap_or(0);
             if want != v.value() {
-                out.push((id, want, v.value()));
+                out.push(RefcountMismatch { id, expected: want, recorded: v.value() });
             }
         }
-        out.extend(expected.into_iter().map(|(id, want)| (id, want, 0)));
+        out.extend(expected.into_iter().map(|(id, want)| RefcountMismatch { id, expected: want, recorded: 0 }));
         Ok(out)
     }
 }

@@ -134,12 +134,15 @@ fn refcount_problems(repo: &Repository) -> Result<Vec<Finding>> {
         .catalogue()
         .refcount_mismatches()?
         .into_iter()
-        .map(|(id, want, got)| Finding {
+        .map(|m| Finding {
             snapshot: "catalogue".into(),
             path: String::new(),
-            object: id.to_hex(),
+            object: m.id.to_hex(),
             backend: None,
-            problem: format!("reference count is {got}, the trees imply {want} (delete the catalogue to rebuild it)"),
+            problem: format!(
+                "reference count is {}, the trees imply {} (delete the catalogue to rebuild it)",
+                m.recorded, m.expected
+            ),
         })
         .collect())
 }

@@ -58,6 +58,17 @@ pub struct BackendConfig {
     pub options: BTreeMap<String, String>,
 }
 
+impl BackendConfig {
+    /// The local directory a backend keeps its objects in, for the schemes that store on
+    /// this machine's file system (`fs`); `None` for services.
+    pub fn local_root(&self) -> Option<PathBuf> {
+        match self.scheme.as_str() {
+            "fs" => self.options.get("root").map(|r| std::path::absolute(r).unwrap_or_else(|_| PathBuf::from(r))),
+            _ => None,
+        }
+    }
+}
+
 /// Per-backend rate limits (bytes per second, requests per second).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {

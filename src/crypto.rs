@@ -26,8 +26,6 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 
-/// Where key slots live on every backend: `keys/<plain BLAKE3 of the slot's bytes>`.
-pub const KEYS_PREFIX: &str = "keys/";
 /// Bytes of an XChaCha20 nonce.
 pub const NONCE_LEN: usize = 24;
 /// Bytes of a Poly1305 tag.

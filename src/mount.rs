@@ -393,9 +393,8 @@ fn backend_space(b: &crate::config::BackendConfig, used: u64) -> (u64, u64) {
     if let Some(cap) = b.capacity {
         return (cap, cap.saturating_sub(used));
     }
-    if b.scheme == "fs"
-        && let Some(root) = b.options.get("root")
-        && let Ok(s) = nix::sys::statvfs::statvfs(Path::new(root))
+    if let Some(root) = b.local_root()
+        && let Ok(s) = nix::sys::statvfs::statvfs(&root)
     {
         let f = s.fragment_size();
         return (s.blocks() * f, s.blocks_available() * f);

@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
 
+/// Serialise a scheme as it is written in configs and shown (`copies=2`, `erasure=4+2`).
+pub(crate) fn serialize_display<S: serde::Serializer>(scheme: &Scheme, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(scheme)
+}
+
 /// How many pieces each object is stored as, and how many of them it can lose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Scheme {

@@ -139,7 +139,7 @@ async fn copy_shared(store: &Store, options: RepairOptions, report: &mut RepairR
         if !store.health().is_up(i) {
             continue;
         }
-        for prefix in ["snapshots/", "keys/", "prune/"] {
+        for (_, prefix) in crate::store::SHARED_PREFIXES {
             let Ok(list) = b.list(prefix).await else { continue };
             for (path, _) in list {
                 have.entry(path).or_default().push(i);
@@ -198,17 +198,15 @@ async fn read_verified_shared(store: &Store, path: &str, holders: &[usize]) -> O
 
 fn shared_is_intact(store: &Store, path: &str, bytes: &[u8]) -> bool {
     let keys = store.keys();
-    let named = |prefix: &str| path.strip_prefix(prefix).and_then(|hex| ObjectId::from_hex(hex).ok());
     if path == POOL_RECORD {
-        crate::store::decode_pool_record(bytes, keys).is_ok()
-    } else if let Some(id) = named("snapshots/") {
-        crate::store::verify(ObjectKind::Snapshot, &id, bytes, keys).is_ok()
-    } else if let Some(id) = named("prune/") {
-        crate::store::verify(ObjectKind::Prune, &id, bytes, keys).is_ok()
-    } else if let Some(id) = named(crate::crypto::KEYS_PREFIX) {
-        crate::crypto::KeySlot::id(bytes) == id && crate::crypto::KeySlot::decode(bytes).is_ok()
-    } else {
-        false
+        return crate::store::decode_pool_record(bytes, keys).is_ok();
+    }
+    match crate::store::parse_shared_path(path) {
+        Some((ObjectKind::Key, id)) => {
+            crate::crypto::KeySlot::id(bytes) == id && crate::crypto::KeySlot::decode(bytes).is_ok()
+        }
+        Some((kind, id)) => crate::store::verify(kind, &id, bytes, keys).is_ok(),
+        None => false,
     }
 }
 

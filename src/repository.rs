@@ -70,7 +70,7 @@ pub struct KeyInfo {
 }
 
 /// Pool-wide totals for `stats`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
     /// Snapshots in the pool.
     pub snapshots: u64,
@@ -88,7 +88,8 @@ pub struct Stats {
     /// aside (exact while every object was written with the pool's scheme).
     pub compression_ratio: f64,
     /// The redundancy new objects are written with.
-    pub redundancy: String,
+    #[serde(serialize_with = "crate::redundancy::serialize_display")]
+    pub redundancy: Scheme,
     /// Per backend name.
     pub backends: std::collections::BTreeMap<String, BackendUsage>,
 }
@@ -421,6 +422,13 @@ impl Repository {
     /// The catalogue file in use.
     pub fn catalogue_path(&self) -> &std::path::Path {
         &self.catalogue_path
+    }
+
+    /// Use `flag` as this repository's interrupt flag (see `interrupt_flag`), so a front end
+    /// can stop work it starts through a library function that opens the repository.
+    pub fn with_interrupt_flag(mut self, flag: Arc<AtomicBool>) -> Repository {
+        self.abort = flag;
+        self
     }
 
     /// Setting this flag stops a running backup or restore at the next safe point.
@@ -778,20 +786,19 @@ impl Repository {
     pub fn stats(&self) -> Result<Stats> {
         let snapshots = self.snapshots()?;
         let (backends, totals) = self.catalogue.usage()?;
-        let mut s = Stats {
+        let logical_bytes = snapshots.iter().map(|(_, s)| s.summary.bytes).sum();
+        let once = (totals.stored_bytes as f64 / self.pool.redundancy.overhead()) as u64;
+        Ok(Stats {
             snapshots: snapshots.len() as u64,
-            logical_bytes: snapshots.iter().map(|(_, s)| s.summary.bytes).sum(),
+            logical_bytes,
             objects: totals.objects,
             unique_bytes: totals.plain_bytes,
             stored_bytes: totals.stored_bytes,
-            redundancy: self.pool.redundancy.to_string(),
-            ..Stats::default()
-        };
-        s.dedup_ratio = ratio(s.logical_bytes, s.unique_bytes);
-        let once = (s.stored_bytes as f64 / self.pool.redundancy.overhead()) as u64;
-        s.compression_ratio = ratio(s.unique_bytes, once);
-        s.backends = backends;
-        Ok(s)
+            dedup_ratio: ratio(logical_bytes, totals.plain_bytes),
+            compression_ratio: ratio(totals.plain_bytes, once),
+            redundancy: self.pool.redundancy,
+            backends,
+        })
     }
 
     /// Objects and bytes per configured backend (zero for ones holding nothing yet).

@@ -66,12 +66,11 @@ impl Backend {
     pub fn open(cfg: &BackendConfig) -> Result<Backend> {
         opendal::init_default_registry();
         let mut options = resolve_secrets(cfg)?;
-        if cfg.scheme == "fs" && !options.contains_key("atomic_write_dir") {
+        if let Some(root) = cfg.local_root()
+            && !options.contains_key("atomic_write_dir")
+        {
             // Without it a crash mid-write leaves a truncated object under its final name.
-            if let Some(root) = options.get("root") {
-                let tmp = std::path::Path::new(root).join(".cuckoo-tmp");
-                options.insert("atomic_write_dir".into(), tmp.display().to_string());
-            }
+            options.insert("atomic_write_dir".into(), root.join(".cuckoo-tmp").display().to_string());
         }
         let op = Operator::via_iter(&cfg.scheme, options).map_err(|e| {
             let (kind, what) = match e.kind() {

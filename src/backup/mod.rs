@@ -130,13 +130,7 @@ async fn backup_locked(
     };
     options.hostname = Some(host);
     options.exclude.push(repo.catalogue_path().to_path_buf());
-    for b in &repo.config().backends {
-        if b.scheme == "fs"
-            && let Some(root) = b.options.get("root")
-        {
-            options.exclude.push(std::path::absolute(root).unwrap_or_else(|_| root.into()));
-        }
-    }
+    options.exclude.extend(repo.config().backends.iter().filter_map(|b| b.local_root()));
     let ctx = Context {
         store: repo.store(),
         catalogue: repo.catalogue_arc(),

@@ -21,7 +21,7 @@ pub use shared::{decode_pool_record, encode_pool_record, pool_record_is_sealed};
 use crate::backend::Backend;
 use crate::codec::{self, ObjectKind};
 use crate::config::BackendConfig;
-use crate::crypto::{KEYS_PREFIX, Keys};
+use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
 use crate::redundancy::Scheme;
@@ -33,6 +33,14 @@ pub const POOL_RECORD: &str = "cuckoo.pool";
 pub const LOCKS_PREFIX: &str = "locks/";
 /// Where prune records live, on every backend.
 pub const PRUNE_PREFIX: &str = "prune/";
+/// Where snapshots live, on every backend.
+pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
+/// Where key slots live, on every backend: `keys/<plain BLAKE3 of the slot's bytes>`.
+pub const KEYS_PREFIX: &str = "keys/";
+/// The objects every backend keeps a copy of, besides the pool record, by prefix; `repair`
+/// copies them to backends that lack them.
+pub const SHARED_PREFIXES: [(ObjectKind, &str); 3] =
+    [(ObjectKind::Snapshot, SNAPSHOTS_PREFIX), (ObjectKind::Key, KEYS_PREFIX), (ObjectKind::Prune, PRUNE_PREFIX)];
 /// Suffix of a shard object's name (docs/format.md, "Shards"); a backend holds at most one
 /// shard of an object, so the shard's index lives in its header, not its name.
 pub const SHARD_SUFFIX: &str = ".s";
@@ -44,12 +52,21 @@ pub fn object_path(kind: ObjectKind, id: &ObjectId) -> String {
         // Two hex digits of fan-out keep directory sizes sane on file-system backends.
         ObjectKind::Chunk => format!("data/{}/{hex}", &hex[..2]),
         ObjectKind::Tree => format!("tree/{}/{hex}", &hex[..2]),
-        ObjectKind::Snapshot => format!("snapshots/{hex}"),
+        ObjectKind::Snapshot => format!("{SNAPSHOTS_PREFIX}{hex}"),
         ObjectKind::Pool => POOL_RECORD.to_string(),
         ObjectKind::Key => format!("{KEYS_PREFIX}{hex}"),
         ObjectKind::Lock => format!("{LOCKS_PREFIX}{hex}"),
         ObjectKind::Prune => format!("{PRUNE_PREFIX}{hex}"),
     }
+}
+
+/// The kind and id of an object kept on every backend, from its path (`None` for the pool
+/// record and anything else).
+pub fn parse_shared_path(path: &str) -> Option<(ObjectKind, ObjectId)> {
+    SHARED_PREFIXES.iter().find_map(|(kind, prefix)| {
+        let hex = path.strip_prefix(prefix)?;
+        Some((*kind, ObjectId::from_hex(hex).ok()?))
+    })
 }
 
 /// Where a piece of object `id` lives on a backend.

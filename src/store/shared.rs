@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 
 use futures::future::join_all;
 
-use super::{POOL_RECORD, Store, object_path, parse_piece_path};
+use super::{KEYS_PREFIX, POOL_RECORD, SNAPSHOTS_PREFIX, Store, object_path, parse_piece_path};
 use crate::backend::Backend;
 use crate::codec::{self, ObjectKind};
-use crate::crypto::{KEYS_PREFIX, KeySlot, Keys};
+use crate::crypto::{KeySlot, Keys};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::model::{self, PoolRecord};
@@ -85,7 +85,7 @@ impl Store {
 
     /// Ids of all snapshots on any backend.
     pub async fn list_snapshots(&self) -> Result<BTreeSet<ObjectId>> {
-        self.list_everywhere("snapshots/").await
+        self.list_everywhere(SNAPSHOTS_PREFIX).await
     }
 
     /// Ids of the objects under `prefix` on any backend (snapshots, locks, prune records).
