@@ -2,11 +2,11 @@
 //! `cargo bench --bench pipeline`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use cuckoo::chunker::{ChunkerParams, StreamChunker};
-use cuckoo::codec::{self, ObjectKind};
-use cuckoo::crypto::{Keys, MasterKey};
-use cuckoo::id::ObjectId;
-use cuckoo::ring::Ring;
+use cuckoo::ObjectId;
+use cuckoo::internals::chunker::{ChunkerParams, StreamChunker};
+use cuckoo::internals::codec::{self, ObjectKind};
+use cuckoo::internals::crypto::{Keys, MasterKey};
+use cuckoo::internals::ring::Ring;
 use std::hint::black_box;
 
 fn data(len: usize) -> Vec<u8> {
@@ -64,7 +64,7 @@ fn stages(c: &mut Criterion) {
 /// Erasure coding one 1 MiB object: split into shards, and rebuild it with the two first
 /// data shards lost (the worst case: parity decoding).
 fn redundancy(c: &mut Criterion) {
-    use cuckoo::redundancy::{join, open_shard, split};
+    use cuckoo::internals::redundancy::{join, open_shard, split};
     let object = data(1 << 20);
     let id = ObjectId([1; 32]);
     let mut g = c.benchmark_group("redundancy");
@@ -100,9 +100,9 @@ fn placement(c: &mut Criterion) {
 }
 
 fn catalogue(c: &mut Criterion) {
-    use cuckoo::catalogue::{Catalogue, Location, PieceAt, Record};
+    use cuckoo::internals::catalogue::{Catalogue, Location, PieceAt, Record};
     let dir = tempfile::tempdir().unwrap();
-    let (cat, _) = Catalogue::open(&dir.path().join("c.redb"), cuckoo::crypto::Keys::plain()).unwrap();
+    let (cat, _) = Catalogue::open(&dir.path().join("c.redb"), cuckoo::internals::crypto::Keys::plain()).unwrap();
     let mut n = 0u64;
     let mut g = c.benchmark_group("catalogue");
     g.throughput(Throughput::Elements(512));

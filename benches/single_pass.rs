@@ -8,9 +8,9 @@
 use std::io::Read;
 use std::time::Instant;
 
-use cuckoo::chunker::{ChunkerParams, StreamChunker};
-use cuckoo::codec::{self, ObjectKind};
-use cuckoo::crypto::Keys;
+use cuckoo::internals::chunker::{ChunkerParams, StreamChunker};
+use cuckoo::internals::codec::{self, ObjectKind};
+use cuckoo::internals::crypto::Keys;
 use rayon::iter::{ParallelBridge, ParallelIterator};
 
 fn main() {

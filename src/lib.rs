@@ -23,53 +23,55 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Module map (see ARCHITECTURE.md): pure steps `chunker`, `codec`, `ring`, `redundancy`,
-//! `model`; I/O in `backend` and `store`; local state in `catalogue`; operations in `backup`,
-//! `restore`, `check`, `repair`, `prune`, `repository`; the filesystem API in `fs` (one
-//! `Fs` trait for memory, local directories, the pool's live drive and snapshot views) and
-//! its FUSE adapter in `mount`.
+//! The API: [`Repository`] (open a pool with [`Repository::open`], create one with
+//! [`init`]) and its operations — `backup`, `restore`, `check`, `prune`, `repair`,
+//! `forget`, `snapshots`, `lookup`, `walk`, `cat`, `stats` — with their options and outcomes
+//! at the crate root; [`fs`], one `Fs` trait for memory, local directories, the pool's live
+//! drive and read-only snapshot views, with `copy_tree` and `walk` over any of them;
+//! [`mount`], the drive as a FUSE file system; [`membership`], adding and removing backends;
+//! [`config`], [`model`] (snapshots and trees), [`backend`] and [`probe`]; the [`Progress`]
+//! and [`PassphraseSource`] traits a front end implements; one [`Error`] with an
+//! [`ErrorKind`]. `examples/` has runnable programs. ARCHITECTURE.md maps the inner modules.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// The public surface: what a program using Cuckoo Drive needs. Everything else is
+// `pub(crate)`, reachable from tests, benches and fuzz targets only through `internals`.
 pub mod backend;
-pub mod backup;
-pub mod catalogue;
-pub mod check;
-pub mod chunker;
-pub mod codec;
 pub mod config;
-pub mod crypto;
-pub mod diff;
-mod error;
-mod exec;
 pub mod forget;
 pub mod fs;
-pub mod id;
-pub mod limit;
-pub mod lock;
-mod machine;
 pub mod membership;
-pub mod meta;
 pub mod model;
 pub mod mount;
-mod pipeline;
 pub mod probe;
-pub mod progress;
-pub mod prune;
-pub mod redundancy;
-pub mod repack;
-pub mod repair;
-pub mod repository;
-pub mod restore;
-pub mod ring;
-pub mod store;
+
+pub(crate) use internals::{
+    backup, catalogue, check, chunker, codec, crypto, diff, error, exec, id, limit, lock, machine, meta, pipeline,
+    progress, prune, redundancy, repack, repair, repository, restore, ring, store,
+};
 
 pub use backup::{BackupOptions, BackupOutcome, BackupWarning};
+pub use catalogue::BackendUsage;
+pub use check::{BackendReport, CheckOptions, CheckReport, Finding};
 pub use config::Config;
 pub use crypto::{KdfParams, NoPassphrase, Passphrase, PassphraseSource};
+pub use diff::{Change, diff};
 pub use error::{Error, ErrorKind, Result};
 pub use id::ObjectId;
+pub use limit::parse_bytes;
+pub use lock::Found as FoundLock;
 pub use progress::{NoProgress, Progress};
+pub use prune::{PruneOptions, PruneReport};
+pub use redundancy::Scheme;
+pub use repack::RepackReport;
+pub use repair::{RepairOptions, RepairReport};
 pub use repository::{InitOptions, InitOutcome, KeyInfo, Repository, Stats, init};
 pub use restore::{RestoreOptions, RestoreOutcome};
+
+/// The crate's inner modules: its own tests, benchmarks and fuzz targets reach them here.
+/// Not part of the API: anything in them may change in any release. A program using
+/// Cuckoo Drive needs only what the crate root and its public modules export.
+#[doc(hidden)]
+pub mod internals;

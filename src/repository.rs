@@ -414,7 +414,13 @@ impl Repository {
         &self.pool
     }
 
-    /// The backends.
+    /// The pool's backends, in config order (with their health and fault injection).
+    pub fn backends(&self) -> &[crate::backend::Backend] {
+        self.store.backends()
+    }
+
+    /// The object store over the backends. Not API: for the crate's own tests.
+    #[doc(hidden)]
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -637,7 +643,7 @@ impl Repository {
 
     /// Take a shared lock for a long-lived holder (the live drive) and sync under it; the
     /// holder must `release` it. Prune waits until then.
-    pub async fn lock_shared(&self, operation: &str) -> Result<crate::lock::Lock> {
+    pub(crate) async fn lock_shared(&self, operation: &str) -> Result<crate::lock::Lock> {
         // Its own stop flag: a long-lived holder checks `Lock::lost` itself, and a lost lock
         // must not interrupt every other operation of this repository.
         let stop = Arc::new(AtomicBool::new(false));

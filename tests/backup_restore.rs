@@ -40,9 +40,9 @@ fn awkward_tree(root: &Path) {
         std::os::unix::fs::lchown(root.join("link"), Some(1), Some(2)).unwrap();
         std::os::unix::fs::chown(root.join("big"), Some(12345), Some(54321)).unwrap();
     }
-    cuckoo::meta::set_mtime(&root.join("big/text.log"), 1_234_567_890_123_456_789).unwrap();
-    cuckoo::meta::set_mtime(&root.join("link"), 1_000_000_000_000_000_001).unwrap();
-    cuckoo::meta::set_mtime(&root.join("docs"), 999_999_999_999_999_999).unwrap();
+    cuckoo::internals::meta::set_mtime(&root.join("big/text.log"), 1_234_567_890_123_456_789).unwrap();
+    cuckoo::internals::meta::set_mtime(&root.join("link"), 1_000_000_000_000_000_001).unwrap();
+    cuckoo::internals::meta::set_mtime(&root.join("docs"), 999_999_999_999_999_999).unwrap();
 }
 
 #[test]

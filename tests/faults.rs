@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{assert_same_tree, fs_pool_toml, noise, text, walk_files};
+use cuckoo::CheckOptions;
+use cuckoo::RepairOptions;
+use cuckoo::Scheme;
 use cuckoo::backend::Fault;
-use cuckoo::check::CheckOptions;
-use cuckoo::redundancy::Scheme;
-use cuckoo::repair::RepairOptions;
 use cuckoo::{BackupOptions, Config, InitOptions, NoPassphrase, NoProgress, Repository, RestoreOptions};
 
 struct Pool {
@@ -65,7 +65,7 @@ async fn backup(repo: &Repository, src: &Path) {
     repo.backup(options, Arc::new(NoProgress)).await.unwrap();
 }
 
-async fn check(repo: &Repository) -> cuckoo::check::CheckReport {
+async fn check(repo: &Repository) -> cuckoo::CheckReport {
     repo.check(CheckOptions { read_data: Some(1.0) }, &NoProgress).await.unwrap()
 }
 
@@ -74,10 +74,10 @@ async fn a_backend_failing_mid_backup_loses_nothing_and_rebalance_restores_place
     let pool = pool(3, "copies=2").await;
     let src = pool.tree();
     let repo = pool.open().await;
-    repo.store().backends()[1].faults().set(Fault::Fail);
+    repo.backends()[1].faults().set(Fault::Fail);
     backup(&repo, &src).await;
-    assert!(repo.store().backends()[1].faults().hits() > 0);
-    repo.store().backends()[1].faults().clear();
+    assert!(repo.backends()[1].faults().hits() > 0);
+    repo.backends()[1].faults().clear();
     drop(repo);
     // Every object went to the two healthy backends: two copies each, none on b1.
     let repo = pool.open().await;
@@ -96,7 +96,7 @@ async fn a_stalled_backend_costs_a_few_timeouts_not_one_per_object() {
     let src = pool.tree();
     backup(&pool.open().await, &src).await;
     let repo = pool.open().await;
-    let stalled = &repo.store().backends()[2];
+    let stalled = &repo.backends()[2];
     stalled.faults().set_stall(Duration::from_millis(1500));
     stalled.faults().set(Fault::Stall);
     pool.restore_matches(&repo, &src, "out").await;
@@ -113,8 +113,8 @@ async fn corrupting_and_losing_backends_are_read_around_named_and_healed() {
     let src = pool.tree();
     backup(&pool.open().await, &src).await;
     let repo = pool.open().await;
-    repo.store().backends()[0].faults().set(Fault::Corrupt);
-    repo.store().backends()[3].faults().set(Fault::Lose);
+    repo.backends()[0].faults().set(Fault::Corrupt);
+    repo.backends()[3].faults().set(Fault::Lose);
     pool.restore_matches(&repo, &src, "out-1").await;
     let report = check(&repo).await;
     let corrupt = &report.backends["b0"];
@@ -128,7 +128,7 @@ async fn corrupting_and_losing_backends_are_read_around_named_and_healed() {
     assert!(churn.unrecoverable.is_empty(), "{churn:?}");
     assert_eq!(repo.pieces_on(0).await.unwrap(), before, "b0 keeps a shard of every object it had");
     // The provider stops corrupting but b3's objects stay lost: repair rewrites both.
-    repo.store().backends()[0].faults().clear();
+    repo.backends()[0].faults().clear();
     drop(repo);
     for entry in walk_files(&pool.dir.path().join("backend-3/data")) {
         std::fs::remove_file(entry).unwrap();
@@ -148,7 +148,7 @@ async fn with_too_many_backends_down_backups_fail_cleanly_and_nothing_is_lost() 
     let repo = pool.open().await;
     backup(&repo, &src).await;
     for i in [0, 1] {
-        repo.store().backends()[i].faults().set(Fault::Fail);
+        repo.backends()[i].faults().set(Fault::Fail);
     }
     let mtime = std::fs::metadata(&src).unwrap().modified().unwrap();
     std::fs::write(src.join("new"), b"more").unwrap();
@@ -156,7 +156,7 @@ async fn with_too_many_backends_down_backups_fail_cleanly_and_nothing_is_lost() 
     let err = repo.backup(options, Arc::new(NoProgress)).await.unwrap_err();
     assert!(err.to_string().contains("b0") || err.to_string().contains("b1"), "{err}");
     for i in [0, 1] {
-        repo.store().backends()[i].faults().clear();
+        repo.backends()[i].faults().clear();
     }
     drop(repo);
     let repo = pool.open().await;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use common::fs_suite::{assert_same, build_sample, conformance, kind, p};
 use common::{fs_pool_toml, noise};
+use cuckoo::Scheme;
 use cuckoo::fs::{self, Drive, DriveOptions, Fs, LocalFs, MemoryFs, OpenOptions, SnapshotFs};
-use cuckoo::redundancy::Scheme;
 use cuckoo::{BackupOptions, Config, ErrorKind, InitOptions, NoPassphrase, NoProgress, Repository};
 
 #[test]
@@ -79,8 +79,7 @@ fn live_drive_conforms_and_keeps_everything_across_reopen_and_a_lost_catalogue()
         repo.snapshots().unwrap().into_iter().filter(|(_, s)| s.tags.contains(&fs::DRIVE_HEAD_TAG.into())).count();
     assert_eq!(heads, 1);
     drive.close().unwrap();
-    let report =
-        env.rt.block_on(repo.check(cuckoo::check::CheckOptions { read_data: Some(1.0) }, &NoProgress)).unwrap();
+    let report = env.rt.block_on(repo.check(cuckoo::CheckOptions { read_data: Some(1.0) }, &NoProgress)).unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings);
 }
 
@@ -163,7 +162,7 @@ fn prune_moves_live_drive_trees_out_of_mostly_unused_tree_packs() {
     }
     drive.close().unwrap();
     let prune = |max_unused| {
-        let options = cuckoo::prune::PruneOptions { dry_run: false, max_unused };
+        let options = cuckoo::PruneOptions { dry_run: false, max_unused };
         env.rt.block_on(repo.prune(options, &NoProgress)).unwrap()
     };
     let kept = prune(f64::INFINITY);
@@ -173,8 +172,7 @@ fn prune_moves_live_drive_trees_out_of_mostly_unused_tree_packs() {
     assert!(done.repack.tree_packs > 0, "{done:?}");
     assert_eq!(done.repack.rewritten.len(), 1, "the drive's head");
     assert!(repo.stats().unwrap().stored_bytes < before);
-    let report =
-        env.rt.block_on(repo.check(cuckoo::check::CheckOptions { read_data: Some(1.0) }, &NoProgress)).unwrap();
+    let report = env.rt.block_on(repo.check(cuckoo::CheckOptions { read_data: Some(1.0) }, &NoProgress)).unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     let drive = env.drive(&repo);
     for i in 0..3_000 {
@@ -243,7 +241,7 @@ fn commit_after_outage(drive: &Drive) {
 
 /// Make every backend of `repo` fail (or recover, with `None`).
 fn set_faults(repo: &Repository, fault: Option<cuckoo::backend::Fault>) {
-    for b in repo.store().backends() {
+    for b in repo.backends() {
         match fault {
             Some(f) => b.faults().set(f),
             None => b.faults().clear(),
@@ -349,12 +347,12 @@ fn a_failed_commit_loses_nothing_and_the_next_one_stores_everything() {
     // One backend failing: chunks and trees fail over to the others, but the head must
     // reach every backend of this pool (no redundancy), so the commit fails after the
     // file's chunks were stored. The file keeps its spool and the retry stores it.
-    repo.store().backends()[0].faults().set(cuckoo::backend::Fault::Fail);
+    repo.backends()[0].faults().set(cuckoo::backend::Fault::Fail);
     let late = noise(2 << 20, 12);
     drive.write(&p("/late"), &late).unwrap();
     let failed = drive.commit().expect_err("the head cannot reach b0");
     assert!(failed.to_string().contains("b0"), "{failed}");
-    repo.store().backends()[0].faults().clear();
+    repo.backends()[0].faults().clear();
     commit_after_outage(&drive);
     drive.close().unwrap();
 
@@ -363,8 +361,7 @@ fn a_failed_commit_loses_nothing_and_the_next_one_stores_everything() {
     assert!(drive.read(&p("/late")).unwrap() == late);
     assert_eq!(drive.read(&p("/kept")).unwrap(), b"stored before the outage");
     drive.close().unwrap();
-    let report =
-        env.rt.block_on(repo.check(cuckoo::check::CheckOptions { read_data: Some(1.0) }, &NoProgress)).unwrap();
+    let report = env.rt.block_on(repo.check(cuckoo::CheckOptions { read_data: Some(1.0) }, &NoProgress)).unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings);
 }
 

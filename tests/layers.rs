@@ -14,7 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("the shared write pipeline", &["pipeline"]),
     ("operations", &["backup", "restore", "check", "prune", "repack", "repair", "forget", "diff", "membership"]),
     ("filesystem API and mount", &["fs", "mount"]),
-    ("front ends", &["cli", "main", "lib"]),
+    ("front ends", &["cli", "main", "lib", "internals"]),
 ];
 
 fn src() -> PathBuf {

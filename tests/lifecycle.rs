@@ -292,7 +292,7 @@ fn prune_refuses_while_another_operation_holds_the_pool() {
         let config = cuckoo::Config::load(&other).unwrap();
         let pass = cuckoo::Passphrase::new(common::PASSPHRASE);
         let repo = cuckoo::Repository::open(config, &pass, &cuckoo::NoProgress).await.unwrap();
-        let lock = cuckoo::lock::acquire(repo.store(), "backup", false).await.unwrap();
+        let lock = cuckoo::internals::lock::acquire(repo.store(), "backup", false).await.unwrap();
         (repo, lock)
     });
     let out = env.run(&["prune"]);
@@ -307,7 +307,7 @@ fn prune_refuses_while_another_operation_holds_the_pool() {
 
     // Under prune's exclusive lock: backups and restores wait their turn, except a restore
     // told not to lock (read-only credentials).
-    let prune = runtime.block_on(cuckoo::lock::acquire(repo.store(), "prune", true)).unwrap();
+    let prune = runtime.block_on(cuckoo::internals::lock::acquire(repo.store(), "prune", true)).unwrap();
     let target = env.path("out");
     let restore = ["restore", "latest", "--target", target.to_str().unwrap()];
     assert!(String::from_utf8_lossy(&env.run(&restore).stderr).contains("locked by prune"));

@@ -1,7 +1,7 @@
 //! Key slots are read before the pool is unlocked, from any backend: hostile bytes must
 //! decode to a slot or an error, and opening a decoded slot must not panic.
 #![no_main]
-use cuckoo::crypto::{KeySlot, Passphrase};
+use cuckoo::internals::crypto::{KeySlot, Passphrase};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

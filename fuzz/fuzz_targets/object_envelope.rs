@@ -2,8 +2,8 @@
 //! body, never a panic or a huge allocation.
 #![no_main]
 use cuckoo::ObjectId;
-use cuckoo::codec::{self, ObjectKind};
-use cuckoo::crypto::{Keys, MasterKey};
+use cuckoo::internals::codec::{self, ObjectKind};
+use cuckoo::internals::crypto::{Keys, MasterKey};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,6 +14,6 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(body.len(), codec::read_header(kind, &id, data, &keys).unwrap().plain_len);
             }
         }
-        let _ = cuckoo::store::verify(ObjectKind::Chunk, &id, data, &keys);
+        let _ = cuckoo::internals::store::verify(ObjectKind::Chunk, &id, data, &keys);
     }
 });

@@ -1,7 +1,7 @@
 //! The pool record read from every backend at open, plain or sealed.
 #![no_main]
-use cuckoo::crypto::{Keys, MasterKey};
-use cuckoo::store::{decode_pool_record, encode_pool_record};
+use cuckoo::internals::crypto::{Keys, MasterKey};
+use cuckoo::internals::store::{decode_pool_record, encode_pool_record};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

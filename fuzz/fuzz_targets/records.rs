@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = model::from_body::<Snapshot>("snapshot", data);
     if let Ok(pack) = model::from_body::<TreePack>("tree pack", data) {
         for (id, _) in &pack.trees {
-            let _ = pack.body(id, &cuckoo::crypto::Keys::plain());
+            let _ = pack.body(id, &cuckoo::internals::crypto::Keys::plain());
         }
     }
 });

@@ -1,8 +1,8 @@
 //! Shards come from backends that may be hostile or broken: any bytes must open to a
 //! verified shard or an error, and joining any set of opened shards must not panic.
 #![no_main]
-use cuckoo::id::ObjectId;
-use cuckoo::redundancy::{join, open_shard, split};
+use cuckoo::ObjectId;
+use cuckoo::internals::redundancy::{join, open_shard, split};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -103,7 +103,7 @@ enum Command {
         /// Redundancy across backends: none, copies=N or erasure=K+M [default: none for one
         /// backend, copies=2 for 2-4, erasure=3+2 for 5, erasure=4+2 for 6 or more]
         #[arg(long, value_parser = parse_scheme)]
-        redundancy: Option<cuckoo::redundancy::Scheme>,
+        redundancy: Option<cuckoo::Scheme>,
     },
     /// Manage the passphrases (key slots) of an encrypted pool
     Key {
@@ -459,7 +459,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let repo = open(&cli, config).await?;
             let fraction = if *read_data { Some(1.0) } else { *read_data_subset };
             let bar = progress::Bar::new(cli.json);
-            let report = repo.check(cuckoo::check::CheckOptions { read_data: fraction }, &bar).await?;
+            let report = repo.check(cuckoo::CheckOptions { read_data: fraction }, &bar).await?;
             output::check(&report, cli.json);
             Ok(if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
@@ -489,17 +489,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let repo = open(&cli, config).await?;
             interrupt_on_ctrl_c(&repo);
             let bar = progress::Bar::new(cli.json);
-            let options = cuckoo::prune::PruneOptions { dry_run: *dry_run, max_unused: *max_unused };
+            let options = cuckoo::PruneOptions { dry_run: *dry_run, max_unused: *max_unused };
             let report = repo.prune(options, &bar).await?;
             output::prune(&report, cli.json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Repair { read_data, dry_run } => {
-            let options = cuckoo::repair::RepairOptions { rebalance: false, read_data: *read_data, dry_run: *dry_run };
+            let options = cuckoo::RepairOptions { rebalance: false, read_data: *read_data, dry_run: *dry_run };
             repair(&cli, config, options).await
         }
         Command::Rebalance { dry_run } => {
-            let options = cuckoo::repair::RepairOptions { rebalance: true, read_data: false, dry_run: *dry_run };
+            let options = cuckoo::RepairOptions { rebalance: true, read_data: false, dry_run: *dry_run };
             repair(&cli, config, options).await
         }
         Command::Unlock { all } => {
@@ -515,7 +515,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diff { a, b } => {
             let repo = open(&cli, config).await?;
             let ((_, sa), (_, sb)) = (repo.find_snapshot(a)?, repo.find_snapshot(b)?);
-            output::diff(&cuckoo::diff::diff(&repo, &sa, &sb).await?, cli.json);
+            output::diff(&cuckoo::diff(&repo, &sa, &sb).await?, cli.json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Cat { target } => {
@@ -757,11 +757,11 @@ fn parse_max_unused(text: &str) -> Result<f64, String> {
     if n >= 0.0 { Ok(n / 100.0) } else { Err(format!("'{text}' is negative")) }
 }
 
-fn parse_scheme(text: &str) -> Result<cuckoo::redundancy::Scheme, String> {
-    cuckoo::redundancy::Scheme::parse(text).map_err(|e| e.context().to_string())
+fn parse_scheme(text: &str) -> Result<cuckoo::Scheme, String> {
+    cuckoo::Scheme::parse(text).map_err(|e| e.context().to_string())
 }
 
-async fn repair(cli: &Cli, config: Config, options: cuckoo::repair::RepairOptions) -> Result<ExitCode> {
+async fn repair(cli: &Cli, config: Config, options: cuckoo::RepairOptions) -> Result<ExitCode> {
     let repo = open(cli, config).await?;
     interrupt_on_ctrl_c(&repo);
     let bar = progress::Bar::new(cli.json);
@@ -792,7 +792,7 @@ fn backend_set(
 /// by running this again), then forget the backend once it holds nothing.
 async fn backend_remove(cli: &Cli, mut config: Config, name: &str) -> Result<ExitCode> {
     let bar = progress::Bar::new(cli.json);
-    let options = cuckoo::repair::RepairOptions { rebalance: true, read_data: false, dry_run: false };
+    let options = cuckoo::RepairOptions { rebalance: true, read_data: false, dry_run: false };
     match cuckoo::membership::remove(&mut config, name, &passphrase(cli), &bar, ctrl_c_flag()).await? {
         cuckoo::membership::Removed::StillDraining { remaining, report } => {
             output::repair(&report, options, cli.json);
@@ -821,7 +821,7 @@ async fn backend_remove(cli: &Cli, mut config: Config, name: &str) -> Result<Exi
 }
 
 fn parse_rate(text: &str) -> Result<u64, String> {
-    cuckoo::limit::parse_bytes(text).ok_or_else(|| format!("'{text}' is not a rate such as 10MiB"))
+    cuckoo::parse_bytes(text).ok_or_else(|| format!("'{text}' is not a rate such as 10MiB"))
 }
 
 /// Mount the drive and wait for an unmount, Ctrl-C or SIGTERM; then commit and release.

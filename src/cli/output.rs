@@ -2,7 +2,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use cuckoo::catalogue::BackendUsage;
+use cuckoo::BackendUsage;
 use cuckoo::config::BackendConfig;
 use cuckoo::model::{Node, NodeKind, Snapshot};
 use cuckoo::{BackupOutcome, ObjectId, RestoreOutcome, Stats};
@@ -245,7 +245,7 @@ pub fn probe(report: &cuckoo::probe::ProbeReport, json: bool) {
     }
 }
 
-pub fn check(report: &cuckoo::check::CheckReport, json: bool) {
+pub fn check(report: &cuckoo::CheckReport, json: bool) {
     if json {
         println!("{}", serde_json::to_value(report).expect("serialisable"));
         return;
@@ -274,8 +274,8 @@ pub fn check(report: &cuckoo::check::CheckReport, json: bool) {
     println!("checked {} snapshots, {} objects{read}: {verdict}", report.snapshots, report.objects);
 }
 
-pub fn diff(changes: &[(String, cuckoo::diff::Change)], json: bool) {
-    use cuckoo::diff::Change;
+pub fn diff(changes: &[(String, cuckoo::Change)], json: bool) {
+    use cuckoo::Change;
     for (path, change) in changes {
         if json {
             println!("{}", json!({"path": path, "change": change}));
@@ -328,7 +328,7 @@ pub fn keys(slots: &[cuckoo::KeyInfo], json: bool) {
     }
 }
 
-pub fn prune(r: &cuckoo::prune::PruneReport, json: bool) {
+pub fn prune(r: &cuckoo::PruneReport, json: bool) {
     if json {
         println!("{}", serde_json::to_value(r).expect("prune report serialises"));
         return;
@@ -359,7 +359,7 @@ pub fn prune(r: &cuckoo::prune::PruneReport, json: bool) {
     }
 }
 
-pub fn repair(r: &cuckoo::repair::RepairReport, options: cuckoo::repair::RepairOptions, json: bool) {
+pub fn repair(r: &cuckoo::RepairReport, options: cuckoo::RepairOptions, json: bool) {
     if json {
         println!("{}", serde_json::to_value(r).expect("repair report serialises"));
         return;
