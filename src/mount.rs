@@ -706,8 +706,10 @@ pub struct Mounted {
 
 /// Mount `drive` at `mountpoint` (an existing empty directory).
 pub fn mount(drive: Drive, mountpoint: &Path, options: &MountOptions) -> Result<Mounted> {
-    if !options.allow_non_empty {
-        refuse_non_empty(mountpoint)?;
+    // The drive holds a lock on the pool: a mount that fails must not leave it behind.
+    if let Err(e) = check_mountpoint(mountpoint, options) {
+        drive.close()?;
+        return Err(e);
     }
     let drive = Arc::new(drive);
     let adapter = Adapter {
@@ -729,22 +731,45 @@ pub fn mount(drive: Drive, mountpoint: &Path, options: &MountOptions) -> Result<
         config.acl = fuser::SessionACL::All;
     }
     config.n_threads = Some(4);
-    let session = fuser::spawn_mount(adapter, mountpoint, &config)
-        .map_err(|e| Error::from_io(format!("cannot mount on {}", mountpoint.display()), e))?;
+    let session = match fuser::spawn_mount(adapter, mountpoint, &config) {
+        Ok(session) => session,
+        Err(e) => {
+            // The adapter (and its clone of the drive) went with the failed mount.
+            if let Ok(drive) = Arc::try_unwrap(drive) {
+                drive.close()?;
+            }
+            return Err(Error::from_io(format!("cannot mount on {}", mountpoint.display()), e));
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let committer = spawn_committer(drive.clone(), stop.clone(), options.commit_interval);
     Ok(Mounted { session: Some(session), drive, stop, committer: Some(committer) })
 }
 
-/// FUSE mounts over files without a word (fuse3 dropped the `nonempty` check), and they
-/// would be hidden until the unmount: easy to take for lost, or to write beside by mistake.
-fn refuse_non_empty(mountpoint: &Path) -> Result<()> {
-    let Ok(mut entries) = std::fs::read_dir(mountpoint) else { return Ok(()) }; // the mount says why
+/// Whether `mountpoint` can take the drive: an existing directory, and an empty one unless
+/// `allow_non_empty`. Front ends call it before opening the drive, so a bad mountpoint takes
+/// no lock at all; `mount` calls it again.
+pub fn check_mountpoint(mountpoint: &Path, options: &MountOptions) -> Result<()> {
+    let meta = std::fs::metadata(mountpoint)
+        .map_err(|e| Error::from_io(format!("cannot mount on {}", mountpoint.display()), e))?;
+    if !meta.is_dir() {
+        return Err(Error::new(
+            ErrorKind::NotADirectory,
+            format!("cannot mount on {}: it is not a directory", mountpoint.display()),
+        ));
+    }
+    if options.allow_non_empty {
+        return Ok(());
+    }
+    // FUSE mounts over files without a word (fuse3 dropped the `nonempty` check), and they
+    // would be hidden until the unmount: easy to take for lost, or to write beside by mistake.
+    let mut entries = std::fs::read_dir(mountpoint)
+        .map_err(|e| Error::from_io(format!("cannot mount on {}", mountpoint.display()), e))?;
     if entries.next().is_some() {
         return Err(Error::new(
             ErrorKind::DirectoryNotEmpty,
             format!(
-                "cannot mount on {}: it is not empty, and its files would be hidden while mounted (`--allow-non-empty`, `MountOptions::allow_non_empty`, mounts anyway)",
+                "cannot mount on {}: it is not empty, and its files would be hidden while mounted (allow a non-empty mountpoint to mount anyway)",
                 mountpoint.display()
             ),
         ));

@@ -3,6 +3,14 @@
 //! Owns: argument syntax, human and `--json` output, progress bars, exit codes. Must not:
 //! contain storage logic; everything it does is a library call.
 
+/// `println!` for command output: a reader that goes away (`cuckoo ls latest | head -1`)
+/// ends the command quietly, as it ends any Unix tool, instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::output::line(format_args!($($arg)*))
+    };
+}
+
 mod output;
 mod progress;
 mod secret;
@@ -20,6 +28,10 @@ use cuckoo::{BackupOptions, ErrorKind, InitOutcome, Progress, Repository, Restor
 const EXIT_PARTIAL: u8 = 3;
 /// Exit code after Ctrl-C.
 const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code when the reader of our output went away: what a process killed by SIGPIPE
+/// reports (Rust ignores SIGPIPE, and must: a backend's socket or ssh pipe closing may not
+/// kill the process).
+pub(crate) const EXIT_BROKEN_PIPE: u8 = 141;
 
 #[derive(Parser)]
 #[command(name = "cuckoo", version, about = "Deduplicated snapshots over a pool of storage backends")]
@@ -316,6 +328,9 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::from(EXIT_BROKEN_PIPE);
+            }
             eprintln!("cuckoo: {}", one_line(&e));
             match e.downcast_ref::<cuckoo::Error>().map(|e| e.kind()) {
                 Some(ErrorKind::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
@@ -323,6 +338,11 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Output went to a reader that stopped reading (`cuckoo cat … | head`).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// The error and its causes on one line, without repeating a cause the context already says.
@@ -526,12 +546,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Mount { mountpoint, commit_interval, allow_non_empty } => {
-            let repo = Arc::new(open(&cli, config).await?);
             let options = cuckoo::mount::MountOptions {
                 commit_interval: std::time::Duration::from_secs((*commit_interval).max(1)),
                 allow_non_empty: *allow_non_empty,
                 ..Default::default()
             };
+            cuckoo::mount::check_mountpoint(mountpoint, &options).map_err(|e| match e.kind() {
+                ErrorKind::DirectoryNotEmpty => anyhow::anyhow!("{e} (`--allow-non-empty`)"),
+                _ => e.into(),
+            })?;
+            let repo = Arc::new(open(&cli, config).await?);
             mount(repo, mountpoint.clone(), options).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -547,9 +571,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             })
             .await??;
             if cli.json {
-                println!("{}", serde_json::json!({ "id": id.to_hex() }));
+                say!("{}", serde_json::json!({ "id": id.to_hex() }));
             } else {
-                println!("snapshot {} of the drive saved", id.short());
+                say!("snapshot {} of the drive saved", id.short());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -18,6 +18,17 @@ fn size(n: u64) -> String {
     format_size(n, BINARY)
 }
 
+/// Write one line of output; see `say!`.
+pub fn line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{args}") {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("cuckoo: cannot write output: {e}");
+        }
+        std::process::exit(if e.kind() == std::io::ErrorKind::BrokenPipe { super::EXIT_BROKEN_PIPE.into() } else { 1 });
+    }
+}
+
 /// A warning: something went wrong, or not as asked, and the command goes on.
 pub fn warning(text: &str) {
     eprintln!("cuckoo: warning: {text}");
@@ -25,9 +36,9 @@ pub fn warning(text: &str) {
 
 pub fn message(json: bool, text: &str, value: serde_json::Value) {
     if json {
-        println!("{value}");
+        say!("{value}");
     } else {
-        println!("{text}");
+        say!("{text}");
     }
 }
 
@@ -51,11 +62,11 @@ pub fn backup(done: &BackupOutcome, json: bool) {
     if json {
         let mut v = snapshot_json(&done.id, &done.snapshot);
         v["warnings"] = json!(done.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>());
-        println!("{v}");
+        say!("{v}");
         return;
     }
     // Warnings were shown as they happened (progress); the summary only counts them.
-    println!(
+    say!(
         "files: {} ({} read, {} unchanged), dirs: {}, other: {}",
         s.files,
         s.files_read,
@@ -63,26 +74,26 @@ pub fn backup(done: &BackupOutcome, json: bool) {
         s.dirs,
         s.others
     );
-    println!(
+    say!(
         "added to the pool: {} objects, {} ({} stored)",
         s.objects_added,
         size(s.bytes_added),
         size(s.stored_bytes_added)
     );
     if s.skipped > 0 {
-        println!("skipped {} unreadable entries (listed above)", s.skipped);
+        say!("skipped {} unreadable entries (listed above)", s.skipped);
     }
-    println!("snapshot {} saved ({} in {} files)", done.id.short(), size(s.bytes), s.files);
+    say!("snapshot {} saved ({} in {} files)", done.id.short(), size(s.bytes), s.files);
 }
 
 pub fn snapshots(list: &[(ObjectId, Snapshot)], json: bool) {
     if json {
-        println!("{}", serde_json::Value::Array(list.iter().map(|(id, s)| snapshot_json(id, s)).collect()));
+        say!("{}", serde_json::Value::Array(list.iter().map(|(id, s)| snapshot_json(id, s)).collect()));
         return;
     }
-    println!("{:<9} {:<20} {:<16} {:>10} {:>10}  {:<12} paths", "id", "time", "host", "files", "size", "tags");
+    say!("{:<9} {:<20} {:<16} {:>10} {:>10}  {:<12} paths", "id", "time", "host", "files", "size", "tags");
     for (id, s) in list {
-        println!(
+        say!(
             "{:<9} {:<20} {:<16} {:>10} {:>10}  {:<12} {}",
             id.short(),
             time(s.time_ns),
@@ -93,7 +104,7 @@ pub fn snapshots(list: &[(ObjectId, Snapshot)], json: bool) {
             s.paths.join(" ")
         );
     }
-    println!("{} snapshots", list.len());
+    say!("{} snapshots", list.len());
 }
 
 /// Streams `ls` lines as entries are visited.
@@ -118,7 +129,7 @@ impl Listing {
         };
         let m = &node.meta;
         if self.json {
-            println!(
+            say!(
                 "{}",
                 json!({"path": path, "type": kind, "size": size, "mode": format!("{:o}", m.mode), "uid": m.uid,
                        "gid": m.gid, "mtime": time(m.mtime_ns), "mtime_ns": m.mtime_ns, "link_target": extra})
@@ -135,7 +146,7 @@ impl Listing {
             _ => '-',
         };
         let arrow = if kind == "symlink" { format!(" -> {extra}") } else { String::new() };
-        println!(
+        say!(
             "{letter}{} {:>5} {:>5} {:>12} {} {path}{arrow}",
             mode_string(m.mode),
             m.uid,
@@ -158,7 +169,7 @@ pub fn restore(id: &ObjectId, done: &RestoreOutcome, json: bool) {
     if json {
         let mut v = serde_json::to_value(done).expect("serialisable");
         v["snapshot"] = json!(id.to_hex());
-        println!("{v}");
+        say!("{v}");
         return;
     }
     for w in &done.warnings {
@@ -167,7 +178,7 @@ pub fn restore(id: &ObjectId, done: &RestoreOutcome, json: bool) {
     for f in &done.failed {
         eprintln!("not restored: {f}");
     }
-    println!(
+    say!(
         "restored snapshot {}: {} files ({}), {} dirs, {} links and special files",
         id.short(),
         done.files,
@@ -179,19 +190,19 @@ pub fn restore(id: &ObjectId, done: &RestoreOutcome, json: bool) {
 
 pub fn stats(s: &Stats, json: bool) {
     if json {
-        println!("{}", serde_json::to_value(s).expect("serialisable"));
+        say!("{}", serde_json::to_value(s).expect("serialisable"));
         return;
     }
-    println!("snapshots:          {}", s.snapshots);
-    println!("logical size:       {} (all snapshots)", size(s.logical_bytes));
-    println!("unique data:        {} in {} objects", size(s.unique_bytes), s.objects);
-    println!("stored:             {} (all copies or shards; redundancy {})", size(s.stored_bytes), s.redundancy);
-    println!("dedup ratio:        {:.2}x", s.dedup_ratio);
-    println!("compression ratio:  {:.2}x", s.compression_ratio);
-    println!("{:<16} {:>10} {:>12} {:>7}", "backend", "objects", "stored", "share");
+    say!("snapshots:          {}", s.snapshots);
+    say!("logical size:       {} (all snapshots)", size(s.logical_bytes));
+    say!("unique data:        {} in {} objects", size(s.unique_bytes), s.objects);
+    say!("stored:             {} (all copies or shards; redundancy {})", size(s.stored_bytes), s.redundancy);
+    say!("dedup ratio:        {:.2}x", s.dedup_ratio);
+    say!("compression ratio:  {:.2}x", s.compression_ratio);
+    say!("{:<16} {:>10} {:>12} {:>7}", "backend", "objects", "stored", "share");
     for (name, u) in &s.backends {
         let share = if s.stored_bytes > 0 { 100.0 * u.stored_bytes as f64 / s.stored_bytes as f64 } else { 0.0 };
-        println!("{name:<16} {:>10} {:>12} {share:>6.1}%", u.objects, size(u.stored_bytes));
+        say!("{name:<16} {:>10} {:>12} {share:>6.1}%", u.objects, size(u.stored_bytes));
     }
 }
 
@@ -213,10 +224,10 @@ pub fn backends(
                        "objects": u.as_ref().map(|u| u.objects), "stored_bytes": u.as_ref().map(|u| u.stored_bytes)})
             })
             .collect();
-        println!("{}", serde_json::Value::Array(v));
+        say!("{}", serde_json::Value::Array(v));
         return;
     }
-    println!("{:<16} {:<9} {:>7} {:>10} {:>12}  health", "name", "scheme", "weight", "objects", "stored");
+    say!("{:<16} {:<9} {:>7} {:>10} {:>12}  health", "name", "scheme", "weight", "objects", "stored");
     for (b, h) in list.iter().zip(health) {
         let (objects, stored) = match used(&b.name) {
             Some(u) => (u.objects.to_string(), size(u.stored_bytes)),
@@ -226,33 +237,33 @@ pub fn backends(
             Ok(ms) => format!("ok, {ms} ms"),
             Err(e) => format!("DOWN: {e}"),
         };
-        println!("{:<16} {:<9} {:>7} {:>10} {:>12}  {health}", b.name, b.scheme, b.weight, objects, stored);
+        say!("{:<16} {:<9} {:>7} {:>10} {:>12}  {health}", b.name, b.scheme, b.weight, objects, stored);
     }
 }
 
 pub fn probe(report: &cuckoo::probe::ProbeReport, json: bool) {
     if json {
-        println!("{}", serde_json::to_value(report).expect("serialisable"));
+        say!("{}", serde_json::to_value(report).expect("serialisable"));
         return;
     }
     let steps: Vec<String> = report.steps.iter().map(|(s, ms)| format!("{s} {ms} ms")).collect();
     match &report.failure {
-        None => println!("backend '{}': OK ({})", report.backend, steps.join(", ")),
+        None => say!("backend '{}': OK ({})", report.backend, steps.join(", ")),
         Some((step, why)) => {
             let done = if steps.is_empty() { String::new() } else { format!(" after {}", steps.join(", ")) };
-            println!("backend '{}': FAILED at {step}{done}: {why}", report.backend);
+            say!("backend '{}': FAILED at {step}{done}: {why}", report.backend);
         }
     }
 }
 
 pub fn check(report: &cuckoo::CheckReport, json: bool) {
     if json {
-        println!("{}", serde_json::to_value(report).expect("serialisable"));
+        say!("{}", serde_json::to_value(report).expect("serialisable"));
         return;
     }
     for f in &report.findings {
         let object = f.object.get(..16).unwrap_or(&f.object);
-        println!("snapshot {} {}: object {object}: {}", f.snapshot, f.path, f.problem);
+        say!("snapshot {} {}: object {object}: {}", f.snapshot, f.path, f.problem);
     }
     let read = if report.objects_read > 0 {
         format!(", read and verified {} objects ({})", report.objects_read, size(report.bytes_read))
@@ -266,19 +277,19 @@ pub fn check(report: &cuckoo::CheckReport, json: bool) {
     };
     for (name, b) in &report.backends {
         let state = if b.unreachable { ", unreachable" } else { "" };
-        println!("backend {name}: {} pieces missing, {} corrupt{state}", b.missing, b.corrupt);
+        say!("backend {name}: {} pieces missing, {} corrupt{state}", b.missing, b.corrupt);
     }
     if report.degraded > 0 {
-        println!("{} objects have less redundancy than asked: `cuckoo repair` rebuilds it", report.degraded);
+        say!("{} objects have less redundancy than asked: `cuckoo repair` rebuilds it", report.degraded);
     }
-    println!("checked {} snapshots, {} objects{read}: {verdict}", report.snapshots, report.objects);
+    say!("checked {} snapshots, {} objects{read}: {verdict}", report.snapshots, report.objects);
 }
 
 pub fn diff(changes: &[(String, cuckoo::Change)], json: bool) {
     use cuckoo::Change;
     for (path, change) in changes {
         if json {
-            println!("{}", json!({"path": path, "change": change}));
+            say!("{}", json!({"path": path, "change": change}));
         } else {
             let mark = match change {
                 Change::Added => '+',
@@ -286,7 +297,7 @@ pub fn diff(changes: &[(String, cuckoo::Change)], json: bool) {
                 Change::Modified => 'M',
                 Change::Metadata => 'U',
             };
-            println!("{mark} {path}");
+            say!("{mark} {path}");
         }
     }
 }
@@ -298,26 +309,26 @@ pub fn forget(all: &[(ObjectId, Snapshot)], decisions: &[(ObjectId, Vec<String>)
             .iter()
             .map(|(id, reasons)| json!({"id": id.to_hex(), "keep": !reasons.is_empty(), "reasons": reasons}))
             .collect();
-        println!("{}", json!({"dry_run": dry_run, "snapshots": v}));
+        say!("{}", json!({"dry_run": dry_run, "snapshots": v}));
         return;
     }
     for (id, reasons) in decisions {
         let verdict = if reasons.is_empty() { "forget".to_string() } else { format!("keep ({})", reasons.join(", ")) };
-        println!("{} {}  {verdict}", id.short(), time_of(id));
+        say!("{} {}  {verdict}", id.short(), time_of(id));
     }
     let n = decisions.iter().filter(|(_, r)| r.is_empty()).count();
     let verb = if dry_run { "would forget" } else { "forgot" };
-    println!("{verb} {n} of {} snapshots (their data stays stored until `cuckoo prune`)", decisions.len());
+    say!("{verb} {n} of {} snapshots (their data stays stored until `cuckoo prune`)", decisions.len());
 }
 
 pub fn keys(slots: &[cuckoo::KeyInfo], json: bool) {
     if json {
-        println!("{}", serde_json::to_value(slots).expect("key info serialises"));
+        say!("{}", serde_json::to_value(slots).expect("key info serialises"));
         return;
     }
-    println!("{:<2}{:<10} {:<20} {:>8} {:>6}", "", "ID", "CREATED", "MEMORY", "PASSES");
+    say!("{:<2}{:<10} {:<20} {:>8} {:>6}", "", "ID", "CREATED", "MEMORY", "PASSES");
     for k in slots {
-        println!(
+        say!(
             "{:<2}{:<10} {:<20} {:>4} MiB {:>6}",
             if k.current { "*" } else { "" },
             &k.id[..8],
@@ -330,28 +341,23 @@ pub fn keys(slots: &[cuckoo::KeyInfo], json: bool) {
 
 pub fn prune(r: &cuckoo::PruneReport, json: bool) {
     if json {
-        println!("{}", serde_json::to_value(r).expect("prune report serialises"));
+        say!("{}", serde_json::to_value(r).expect("prune report serialises"));
         return;
     }
     let size = |b: u64| format_size(b, BINARY);
     let p = &r.repack;
     if p.chunks > 0 {
         let verb = if r.dry_run { "would repack" } else { "repacked" };
-        println!(
-            "{verb} {} partly used chunks: {} copied, {} freed",
-            p.chunks,
-            size(p.copied_bytes),
-            size(p.freed_bytes)
-        );
+        say!("{verb} {} partly used chunks: {} copied, {} freed", p.chunks, size(p.copied_bytes), size(p.freed_bytes));
         for (old, new) in &p.rewritten {
-            println!("snapshot {} rewritten as {}", &old[..8], &new[..8]);
+            say!("snapshot {} rewritten as {}", &old[..8], &new[..8]);
         }
     }
-    println!("{} snapshots reference {} objects ({} stored)", r.snapshots, r.live_objects, size(r.live_stored_bytes));
+    say!("{} snapshots reference {} objects ({} stored)", r.snapshots, r.live_objects, size(r.live_stored_bytes));
     let verb = if r.dry_run { "would delete" } else { "deleted" };
-    println!("{verb} {} unreferenced objects ({} stored)", r.unused_objects, size(r.unused_stored_bytes));
+    say!("{verb} {} unreferenced objects ({} stored)", r.unused_objects, size(r.unused_stored_bytes));
     if r.partly_used_chunks > 0 {
-        println!(
+        say!(
             "{} chunks are partly used: {} of them no snapshot references (below --max-unused, kept)",
             r.partly_used_chunks,
             size(r.partly_used_unreferenced_bytes)
@@ -361,12 +367,12 @@ pub fn prune(r: &cuckoo::PruneReport, json: bool) {
 
 pub fn repair(r: &cuckoo::RepairReport, options: cuckoo::RepairOptions, json: bool) {
     if json {
-        println!("{}", serde_json::to_value(r).expect("repair report serialises"));
+        say!("{}", serde_json::to_value(r).expect("repair report serialises"));
         return;
     }
     let size = |b: u64| format_size(b, BINARY);
     let (write, delete) = if options.dry_run { ("would write", "would delete") } else { ("wrote", "deleted") };
-    println!(
+    say!(
         "{} objects: {} healthy, {} repaired, {} moved; {write} {} pieces ({}), {delete} {} ({})",
         r.objects,
         r.healthy,
@@ -378,15 +384,15 @@ pub fn repair(r: &cuckoo::RepairReport, options: cuckoo::RepairOptions, json: bo
         size(r.bytes_deleted)
     );
     if r.corrupt_pieces > 0 {
-        println!("{} corrupt pieces found and replaced", r.corrupt_pieces);
+        say!("{} corrupt pieces found and replaced", r.corrupt_pieces);
     }
     if r.shared_copied > 0 {
-        println!("{write} {} copies of snapshots, key slots and pool records", r.shared_copied);
+        say!("{write} {} copies of snapshots, key slots and pool records", r.shared_copied);
     }
     for (id, why) in &r.unrecoverable {
-        println!("cannot rebuild {}: {why}", &id[..16]);
+        say!("cannot rebuild {}: {why}", &id[..16]);
     }
     if r.incomplete > 0 {
-        println!("{} objects could not be finished (a backend failed): run it again", r.incomplete);
+        say!("{} objects could not be finished (a backend failed): run it again", r.incomplete);
     }
 }

@@ -1,0 +1,63 @@
+//! The defects a new user met in the first hour (issue 15), each with a regression test
+//! named after it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use common::Env;
+
+/// A tree whose listing is far larger than a pipe's buffer.
+fn many_files(env: &Env) -> std::path::PathBuf {
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..3000 {
+        std::fs::write(src.join(format!("a-file-with-a-rather-long-name-{i:05}.txt")), i.to_string()).unwrap();
+    }
+    src
+}
+
+#[test]
+fn regression_a_closed_pipe_ends_ls_and_diff_quietly() {
+    let env = Env::new();
+    let src = many_files(&env);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    std::fs::remove_file(src.join("a-file-with-a-rather-long-name-00007.txt")).unwrap();
+    for i in 0..3000 {
+        std::fs::write(src.join(format!("new-{i:05}")), "x").unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let listed = env.json(&["snapshots"]);
+    let (a, b) = (listed[0]["id"].as_str().unwrap(), listed[1]["id"].as_str().unwrap());
+    for args in [vec!["ls", "latest"], vec!["ls", "latest", "--json"], vec!["diff", a, b], vec!["diff", a, b, "--json"]]
+    {
+        // `cuckoo … | head -1`: read one line, then close the pipe.
+        let mut child = env.command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(!first.is_empty());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(141), "{args:?} exits as a process whose reader left: {err}");
+    }
+}
+
+#[test]
+fn regression_a_failed_mount_leaves_no_lock_behind() {
+    let env = Env::new();
+    let full = env.path("full");
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::write(full.join("file"), "hidden if mounted over").unwrap();
+    let missing = env.path("missing");
+    let file = full.join("file");
+    for (mountpoint, says) in [(&full, "not empty"), (&missing, "No such file"), (&file, "not a directory")] {
+        let out = env.run(&["mount", mountpoint.to_str().unwrap()]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && said.contains(says), "{}: {said}", mountpoint.display());
+        let locks: usize = (0..3).map(|i| common::count_files(&env.path(&format!("backend-{i}/locks")))).sum();
+        assert_eq!(locks, 0, "a refused mount on {} left locks", mountpoint.display());
+    }
+    assert!(std::fs::read_dir(&missing).is_err(), "nothing was created");
+}
