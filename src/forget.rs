@@ -33,9 +33,11 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// True when no rule is set.
+    /// True when no rule is set. As in restic, a count of 0 is no rule: `--keep-last 0`
+    /// alone is not a policy that forgets everything.
     pub fn is_empty(&self) -> bool {
-        *self == Policy::default()
+        let counts = [self.last, self.hourly, self.daily, self.weekly, self.monthly, self.yearly];
+        counts.iter().all(|n| n.unwrap_or(0) == 0) && self.tags.is_empty()
     }
 }
 

@@ -61,3 +61,23 @@ fn regression_a_failed_mount_leaves_no_lock_behind() {
     }
     assert!(std::fs::read_dir(&missing).is_err(), "nothing was created");
 }
+
+#[test]
+fn regression_forget_keep_last_0_alone_is_no_policy_and_forgets_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..3 {
+        std::fs::write(src.join("f"), i.to_string()).unwrap();
+        env.ok(&["backup", src.to_str().unwrap()]);
+    }
+    for policy in [["--keep-last", "0"], ["--keep-daily", "0"]] {
+        let out = env.run(&["forget", policy[0], policy[1]]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && said.contains("is no policy"), "{policy:?}: {said}");
+    }
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 3);
+    // With a real rule beside it, 0 simply adds nothing.
+    env.ok(&["forget", "--keep-last", "2", "--keep-daily", "0"]);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+}

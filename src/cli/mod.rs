@@ -671,7 +671,13 @@ async fn forget(
                 .collect()
         }
         (true, false) => cuckoo::forget::apply(&all, policy).into_iter().map(|d| (d.id, d.reasons)).collect(),
-        _ => anyhow::bail!("name snapshots to forget, or give a policy (--keep-last, --keep-daily, …), not both"),
+        (true, true) => anyhow::bail!(
+            "nothing to forget: name snapshots, or give a policy (--keep-last, --keep-daily, …); as in restic, \
+             a --keep-* of 0 is no policy"
+        ),
+        (false, false) => {
+            anyhow::bail!("name snapshots to forget, or give a policy (--keep-last, --keep-daily, …), not both")
+        }
     };
     let gone: Vec<cuckoo::ObjectId> = decisions.iter().filter(|(_, r)| r.is_empty()).map(|(id, _)| *id).collect();
     output::forget(&all, &decisions, dry_run, cli.json);
