@@ -33,6 +33,90 @@ const OWN_KEYS: [&str; 9] = [
     "drain",
 ];
 
+/// The option names a scheme's OpenDAL service reads (its config struct's fields), so that
+/// a misspelt option is an error rather than a setting silently ignored. `None` where the
+/// names cannot be known.
+fn scheme_options(scheme: &str) -> Option<&'static [&'static str]> {
+    use opendal::services::*;
+    match scheme {
+        "fs" => field_names::<FsConfig>(),
+        "memory" => field_names::<MemoryConfig>(),
+        "s3" => field_names::<S3Config>(),
+        "gcs" => field_names::<GcsConfig>(),
+        "azblob" => field_names::<AzblobConfig>(),
+        "webdav" => field_names::<WebdavConfig>(),
+        "sftp" => field_names::<SftpConfig>(),
+        "ftp" => field_names::<FtpConfig>(),
+        "gdrive" => field_names::<GdriveConfig>(),
+        "onedrive" => field_names::<OnedriveConfig>(),
+        "dropbox" => field_names::<DropboxConfig>(),
+        _ => None,
+    }
+}
+
+/// The field names a derived `Deserialize` struct announces: serde hands them to the
+/// deserializer, which here only records them.
+fn field_names<T: serde::de::DeserializeOwned>() -> Option<&'static [&'static str]> {
+    struct Fields(Option<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("field names recorded")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> std::result::Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> std::result::Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields = Fields(None);
+    let _ = T::deserialize(&mut fields);
+    fields.0
+}
+
+/// Refuse options the scheme does not have, naming the nearest valid key.
+pub fn check_options<'a>(name: &str, scheme: &str, keys: impl IntoIterator<Item = &'a String>) -> Result<()> {
+    let Some(known) = scheme_options(scheme) else { return Ok(()) };
+    for key in keys {
+        if known.contains(&key.as_str()) {
+            continue;
+        }
+        let nearest = known
+            .iter()
+            .chain(OWN_KEYS.iter())
+            .map(|k| (strsim::damerau_levenshtein(key, k), *k))
+            .filter(|(d, _)| *d <= 2)
+            .min();
+        let hint = match nearest {
+            Some((_, k)) => format!("; did you mean '{k}'?"),
+            None => format!("; {scheme} takes {}, and every backend takes {}", known.join(", "), OWN_KEYS.join(", ")),
+        };
+        return Err(Error::config(format!("backend '{name}': unknown option '{key}'{hint}")));
+    }
+    Ok(())
+}
+
 /// The OpenDAL schemes this build compiles in.
 pub const SCHEMES: [&str; 11] =
     ["fs", "memory", "s3", "gcs", "azblob", "webdav", "sftp", "ftp", "gdrive", "onedrive", "dropbox"];
@@ -119,7 +203,10 @@ impl Config {
     /// Parse config text; `path` is only used in messages and for relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Config> {
         let bad = |msg: String| Error::config(format!("config {}: {msg}", path.display()));
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let at = e.span().map(|s| line_col(text, s.start)).map(|(l, c)| format!("line {l}, column {c}: "));
+            bad(format!("{}{}", at.unwrap_or_default(), e.message().trim_end()))
+        })?;
         let mut config =
             Config { path: path.to_path_buf(), catalogue: None, compression: DEFAULT_COMPRESSION, backends: vec![] };
         for (key, value) in &table {
@@ -129,7 +216,7 @@ impl Config {
                 ("backend", toml::Value::Array(items)) => {
                     for item in items {
                         let t = item.as_table().ok_or_else(|| bad("[[backend]] must be a table".into()))?;
-                        config.backends.push(parse_backend(t).map_err(&bad)?);
+                        config.backends.push(parse_backend(t, text).map_err(&bad)?);
                     }
                 }
                 (k, v) => return Err(bad(format!("unexpected key '{k}' = {v}"))),
@@ -253,7 +340,28 @@ fn render_backend(b: &BackendConfig) -> String {
     doc.to_string()
 }
 
-fn parse_backend(t: &toml::Table) -> std::result::Result<BackendConfig, String> {
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// The line of `key = …` in the `[[backend]]` table named `name`, for messages.
+fn line_of_key(text: &str, name: &str, key: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let named = |l: &str| {
+        l.split_once('=').is_some_and(|(k, v)| k.trim() == "name" && v.trim().trim_matches(['"', '\'']) == name)
+    };
+    let at = lines.iter().position(|l| named(l))?;
+    // The table starts at the `[[backend]]` above its name and ends at the next one.
+    let start = lines[..at].iter().rposition(|l| l.trim() == "[[backend]]").unwrap_or(0);
+    let end = lines[start + 1..].iter().position(|l| l.trim().starts_with('[')).map_or(lines.len(), |i| start + 1 + i);
+    (start..end).find(|&i| lines[i].split_once('=').is_some_and(|(k, _)| k.trim() == key)).map(|i| i + 1)
+}
+
+fn parse_backend(t: &toml::Table, text: &str) -> std::result::Result<BackendConfig, String> {
     let string = |k: &str| match t.get(k) {
         Some(toml::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         Some(_) => Err(format!("backend '{k}' must be a non-empty string")),
@@ -293,6 +401,13 @@ fn parse_backend(t: &toml::Table) -> std::result::Result<BackendConfig, String> 
         };
         options.insert(k.clone(), v);
     }
+    check_options(&name, &scheme, options.keys()).map_err(|e| {
+        let key = options.keys().find(|k| e.context().contains(&format!("'{k}'"))).cloned().unwrap_or_default();
+        match line_of_key(text, &name, &key) {
+            Some(line) => format!("line {line}: {}", e.context()),
+            None => e.context().to_string(),
+        }
+    })?;
     let rate = |key: &str| match t.get(key) {
         None => Ok(None),
         Some(toml::Value::Integer(n)) if *n > 0 => Ok(Some(*n as u64)),
@@ -324,14 +439,16 @@ fn parse_backend(t: &toml::Table) -> std::result::Result<BackendConfig, String> 
 }
 
 /// Parse `key=value` words from the command line into backend options.
-pub fn parse_options(words: &[String]) -> Result<BTreeMap<String, String>> {
-    words
+pub fn parse_options(name: &str, scheme: &str, words: &[String]) -> Result<BTreeMap<String, String>> {
+    let options: BTreeMap<String, String> = words
         .iter()
         .map(|w| match w.split_once('=') {
             Some((k, v)) if !k.is_empty() && !OWN_KEYS.contains(&k) => Ok((k.to_string(), v.to_string())),
             _ => Err(Error::config(format!("'{w}' is not an option of the form key=value"))),
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    check_options(name, scheme, options.keys())?;
+    Ok(options)
 }
 
 /// Where the config lives when neither `--config` nor `CUCKOO_CONFIG` says.
@@ -394,6 +511,55 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_options_the_test_servers_use_are_known_and_typos_are_named() {
+        for (scheme, keys) in [
+            (
+                "s3",
+                &["endpoint", "bucket", "region", "access_key_id", "secret_access_key", "disable_config_load", "root"]
+                    [..],
+            ),
+            ("azblob", &["endpoint", "container", "account_name", "account_key"]),
+            (
+                "gcs",
+                &[
+                    "endpoint",
+                    "bucket",
+                    "skip_signature",
+                    "allow_anonymous",
+                    "disable_vm_metadata",
+                    "disable_config_load",
+                ],
+            ),
+            ("webdav", &["endpoint", "username", "password", "root"]),
+            ("ftp", &["endpoint", "user", "password", "root"]),
+            ("sftp", &["endpoint", "user", "key", "known_hosts_strategy", "root"]),
+            ("fs", &["root", "atomic_write_dir"]),
+        ] {
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            check_options("b", scheme, keys.iter()).unwrap_or_else(|e| panic!("{scheme}: {e}"));
+        }
+        let err = check_options("b", "fs", [&"rooot".to_string()]).unwrap_err().to_string();
+        assert!(err.contains("unknown option 'rooot'; did you mean 'root'?"), "{err}");
+        let err = check_options("b", "fs", [&"wieght".to_string()]).unwrap_err().to_string();
+        assert!(err.contains("did you mean 'weight'?"), "{err}");
+    }
+
+    #[test]
+    fn config_errors_say_where() {
+        let path = Path::new("pool.toml");
+        let text = "[[backend]]\nname = \"a\"\nscheme = \"fs\"\nroot = \"/x\"\nwieght = 2\n";
+        let err = Config::parse(path, text).unwrap_err().to_string();
+        assert!(err.contains("line 5: backend 'a': unknown option 'wieght'; did you mean 'weight'?"), "{err}");
+        let err = Config::parse(path, "[[backend]]\nname = \"a\nscheme = 1\n").unwrap_err().to_string();
+        assert!(err.contains("line 2, column"), "{err}");
+        let err = Config::parse(path, "[[backend]]\nname = \"a\"\nscheme = \"fs\"\nweight = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("weight must be a number"), "{err}");
+    }
+
     use super::*;
 
     fn parse(text: &str) -> Result<Config> {
@@ -404,13 +570,13 @@ mod tests {
     fn parses_backends_and_options() {
         let c = parse(
             "compression = 5\n[[backend]]\nname='a'\nscheme='fs'\nroot='/x'\n\
-             [[backend]]\nname='b'\nscheme='s3'\nweight=2.5\nbucket='bk'\nport=9000\n",
+             [[backend]]\nname='b'\nscheme='s3'\nweight=2.5\nbucket='bk'\nenable_virtual_host_style=true\n",
         )
         .unwrap();
         assert_eq!(c.compression, 5);
         assert_eq!(c.backends.len(), 2);
         assert_eq!(c.backends[1].weight, 2.5);
-        assert_eq!(c.backends[1].options["port"], "9000");
+        assert_eq!(c.backends[1].options["enable_virtual_host_style"], "true");
         assert_eq!(c.backends[0].options["root"], "/x");
     }
 
@@ -437,7 +603,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "# mine\n[[backend]]\nname='a'\nscheme='fs'\nroot='/a'\n").unwrap();
         let mut c = Config::load(&path).unwrap();
-        let opts = parse_options(&["root=/b".into()]).unwrap();
+        let opts = parse_options("b", "fs", &["root=/b".into()]).unwrap();
         let limits = Limits { upload: Some(1 << 20), download: None, requests_per_second: Some(50) };
         let b = BackendConfig {
             name: "b".into(),
@@ -454,6 +620,6 @@ mod tests {
         assert!(text.starts_with("# mine"));
         let again = Config::load(&path).unwrap();
         assert_eq!(again.backends, c.backends);
-        assert!(parse_options(&["noequals".into()]).is_err());
+        assert!(parse_options("b", "fs", &["noequals".into()]).is_err());
     }
 }

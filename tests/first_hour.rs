@@ -81,3 +81,25 @@ fn regression_forget_keep_last_0_alone_is_no_policy_and_forgets_nothing() {
     env.ok(&["forget", "--keep-last", "2", "--keep-daily", "0"]);
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn regression_config_typos_are_errors_that_name_the_key_and_the_line() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let misspelt = text.replacen("weight = 2", "wieght = 2", 1);
+    std::fs::write(&env.config, &misspelt).unwrap();
+    let out = env.run(&["snapshots"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    let line = misspelt.lines().position(|l| l.starts_with("wieght")).unwrap() + 1;
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("line {line}: backend 'b1': unknown option 'wieght'; did you mean 'weight'?")),
+        "{said}"
+    );
+    std::fs::write(&env.config, &text).unwrap();
+
+    let out = env.run(&["backend", "add", "b9", "fs", &format!("rooot={}", env.path("b9").display())]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("unknown option 'rooot'; did you mean 'root'?"), "{said}");
+    assert_eq!(std::fs::read_to_string(&env.config).unwrap(), text, "the config is unchanged");
+}

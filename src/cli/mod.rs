@@ -625,7 +625,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 limits,
                 capacity: *capacity,
                 drain: false,
-                options: config::parse_options(options)?,
+                options: config::parse_options(name, scheme, options)?,
             };
             backend_add(&cli, config, backend).await
         }
