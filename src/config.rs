@@ -465,8 +465,9 @@ pub fn data_dir() -> Result<PathBuf> {
         .ok_or_else(|| Error::config("cannot find the user's data directory; set XDG_DATA_HOME"))
 }
 
-/// Write the embedded default: three local-directory backends under the data dir.
-pub fn create_default(config_path: &Path) -> Result<Config> {
+/// The embedded default pool: three local-directory backends under the data dir, and the
+/// text of its config file (not written: see `write_new`).
+pub fn default_pool(config_path: &Path) -> Result<(Config, String)> {
     let base = data_dir()?.join("pool");
     let backends: Vec<BackendConfig> = ["local-1", "local-2", "local-3"]
         .iter()
@@ -481,16 +482,21 @@ pub fn create_default(config_path: &Path) -> Result<Config> {
             options: BTreeMap::from([("root".to_string(), base.join(name).display().to_string())]),
         })
         .collect();
-    if let Some(dir) = config_path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-    }
     let text = format!(
         "# Created by cuckoo: a pool of three local directories. Add cloud backends with\n\
          # `cuckoo backend add NAME SCHEME key=value...`.\n{}",
         Config::render(None, &backends)
     );
-    write_atomically(config_path, text.as_bytes())?;
-    Config::parse(config_path, &text)
+    Ok((Config::parse(config_path, &text)?, text))
+}
+
+/// Write a new config file (and its folder), e.g. the text `default_pool` made, once the
+/// pool it describes exists.
+pub fn write_new(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    }
+    write_atomically(path, text.as_bytes())
 }
 
 /// Replace a file so a crash leaves either the old or the new content, never a mix.

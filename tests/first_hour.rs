@@ -103,3 +103,34 @@ fn regression_config_typos_are_errors_that_name_the_key_and_the_line() {
     assert!(!out.status.success() && said.contains("unknown option 'rooot'; did you mean 'root'?"), "{said}");
     assert_eq!(std::fs::read_to_string(&env.config).unwrap(), text, "the config is unchanged");
 }
+
+#[test]
+fn regression_a_failed_first_run_leaves_nothing_and_the_next_one_works() {
+    let home = tempfile::tempdir().unwrap();
+    let cuckoo = |password: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_cuckoo"));
+        c.arg("snapshots")
+            .env_remove("CUCKOO_CONFIG")
+            .env_remove("CUCKOO_PASSWORD")
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env("XDG_DATA_HOME", home.path().join("data"))
+            .stdin(Stdio::null());
+        if let Some(p) = password {
+            c.env("CUCKOO_PASSWORD", p);
+        }
+        c.output().unwrap()
+    };
+    let out = cuckoo(None);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("nothing was kept"), "{said}");
+    assert!(!home.path().join("config/cuckoo/config.toml").exists(), "no config is written");
+    assert_eq!(common::count_files(&home.path().join("data")), 0, "no pool files are left");
+
+    let out = cuckoo(Some("secret"));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    for what in ["three directories on this disk", "encrypted", "stored twice", "catalogue"] {
+        assert!(said.contains(what), "the first-run message says {what}: {said}");
+    }
+    assert!(cuckoo(Some("secret")).status.success(), "the pool opens again");
+}

@@ -28,10 +28,6 @@ use cuckoo::{BackupOptions, ErrorKind, InitOutcome, Progress, Repository, Restor
 const EXIT_PARTIAL: u8 = 3;
 /// Exit code after Ctrl-C.
 const EXIT_INTERRUPTED: u8 = 130;
-/// Exit code when the reader of our output went away: what a process killed by SIGPIPE
-/// reports (Rust ignores SIGPIPE, and must: a backend's socket or ssh pipe closing may not
-/// kill the process).
-pub(crate) const EXIT_BROKEN_PIPE: u8 = 141;
 
 #[derive(Parser)]
 #[command(name = "cuckoo", version, about = "Deduplicated snapshots over a pool of storage backends")]
@@ -294,7 +290,7 @@ enum BackendCommand {
         #[arg(long)]
         requests_per_second: Option<u64>,
         /// Most bytes it may hold, e.g. 15GiB (placement never fills it past that)
-        #[arg(long, value_parser = parse_rate)]
+        #[arg(long, value_parser = parse_size)]
         capacity: Option<u64>,
     },
     /// Change a backend's weight or capacity (then `cuckoo rebalance` moves data to match)
@@ -305,7 +301,7 @@ enum BackendCommand {
         #[arg(long)]
         weight: Option<f64>,
         /// Most bytes it may hold, e.g. 15GiB
-        #[arg(long, value_parser = parse_rate)]
+        #[arg(long, value_parser = parse_size)]
         capacity: Option<u64>,
     },
     /// Move everything off a backend onto the others, then drop it from the config
@@ -329,7 +325,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             if is_broken_pipe(&e) {
-                return ExitCode::from(EXIT_BROKEN_PIPE);
+                return ExitCode::from(output::EXIT_BROKEN_PIPE);
             }
             eprintln!("cuckoo: {}", one_line(&e));
             match e.downcast_ref::<cuckoo::Error>().map(|e| e.kind()) {
@@ -369,19 +365,35 @@ async fn load_config(cli: &Cli) -> Result<Config> {
     if path.exists() {
         return Ok(Config::load(&path)?);
     }
-    let config = config::create_default(&path)?;
-    let roots: Vec<PathBuf> = config.backends.iter().filter_map(|b| b.local_root()).collect();
-    eprintln!("cuckoo: no config found; created a pool of {} local directories:", roots.len());
-    for r in &roots {
-        eprintln!("  {}", r.display());
-    }
-    eprintln!("cuckoo: config written to {} (add cloud backends with `cuckoo backend add`)", path.display());
-    if let Err(e) = cuckoo::init(&config, &cuckoo::InitOptions::default(), &passphrase(cli)).await
-        && e.kind() != ErrorKind::AlreadyExists
-    {
-        return Err(e.into());
-    }
+    let (config, text) = config::default_pool(&path)?;
+    first_run(cli, &config).await?;
+    config::write_new(&path, &text)?;
+    output::first_run(&config, &path);
     Ok(config)
+}
+
+/// Create the embedded pool before its config is written, so a first run that fails (no
+/// passphrase, two that differ) leaves nothing behind and the next run starts afresh.
+async fn first_run(cli: &Cli, config: &Config) -> Result<()> {
+    let roots: Vec<PathBuf> = config.backends.iter().filter_map(|b| b.local_root()).collect();
+    let existed: Vec<bool> = roots.iter().map(|r| r.exists()).collect();
+    match cuckoo::init(config, &cuckoo::InitOptions::default(), &passphrase(cli)).await {
+        Ok(_) => Ok(()),
+        // Its directories hold the pool already (the config was deleted): use them again.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => {
+            for (root, existed) in roots.iter().zip(existed) {
+                if !existed {
+                    let _ = std::fs::remove_dir_all(root);
+                }
+            }
+            // The folders above them, if this run made them and they are empty now.
+            for dir in roots.first().into_iter().flat_map(|r| r.ancestors().skip(1).take(2)) {
+                let _ = std::fs::remove_dir(dir);
+            }
+            Err(anyhow::Error::from(e).context("creating the default pool failed; nothing was kept"))
+        }
+    }
 }
 
 fn passphrase(cli: &Cli) -> secret::Source {
@@ -848,6 +860,10 @@ async fn backend_remove(cli: &Cli, mut config: Config, name: &str) -> Result<Exi
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    cuckoo::parse_bytes(text).ok_or_else(|| format!("'{text}' is not a size such as 15GiB"))
 }
 
 fn parse_rate(text: &str) -> Result<u64, String> {

@@ -18,6 +18,17 @@ fn size(n: u64) -> String {
     format_size(n, BINARY)
 }
 
+/// "1 file", "2 files".
+fn count(n: impl TryInto<u64>, one: &str, many: &str) -> String {
+    let n: u64 = n.try_into().unwrap_or(u64::MAX);
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Exit code when the reader of our output went away: what a process killed by SIGPIPE
+/// reports (Rust ignores SIGPIPE, and must: a backend's socket or ssh pipe closing may not
+/// kill the process).
+pub const EXIT_BROKEN_PIPE: u8 = 141;
+
 /// Write one line of output; see `say!`.
 pub fn line(args: std::fmt::Arguments) {
     use std::io::Write;
@@ -25,8 +36,22 @@ pub fn line(args: std::fmt::Arguments) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             eprintln!("cuckoo: cannot write output: {e}");
         }
-        std::process::exit(if e.kind() == std::io::ErrorKind::BrokenPipe { super::EXIT_BROKEN_PIPE.into() } else { 1 });
+        std::process::exit(if e.kind() == std::io::ErrorKind::BrokenPipe { EXIT_BROKEN_PIPE.into() } else { 1 });
     }
+}
+
+/// What the first run made, so a newcomer knows where the data is and what protects it.
+pub fn first_run(config: &cuckoo::Config, path: &std::path::Path) {
+    eprintln!("cuckoo: no config found, so this created the default pool: three directories on this disk,");
+    for root in config.backends.iter().filter_map(|b| b.local_root()) {
+        eprintln!("  {}", root.display());
+    }
+    eprintln!(
+        "cuckoo: encrypted with your passphrase (keep it: without it the data cannot be read), every object \
+         stored twice, so losing one directory loses nothing; the catalogue (a rebuildable index) is under {}",
+        cuckoo::config::data_dir().map(|d| d.join("catalogues").display().to_string()).unwrap_or_default()
+    );
+    eprintln!("cuckoo: config written to {}; add cloud backends with `cuckoo backend add`", path.display());
 }
 
 /// A warning: something went wrong, or not as asked, and the command goes on.
@@ -67,23 +92,23 @@ pub fn backup(done: &BackupOutcome, json: bool) {
     }
     // Warnings were shown as they happened (progress); the summary only counts them.
     say!(
-        "files: {} ({} read, {} unchanged), dirs: {}, other: {}",
-        s.files,
+        "{} ({} read, {} unchanged), {}, {}",
+        count(s.files, "file", "files"),
         s.files_read,
         s.files - s.files_read,
-        s.dirs,
-        s.others
+        count(s.dirs, "directory", "directories"),
+        count(s.others, "other entry", "other entries")
     );
     say!(
-        "added to the pool: {} objects, {} ({} stored)",
-        s.objects_added,
+        "added to the pool: {}, {} ({} stored)",
+        count(s.objects_added, "object", "objects"),
         size(s.bytes_added),
         size(s.stored_bytes_added)
     );
     if s.skipped > 0 {
-        say!("skipped {} unreadable entries (listed above)", s.skipped);
+        say!("skipped {} (listed above)", count(s.skipped, "unreadable entry", "unreadable entries"));
     }
-    say!("snapshot {} saved ({} in {} files)", done.id.short(), size(s.bytes), s.files);
+    say!("snapshot {} saved ({} in {})", done.id.short(), size(s.bytes), count(s.files, "file", "files"));
 }
 
 pub fn snapshots(list: &[(ObjectId, Snapshot)], json: bool) {
@@ -104,7 +129,7 @@ pub fn snapshots(list: &[(ObjectId, Snapshot)], json: bool) {
             s.paths.join(" ")
         );
     }
-    say!("{} snapshots", list.len());
+    say!("{}", count(list.len(), "snapshot", "snapshots"));
 }
 
 /// Streams `ls` lines as entries are visited.
@@ -179,12 +204,12 @@ pub fn restore(id: &ObjectId, done: &RestoreOutcome, json: bool) {
         eprintln!("not restored: {f}");
     }
     say!(
-        "restored snapshot {}: {} files ({}), {} dirs, {} links and special files",
+        "restored snapshot {}: {} ({}), {}, {}",
         id.short(),
-        done.files,
+        count(done.files, "file", "files"),
         size(done.bytes),
-        done.dirs,
-        done.others
+        count(done.dirs, "directory", "directories"),
+        count(done.others, "link or special file", "links and special files")
     );
 }
 
@@ -273,16 +298,23 @@ pub fn check(report: &cuckoo::CheckReport, json: bool) {
     let verdict = if report.findings.is_empty() {
         "no problems".to_string()
     } else {
-        format!("{} problems", report.findings.len())
+        count(report.findings.len(), "problem", "problems")
     };
     for (name, b) in &report.backends {
         let state = if b.unreachable { ", unreachable" } else { "" };
         say!("backend {name}: {} pieces missing, {} corrupt{state}", b.missing, b.corrupt);
     }
     if report.degraded > 0 {
-        say!("{} objects have less redundancy than asked: `cuckoo repair` rebuilds it", report.degraded);
+        say!(
+            "{} less redundancy than asked: `cuckoo repair` rebuilds it",
+            count(report.degraded, "object has", "objects have")
+        );
     }
-    say!("checked {} snapshots, {} objects{read}: {verdict}", report.snapshots, report.objects);
+    say!(
+        "checked {}, {}{read}: {verdict}",
+        count(report.snapshots, "snapshot", "snapshots"),
+        count(report.objects, "object", "objects")
+    );
 }
 
 pub fn diff(changes: &[(String, cuckoo::Change)], json: bool) {
@@ -318,7 +350,10 @@ pub fn forget(all: &[(ObjectId, Snapshot)], decisions: &[(ObjectId, Vec<String>)
     }
     let n = decisions.iter().filter(|(_, r)| r.is_empty()).count();
     let verb = if dry_run { "would forget" } else { "forgot" };
-    say!("{verb} {n} of {} snapshots (their data stays stored until `cuckoo prune`)", decisions.len());
+    say!(
+        "{verb} {n} of {} (their data stays stored until `cuckoo prune`)",
+        count(decisions.len(), "snapshot", "snapshots")
+    );
 }
 
 pub fn keys(slots: &[cuckoo::KeyInfo], json: bool) {
@@ -349,8 +384,9 @@ pub fn prune(r: &cuckoo::PruneReport, json: bool) {
     if p.chunks > 0 {
         let verb = if r.dry_run { "would repack" } else { "repacked" };
         say!("{verb} {} partly used chunks: {} copied, {} freed", p.chunks, size(p.copied_bytes), size(p.freed_bytes));
-        for (old, new) in &p.rewritten {
-            say!("snapshot {} rewritten as {}", &old[..8], &new[..8]);
+        for (old, new) in p.rewritten.iter().filter(|(old, new)| old != new) {
+            let verb = if r.dry_run { "would be rewritten" } else { "rewritten" };
+            say!("snapshot {} {verb} as {}", &old[..8], &new[..8]);
         }
     }
     say!("{} snapshots reference {} objects ({} stored)", r.snapshots, r.live_objects, size(r.live_stored_bytes));
@@ -358,8 +394,8 @@ pub fn prune(r: &cuckoo::PruneReport, json: bool) {
     say!("{verb} {} unreferenced objects ({} stored)", r.unused_objects, size(r.unused_stored_bytes));
     if r.partly_used_chunks > 0 {
         say!(
-            "{} chunks are partly used: {} of them no snapshot references (below --max-unused, kept)",
-            r.partly_used_chunks,
+            "{} still partly used: {} of them no snapshot references",
+            count(r.partly_used_chunks, "chunk or tree pack is", "chunks and tree packs are"),
             size(r.partly_used_unreferenced_bytes)
         );
     }
@@ -384,7 +420,8 @@ pub fn repair(r: &cuckoo::RepairReport, options: cuckoo::RepairOptions, json: bo
         size(r.bytes_deleted)
     );
     if r.corrupt_pieces > 0 {
-        say!("{} corrupt pieces found and replaced", r.corrupt_pieces);
+        let verb = if options.dry_run { "found; repair would replace them" } else { "found and replaced" };
+        say!("{} {verb}", count(r.corrupt_pieces, "corrupt piece", "corrupt pieces"));
     }
     if r.shared_copied > 0 {
         say!("{write} {} copies of snapshots, key slots and pool records", r.shared_copied);
@@ -393,6 +430,6 @@ pub fn repair(r: &cuckoo::RepairReport, options: cuckoo::RepairOptions, json: bo
         say!("cannot rebuild {}: {why}", &id[..16]);
     }
     if r.incomplete > 0 {
-        say!("{} objects could not be finished (a backend failed): run it again", r.incomplete);
+        say!("{} could not be finished (a backend failed): run it again", count(r.incomplete, "object", "objects"));
     }
 }
