@@ -1,13 +1,18 @@
-//! Faults injected on purpose, for tests and drills: a backend that fails every request,
+//! The fault-injection layer, for tests and drills: a backend that fails every request,
 //! stalls until its requests time out, returns corrupted bytes, or has lost its objects.
 //! Off by default; one atomic load per request when off.
 //!
-//! Owns: the fault switches of one backend (shared by its clones). Must not: be turned on by
-//! configuration; only code (tests, a drill harness) sets them.
+//! Owns: the fault switches of one backend (shared by its clones) and the layer that obeys
+//! them. Must not: be turned on by configuration; only code (tests, a drill harness) sets
+//! them.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+
+use super::layer::Objects;
 use crate::error::{Error, ErrorKind, Result};
 
 /// One way a provider misbehaves.
@@ -40,7 +45,7 @@ impl Default for Faults {
 
 /// What a request must do after `Faults::enter` let it through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Then {
+enum Then {
     /// Carry on normally.
     Proceed,
     /// Act as if the object did not exist.
@@ -75,7 +80,7 @@ impl Faults {
     }
 
     /// Called at the start of every request.
-    pub(crate) async fn enter(&self, backend: &str, what: &str, path: &str) -> Result<Then> {
+    async fn enter(&self, backend: &str, what: &str, path: &str) -> Result<Then> {
         let on = self.on.load(Ordering::Relaxed);
         if on == 0 {
             return Ok(Then::Proceed);
@@ -98,10 +103,107 @@ impl Faults {
 }
 
 /// Flip one bit in the middle, as a bad disk or a buggy proxy would.
-pub(crate) fn damage(mut bytes: Vec<u8>) -> Vec<u8> {
+fn damage(bytes: Bytes) -> Bytes {
+    let mut bytes = Vec::from(bytes);
     let mid = bytes.len() / 2;
     if let Some(b) = bytes.get_mut(mid) {
         *b ^= 0x10;
     }
-    bytes
+    bytes.into()
+}
+
+/// `inner` obeying the fault switches.
+pub(crate) struct Faulty<L> {
+    pub inner: L,
+    pub faults: Arc<Faults>,
+    /// Backend name, for messages.
+    pub name: String,
+}
+
+impl<L: Objects> Objects for Faulty<L> {
+    async fn write(&self, path: &str, bytes: Bytes) -> Result<()> {
+        // A lost or corrupting backend still takes writes.
+        self.faults.enter(&self.name, "write", path).await?;
+        self.inner.write(path, bytes).await
+    }
+
+    async fn read(&self, path: &str) -> Result<Option<Bytes>> {
+        match self.faults.enter(&self.name, "read", path).await? {
+            Then::Vanish => Ok(None),
+            Then::Damage => Ok(self.inner.read(path).await?.map(damage)),
+            Then::Proceed => self.inner.read(path).await,
+        }
+    }
+
+    async fn read_head(&self, path: &str, n: u64) -> Result<Option<Bytes>> {
+        match self.faults.enter(&self.name, "read", path).await? {
+            Then::Vanish => Ok(None),
+            // The object is damaged, not its first bytes alone: the head is cut from it.
+            Then::Damage => Ok(self.inner.read(path).await?.map(|all| {
+                let all = damage(all);
+                all.slice(..all.len().min(n as usize))
+            })),
+            Then::Proceed => self.inner.read_head(path, n).await,
+        }
+    }
+
+    async fn stat(&self, path: &str) -> Result<Option<u64>> {
+        match self.faults.enter(&self.name, "stat", path).await? {
+            Then::Vanish => Ok(None),
+            _ => self.inner.stat(path).await,
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        match self.faults.enter(&self.name, "list", prefix).await? {
+            Then::Vanish => Ok(vec![]),
+            _ => self.inner.list(prefix).await,
+        }
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        self.faults.enter(&self.name, "delete", path).await?;
+        self.inner.delete(path).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::dal::Dal;
+
+    fn layer() -> Faulty<Dal> {
+        opendal::init_default_registry();
+        let op = opendal::Operator::via_iter("memory", Vec::<(String, String)>::new()).unwrap();
+        let dal = Dal { name: "m".into(), scheme: "memory".into(), op, content_type: false };
+        Faulty { inner: dal, faults: Arc::default(), name: "m".into() }
+    }
+
+    #[tokio::test]
+    async fn each_fault_changes_what_the_layer_below_answers() {
+        let f = layer();
+        let body = Bytes::from(vec![7u8; 100]);
+        f.write("a/x", body.clone()).await.unwrap();
+        assert_eq!(f.read("a/x").await.unwrap(), Some(body.clone()));
+
+        f.faults.set(Fault::Corrupt);
+        let read = f.read("a/x").await.unwrap().unwrap();
+        assert_eq!((read.len(), read[50], read[49]), (100, 7 ^ 0x10, 7), "one bit flipped in the middle");
+        assert_eq!(f.read_head("a/x", 10).await.unwrap().unwrap(), body.slice(..10), "the head is before the damage");
+        f.faults.clear();
+
+        f.faults.set(Fault::Lose);
+        assert_eq!(f.read("a/x").await.unwrap(), None);
+        assert_eq!(f.stat("a/x").await.unwrap(), None);
+        assert!(f.list("a/").await.unwrap().is_empty());
+        f.write("a/y", body.clone()).await.unwrap();
+        f.faults.clear();
+        assert_eq!(f.list("a/").await.unwrap().len(), 2, "writes landed while lost");
+
+        f.faults.set(Fault::Fail);
+        let err = f.read("a/x").await.unwrap_err();
+        assert!(err.to_string().contains("injected") && err.kind() == ErrorKind::Backend, "{err}");
+        assert!(f.delete("a/x").await.is_err());
+        assert!(f.faults.hits() >= 8);
+    }
 }

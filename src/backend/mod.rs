@@ -1,33 +1,45 @@
-//! One storage place: an OpenDAL operator with retry, timeout and concurrency layers, and the
-//! few operations the store needs, with errors that name the backend.
+//! One storage place: an OpenDAL operator, with cuckoo's own concerns stacked over it as
+//! layers of one small trait (`layer::Objects`), the way OpenDAL stacks its retry, timeout
+//! and concurrency layers over a service:
 //!
-//! Owns: building operators from config and mapping OpenDAL errors. Must not: choose where
-//! objects go (ring) or know object formats (codec); it moves opaque bytes by path.
+//! ```text
+//! Deadline (deadline.rs)  a last bound on every operation
+//!  └ Faulty (faults.rs)    faults injected by tests and drills
+//!     └ Limited (limits.rs) rate limits from the config
+//!        └ Dal (dal.rs)      the OpenDAL operator (+ its retry, timeout, concurrency layers)
+//! ```
+//!
+//! Owns: building that stack from config (here) and mapping OpenDAL errors (`dal`). Must
+//! not: choose where objects go (ring) or know object formats (codec); it moves opaque bytes
+//! by path.
 
+mod dal;
+mod deadline;
 mod faults;
+mod layer;
+mod limits;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-/// The longest any single backend operation may take, retries included (see `bounded`).
-const OP_DEADLINE: Duration = Duration::from_secs(600);
-/// Listings of large prefixes may legitimately take longer.
-const LIST_DEADLINE: Duration = Duration::from_secs(1800);
-
-pub use faults::{Fault, Faults};
-use faults::{Then, damage};
-
-use futures::TryStreamExt;
 use opendal::Operator;
 use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
 
-use std::sync::Arc;
+pub use faults::{Fault, Faults};
 
 use crate::config::BackendConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::limit::Limiter;
+use dal::Dal;
+use deadline::Deadline;
+use faults::Faulty;
+use layer::Objects;
+use limits::Limited;
+
+/// The layers every backend has, outermost first.
+type Stack = Deadline<Faulty<Limited<Dal>>>;
 
 /// An opened backend.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Backend {
     /// Name from the config.
     pub name: String,
@@ -40,29 +52,19 @@ pub struct Backend {
     /// Being emptied: placement sends it nothing new.
     pub drain: bool,
     op: Operator,
-    content_type: bool,
-    limits: Arc<Limiters>,
+    stack: Arc<Stack>,
     faults: Arc<Faults>,
 }
 
-/// The rate limiters of one backend, shared by its clones.
-#[derive(Debug, Default)]
-struct Limiters {
-    upload: Option<Limiter>,
-    download: Option<Limiter>,
-    requests: Option<Limiter>,
-}
-
-impl Limiters {
-    async fn request(&self) {
-        if let Some(l) = &self.requests {
-            l.acquire(1).await;
-        }
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").field("name", &self.name).field("scheme", &self.scheme).finish_non_exhaustive()
     }
 }
 
 impl Backend {
-    /// Build the operator for `cfg`. Does no I/O: reachability shows on first use.
+    /// Build the operator for `cfg` and the layers over it. Does no I/O: reachability shows
+    /// on first use.
     pub fn open(cfg: &BackendConfig) -> Result<Backend> {
         opendal::init_default_registry();
         let mut options = resolve_secrets(cfg)?;
@@ -84,12 +86,13 @@ impl Backend {
             .layer(RetryLayer::new().with_jitter().with_max_times(4).with_min_delay(Duration::from_millis(200)))
             .layer(ConcurrentLimitLayer::new(cfg.concurrency));
         let content_type = op.info().capability().write_with_content_type;
-        let l = cfg.limits;
-        let limits = Arc::new(Limiters {
-            upload: l.upload.map(Limiter::new),
-            download: l.download.map(Limiter::new),
-            requests: l.requests_per_second.map(Limiter::new),
-        });
+        let dal = Dal { name: cfg.name.clone(), scheme: cfg.scheme.clone(), op: op.clone(), content_type };
+        let faults = Arc::new(Faults::default());
+        let stack = Deadline {
+            inner: Faulty { inner: Limited::new(dal, cfg.limits), faults: faults.clone(), name: cfg.name.clone() },
+            name: cfg.name.clone(),
+            scheme: cfg.scheme.clone(),
+        };
         Ok(Backend {
             name: cfg.name.clone(),
             scheme: cfg.scheme.clone(),
@@ -97,9 +100,8 @@ impl Backend {
             capacity: cfg.capacity,
             drain: cfg.drain,
             op,
-            content_type,
-            limits,
-            faults: Arc::default(),
+            stack: Arc::new(stack),
+            faults,
         })
     }
 
@@ -108,210 +110,46 @@ impl Backend {
         &self.faults
     }
 
-    /// The OpenDAL operator, for callers that need more than these few operations.
+    /// The OpenDAL operator, for callers that need more than these few operations. It is
+    /// below the layers: no limits, faults or deadlines apply to it.
     pub fn operator(&self) -> &Operator {
         &self.op
-    }
-
-    fn err(&self, what: &str, path: &str, e: opendal::Error) -> Error {
-        let kind = match e.kind() {
-            _ if is_out_of_space(&e) => ErrorKind::Full,
-            opendal::ErrorKind::NotFound => ErrorKind::NotFound,
-            opendal::ErrorKind::ConfigInvalid => ErrorKind::Config,
-            opendal::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
-            _ => ErrorKind::Backend,
-        };
-        Error::new(kind, format!("backend '{}' ({}): {what} {path}", self.name, self.scheme)).with_source(e)
     }
 
     /// Store `bytes` at `path`, replacing what is there. Returns once the service reports the
     /// write complete (for `fs`: written, fsynced and renamed into place).
     pub async fn write(&self, path: &str, bytes: impl Into<bytes::Bytes>) -> Result<()> {
-        self.bounded("write", path, OP_DEADLINE, self.write_inner(path, bytes.into())).await
+        self.stack.write(path, bytes.into()).await
     }
 
     /// The object at `path`, or `None` if it does not exist. The bytes are the service's
     /// buffer, not a copy (decoding reads them where they lie).
     pub async fn read(&self, path: &str) -> Result<Option<bytes::Bytes>> {
-        self.bounded("read", path, OP_DEADLINE, self.read_inner(path)).await
+        self.stack.read(path).await
     }
 
     /// The first `n` bytes of the object at `path`.
     pub async fn read_head(&self, path: &str, n: u64) -> Result<Vec<u8>> {
-        self.bounded("read", path, OP_DEADLINE, self.read_head_inner(path, n)).await
-    }
-
-    /// The length of the object at `path`, or `None` if it does not exist.
-    pub async fn len(&self, path: &str) -> Result<Option<u64>> {
-        self.bounded("stat", path, OP_DEADLINE, self.len_inner(path)).await
-    }
-
-    /// Every object below `prefix` (a directory path ending in `/`), with its length.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        self.bounded("list", prefix, LIST_DEADLINE, self.list_inner(prefix)).await
-    }
-
-    /// Remove the object at `path`; a missing object is not an error.
-    pub async fn delete(&self, path: &str) -> Result<()> {
-        self.bounded("delete", path, OP_DEADLINE, self.delete_inner(path)).await
-    }
-
-    /// OpenDAL's timeout and retry layers bound each attempt, but not the wait for a free
-    /// connection or a request slot, and a service client can wait on its own connection pool
-    /// without any timer (seen with FTP under load). This last bound turns any such hang into
-    /// an error, so the backend is marked down and redundancy takes over.
-    async fn bounded<T>(
-        &self,
-        what: &str,
-        path: &str,
-        deadline: Duration,
-        op: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(deadline, op).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::new(
-                ErrorKind::Backend,
-                format!(
-                    "backend '{}' ({}): {what} {path}: no answer in {} s",
-                    self.name,
-                    self.scheme,
-                    deadline.as_secs()
-                ),
-            )),
-        }
-    }
-
-    async fn write_inner(&self, path: &str, bytes: bytes::Bytes) -> Result<()> {
-        self.faults.enter(&self.name, "write", path).await?;
-        self.limits.request().await;
-        if let Some(l) = &self.limits.upload {
-            l.acquire(bytes.len() as u64).await;
-        }
-        let mut w = self.op.write_with(path, bytes);
-        if self.content_type {
-            // Some services (the GCS emulator among them) refuse writes without one.
-            w = w.content_type("application/octet-stream");
-        }
-        w.await.map(|_| ()).map_err(|e| self.err("write", path, e))
-    }
-
-    async fn read_inner(&self, path: &str) -> Result<Option<bytes::Bytes>> {
-        let then = self.faults.enter(&self.name, "read", path).await?;
-        if then == Then::Vanish {
-            return Ok(None);
-        }
-        self.limits.request().await;
-        match self.op.read(path).await {
-            Ok(buf) => {
-                // Paid after the fact: the size is known only now. Over many reads the
-                // average stays at the limit.
-                if let Some(l) = &self.limits.download {
-                    l.acquire(buf.len() as u64).await;
-                }
-                let bytes = buf.to_bytes();
-                Ok(Some(if then == Then::Damage { damage(bytes.into()).into() } else { bytes }))
-            }
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.err("read", path, e)),
-        }
-    }
-
-    async fn read_head_inner(&self, path: &str, n: u64) -> Result<Vec<u8>> {
-        if self.faults.enter(&self.name, "read", path).await? != Then::Proceed {
-            // Lost or damaged: the whole-object read below reports it the same way.
-            return match self.read(path).await? {
-                Some(mut all) => {
-                    all.truncate(n as usize);
-                    Ok(all.into())
-                }
-                None => {
-                    Err(Error::not_found(format!("backend '{}' ({}): read {path}: not found", self.name, self.scheme)))
-                }
-            };
-        }
-        // OpenDAL's FTP service leaves the data connection open after a partial read, and
-        // the next request on that pooled connection fails: read whole objects there.
-        if self.scheme != "ftp" {
-            self.limits.request().await;
-            if let Ok(buf) = self.op.read_with(path).range(0..n).await {
-                return Ok(buf.to_vec());
-            }
-        }
-        // A failed ranged read gets one plain read before giving up.
-        match self.read(path).await? {
-            Some(mut all) => {
-                all.truncate(n as usize);
-                Ok(all.into())
-            }
+        match self.stack.read_head(path, n).await? {
+            Some(head) => Ok(head.into()),
             None => Err(Error::not_found(format!("backend '{}' ({}): read {path}: not found", self.name, self.scheme))),
         }
     }
 
-    async fn len_inner(&self, path: &str) -> Result<Option<u64>> {
-        if self.faults.enter(&self.name, "stat", path).await? == Then::Vanish {
-            return Ok(None);
-        }
-        self.limits.request().await;
-        match self.op.stat(path).await {
-            Ok(meta) => Ok(Some(meta.content_length())),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.err("stat", path, e)),
-        }
+    /// The length of the object at `path`, or `None` if it does not exist.
+    pub async fn len(&self, path: &str) -> Result<Option<u64>> {
+        self.stack.stat(path).await
     }
 
-    async fn list_inner(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        if self.faults.enter(&self.name, "list", prefix).await? == Then::Vanish {
-            return Ok(vec![]);
-        }
-        self.limits.request().await;
-        // OpenDAL's FTP lister waits out the 60 s I/O timeout on a directory that does not
-        // exist (the server answers 550 and opens no data connection); a stat says so at once.
-        if self.scheme == "ftp" && !prefix.is_empty() {
-            match self.op.stat(prefix).await {
-                Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(vec![]),
-                _ => {}
-            }
-        }
-        let lister = match self.op.lister_with(prefix).recursive(true).await {
-            Ok(l) => l,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => return Err(self.err("list", prefix, e)),
-        };
-        let entries: Vec<opendal::Entry> = match lister.try_collect().await {
-            Ok(v) => v,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => return Err(self.err("list", prefix, e)),
-        };
-        let mut out = Vec::with_capacity(entries.len());
-        for entry in entries {
-            // Some services list the directory itself or intermediate directories.
-            if entry.metadata().is_dir() || entry.path().ends_with('/') {
-                continue;
-            }
-            let len = match entry.metadata().content_length() {
-                0 => self.len(entry.path()).await?.unwrap_or(0),
-                n => n,
-            };
-            out.push((entry.path().to_string(), len));
-        }
-        Ok(out)
+    /// Every object below `prefix` (a directory path ending in `/`), with its length.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        self.stack.list(prefix).await
     }
 
-    async fn delete_inner(&self, path: &str) -> Result<()> {
-        self.faults.enter(&self.name, "delete", path).await?;
-        self.limits.request().await;
-        self.op.delete(path).await.map_err(|e| self.err("delete", path, e))
+    /// Remove the object at `path`; a missing object is not an error.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.stack.delete(path).await
     }
-}
-
-/// Services say "no space" in their own words: a local disk's ENOSPC, S3-compatible and
-/// WebDAV servers' quota errors (HTTP 507 Insufficient Storage), Azure's and Google's quota
-/// messages. A full backend is not a broken one: placement skips it, reads go on.
-fn is_out_of_space(e: &opendal::Error) -> bool {
-    let text = format!("{e:?}").to_ascii_lowercase();
-    ["no space left", "quota", "insufficient storage", "insufficientstorage", "storage full", " 507 "]
-        .iter()
-        .any(|needle| text.contains(needle))
 }
 
 /// Option values of the form `env:NAME` come from environment variable NAME, and
@@ -351,17 +189,6 @@ mod tests {
             drain: false,
             options: [("secret".to_string(), value.to_string())].into(),
         }
-    }
-
-    #[test]
-    fn out_of_space_is_full_not_broken() {
-        let enospc = opendal::Error::new(opendal::ErrorKind::Unexpected, "no storage space")
-            .set_source(std::io::Error::from_raw_os_error(28));
-        assert!(is_out_of_space(&enospc));
-        let quota = opendal::Error::new(opendal::ErrorKind::Unexpected, "QuotaExceeded: the bucket is over quota");
-        assert!(is_out_of_space(&quota));
-        let refused = opendal::Error::new(opendal::ErrorKind::Unexpected, "connection refused");
-        assert!(!is_out_of_space(&refused));
     }
 
     #[test]

@@ -1,0 +1,137 @@
+//! The bottom layer: one OpenDAL operator (with OpenDAL's own retry, timeout and
+//! concurrency layers), the services' quirks worked around, and OpenDAL's errors mapped to
+//! the library's, naming the backend.
+//!
+//! Owns: every call into OpenDAL. Must not: limit, inject or bound anything (the layers
+//! above do).
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use opendal::Operator;
+
+use super::layer::Objects;
+use crate::error::{Error, ErrorKind, Result};
+
+/// An OpenDAL operator as the store's object interface.
+pub(crate) struct Dal {
+    pub name: String,
+    pub scheme: String,
+    pub op: Operator,
+    /// Some services (the GCS emulator among them) refuse writes without a content type.
+    pub content_type: bool,
+}
+
+impl Dal {
+    fn err(&self, what: &str, path: &str, e: opendal::Error) -> Error {
+        let kind = match e.kind() {
+            _ if is_out_of_space(&e) => ErrorKind::Full,
+            opendal::ErrorKind::NotFound => ErrorKind::NotFound,
+            opendal::ErrorKind::ConfigInvalid => ErrorKind::Config,
+            opendal::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            _ => ErrorKind::Backend,
+        };
+        Error::new(kind, format!("backend '{}' ({}): {what} {path}", self.name, self.scheme)).with_source(e)
+    }
+}
+
+impl Objects for Dal {
+    async fn write(&self, path: &str, bytes: Bytes) -> Result<()> {
+        let mut w = self.op.write_with(path, bytes);
+        if self.content_type {
+            w = w.content_type("application/octet-stream");
+        }
+        w.await.map(|_| ()).map_err(|e| self.err("write", path, e))
+    }
+
+    async fn read(&self, path: &str) -> Result<Option<Bytes>> {
+        match self.op.read(path).await {
+            Ok(buf) => Ok(Some(buf.to_bytes())),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("read", path, e)),
+        }
+    }
+
+    async fn read_head(&self, path: &str, n: u64) -> Result<Option<Bytes>> {
+        // OpenDAL's FTP service leaves the data connection open after a partial read, and
+        // the next request on that pooled connection fails: read whole objects there.
+        if self.scheme != "ftp"
+            && let Ok(buf) = self.op.read_with(path).range(0..n).await
+        {
+            return Ok(Some(buf.to_bytes()));
+        }
+        // A failed ranged read gets one plain read before giving up.
+        Ok(self.read(path).await?.map(|all| all.slice(..all.len().min(n as usize))))
+    }
+
+    async fn stat(&self, path: &str) -> Result<Option<u64>> {
+        match self.op.stat(path).await {
+            Ok(meta) => Ok(Some(meta.content_length())),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("stat", path, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        // OpenDAL's FTP lister waits out the 60 s I/O timeout on a directory that does not
+        // exist (the server answers 550 and opens no data connection); a stat says so at once.
+        if self.scheme == "ftp" && !prefix.is_empty() {
+            match self.op.stat(prefix).await {
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(vec![]),
+                _ => {}
+            }
+        }
+        let lister = match self.op.lister_with(prefix).recursive(true).await {
+            Ok(l) => l,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(self.err("list", prefix, e)),
+        };
+        let entries: Vec<opendal::Entry> = match lister.try_collect().await {
+            Ok(v) => v,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(self.err("list", prefix, e)),
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            // Some services list the directory itself or intermediate directories.
+            if entry.metadata().is_dir() || entry.path().ends_with('/') {
+                continue;
+            }
+            let len = match entry.metadata().content_length() {
+                0 => self.stat(entry.path()).await?.unwrap_or(0),
+                n => n,
+            };
+            out.push((entry.path().to_string(), len));
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        self.op.delete(path).await.map_err(|e| self.err("delete", path, e))
+    }
+}
+
+/// Services say "no space" in their own words: a local disk's ENOSPC, S3-compatible and
+/// WebDAV servers' quota errors (HTTP 507 Insufficient Storage), Azure's and Google's quota
+/// messages. A full backend is not a broken one: placement skips it, reads go on.
+pub(crate) fn is_out_of_space(e: &opendal::Error) -> bool {
+    let text = format!("{e:?}").to_ascii_lowercase();
+    ["no space left", "quota", "insufficient storage", "insufficientstorage", "storage full", " 507 "]
+        .iter()
+        .any(|needle| text.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_space_is_full_not_broken() {
+        let enospc = opendal::Error::new(opendal::ErrorKind::Unexpected, "no storage space")
+            .set_source(std::io::Error::from_raw_os_error(28));
+        assert!(is_out_of_space(&enospc));
+        let quota = opendal::Error::new(opendal::ErrorKind::Unexpected, "QuotaExceeded: the bucket is over quota");
+        assert!(is_out_of_space(&quota));
+        let refused = opendal::Error::new(opendal::ErrorKind::Unexpected, "connection refused");
+        assert!(!is_out_of_space(&refused));
+    }
+}

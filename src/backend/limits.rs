@@ -1,0 +1,83 @@
+//! The rate-limit layer: requests per second, and upload and download bandwidth, as the
+//! backend's config sets them.
+//!
+//! Owns: when a request may go. Must not: change what it does.
+
+use bytes::Bytes;
+
+use super::layer::Objects;
+use crate::config::Limits;
+use crate::error::Result;
+use crate::limit::Limiter;
+
+/// `inner` with the backend's rate limits.
+pub(crate) struct Limited<L> {
+    inner: L,
+    upload: Option<Limiter>,
+    download: Option<Limiter>,
+    requests: Option<Limiter>,
+}
+
+impl<L> Limited<L> {
+    pub fn new(inner: L, limits: Limits) -> Self {
+        Limited {
+            inner,
+            upload: limits.upload.map(Limiter::new),
+            download: limits.download.map(Limiter::new),
+            requests: limits.requests_per_second.map(Limiter::new),
+        }
+    }
+
+    async fn request(&self) {
+        if let Some(l) = &self.requests {
+            l.acquire(1).await;
+        }
+    }
+
+    /// Paid after the fact: a read's size is known only once it is done. Over many reads the
+    /// average stays at the limit.
+    async fn downloaded(&self, bytes: Option<&Bytes>) {
+        if let (Some(l), Some(b)) = (&self.download, bytes) {
+            l.acquire(b.len() as u64).await;
+        }
+    }
+}
+
+impl<L: Objects> Objects for Limited<L> {
+    async fn write(&self, path: &str, bytes: Bytes) -> Result<()> {
+        self.request().await;
+        if let Some(l) = &self.upload {
+            l.acquire(bytes.len() as u64).await;
+        }
+        self.inner.write(path, bytes).await
+    }
+
+    async fn read(&self, path: &str) -> Result<Option<Bytes>> {
+        self.request().await;
+        let got = self.inner.read(path).await?;
+        self.downloaded(got.as_ref()).await;
+        Ok(got)
+    }
+
+    async fn read_head(&self, path: &str, n: u64) -> Result<Option<Bytes>> {
+        self.request().await;
+        let got = self.inner.read_head(path, n).await?;
+        self.downloaded(got.as_ref()).await;
+        Ok(got)
+    }
+
+    async fn stat(&self, path: &str) -> Result<Option<u64>> {
+        self.request().await;
+        self.inner.stat(path).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        self.request().await;
+        self.inner.list(prefix).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        self.request().await;
+        self.inner.delete(path).await
+    }
+}
