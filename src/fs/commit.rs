@@ -5,7 +5,7 @@
 //! Owns: the commit order and tree packing for the drive. Must not: change names or
 //! attributes (only the "stored" marks and file states, after the objects are durable).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -19,8 +19,9 @@ use crate::chunker::StreamChunker;
 use crate::codec::ObjectKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
-use crate::model::{self, ChunkRef, Node, NodeKind, Snapshot, Summary, Tree, TreePack, TreeRef};
+use crate::model::{ChunkRef, Node, NodeKind, Snapshot, Summary, TreeRef};
 use crate::pipeline::pack::Pack;
+use crate::pipeline::trees::{DirTree, Group};
 use crate::pipeline::upload::{Job, Uploader};
 
 /// A file chunked by this commit from bytes read without its lock: it becomes
@@ -108,8 +109,8 @@ fn write_head(fs: &NsFs<Pool>, head: &mut Option<ObjectId>) -> Result<ObjectId> 
         let epoch = ns.epoch;
         let mut b = TreeBuilder::default();
         let root = b.build(&mut ns, super::inode::ROOT, pool)?;
-        let root_pack = b.close_pack(pool.repo.store().keys());
-        (root, root_pack, b, epoch)
+        let root_ref = b.finish_root(root.built, pool.repo.store().keys());
+        ((root_ref, root.counts), root_ref.pack, b, epoch)
     };
     let packs = builder.packs;
     upload(pool, |jobs, emitter| {
@@ -124,14 +125,14 @@ fn write_head(fs: &NsFs<Pool>, head: &mut Option<ObjectId>) -> Result<ObjectId> 
         username: crate::machine::username(),
         paths: Vec::new(),
         tags: vec![crate::model::DRIVE_HEAD_TAG.to_string()],
-        tree: root.id,
+        tree: root.0.id,
         tree_pack: root_pack,
         parent: *head,
         summary: Summary {
-            files: root.counts.files,
-            dirs: root.counts.dirs,
-            others: root.counts.others,
-            bytes: root.counts.bytes,
+            files: root.1.files,
+            dirs: root.1.dirs,
+            others: root.1.others,
+            bytes: root.1.bytes,
             ..Summary::default()
         },
         program_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -145,8 +146,8 @@ fn write_head(fs: &NsFs<Pool>, head: &mut Option<ObjectId>) -> Result<ObjectId> 
     ))?;
     {
         let mut ns = fs.lock();
-        for (ino, tree, seq) in builder.clean {
-            ns.mark_stored(ino, TreeRef { id: tree, pack: builder.closed[seq] }, epoch);
+        for (ino, tree) in builder.clean {
+            ns.mark_stored(ino, TreeRef { id: tree, pack: builder.pack_of[&tree] }, epoch);
         }
     }
     if let Some(old) = head.replace(id)
@@ -356,32 +357,30 @@ fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> Result<()
     Ok(())
 }
 
-/// Serialises changed directories bottom-up into tree packs of about 256 KiB.
+/// Serialises changed directories bottom-up into tree packs with the packer backups use
+/// (`pipeline::trees`): a changed directory's tree travels up in its parent's group until
+/// the group is stored as a pack; an unchanged directory keeps the tree and pack it has.
 #[derive(Default)]
 struct TreeBuilder {
-    /// Bodies of the pack being filled.
-    open: Vec<(ObjectId, Vec<u8>)>,
-    open_size: usize,
-    /// Ids of closed packs, by sequence number; the open one is `closed.len()`.
-    closed: Vec<ObjectId>,
-    /// Closed packs to upload: (id, body).
+    /// Packs to upload: (id, body).
     packs: Vec<(ObjectId, Vec<u8>)>,
-    /// Directories that may be marked stored once the packs are: (inode, tree, pack seq).
-    clean: Vec<(u64, ObjectId, usize)>,
+    /// The pack each tree built here went into.
+    pack_of: HashMap<ObjectId, ObjectId>,
+    /// Directories that may be marked stored once the packs are: (inode, tree).
+    clean: Vec<(u64, ObjectId)>,
 }
 
-/// Where a built directory's tree is.
-#[derive(Clone, Copy)]
-enum Place {
+/// A directory's tree after `TreeBuilder::build`.
+enum Built {
+    /// Unchanged: its stored tree.
     Stored(TreeRef),
-    /// In pack number `seq` (maybe the open one).
-    Pack(usize),
+    /// Built now: its id, and the group of bodies travelling up with it (its own included).
+    New(ObjectId, Group),
 }
 
 /// A directory as built by `TreeBuilder::build`.
 struct BuiltDir {
-    id: ObjectId,
-    place: Place,
+    built: Built,
     /// Nothing below it is still spooled.
     clean: bool,
     /// What is below it.
@@ -396,7 +395,7 @@ impl TreeBuilder {
             Body::Dir(d) => match (&d.stored, &d.entries) {
                 (Some(tref), _) => {
                     let counts = stored_counts(pool, tref)?;
-                    return Ok(BuiltDir { id: tref.id, place: Place::Stored(*tref), clean: true, counts });
+                    return Ok(BuiltDir { built: Built::Stored(*tref), clean: true, counts });
                 }
                 (None, Some(e)) => e.iter().map(|(n, i)| (n.clone(), *i)).collect(),
                 (None, None) => return Err(Error::corrupt("a changed directory was never loaded")),
@@ -404,63 +403,55 @@ impl TreeBuilder {
             _ => return Err(Error::new(ErrorKind::NotADirectory, "not a directory")),
         };
         let (mut clean, mut counts) = (true, Counts::default());
-        let mut nodes = Vec::with_capacity(entries.len());
-        let mut subdirs = Vec::new();
+        let mut dir = DirTree::default();
         for (name, child) in entries {
-            let kind = if ns.get(child)?.is_dir() {
-                let sub = self.build(ns, child, pool)?;
-                clean &= sub.clean;
-                counts.add(sub.counts);
-                subdirs.push((nodes.len(), sub.place));
-                NodeKind::Dir { tree: sub.id, pack: None }
-            } else {
+            let meta = ns.get(child)?.meta();
+            if !ns.get(child)?.is_dir() {
                 let (kind, stored) = leaf_kind(&ns.get(child)?.body);
                 clean &= stored;
-                kind
-            };
-            counts.add(Counts::of(&kind));
-            nodes.push(Node { name, kind, meta: ns.get(child)?.meta() });
-        }
-        let mut tree = Tree { entries: nodes };
-        let mut body = self.serialise(&mut tree, &subdirs);
-        if self.open_size + body.len() > crate::pipeline::TREE_PACK_TARGET && !self.open.is_empty() {
-            self.close_pack(keys);
-            body = self.serialise(&mut tree, &subdirs);
-        }
-        let id = keys.id_of(&body);
-        self.open_size += body.len();
-        self.open.push((id, body));
-        let seq = self.closed.len();
-        if clean {
-            self.clean.push((ino, id, seq));
-            pool.counts.lock().expect("poisoned").insert(id, counts);
-        }
-        Ok(BuiltDir { id, place: Place::Pack(seq), clean, counts })
-    }
-
-    /// Children in the open pack are "same pack as the parent" (`None`), others named.
-    fn serialise(&self, tree: &mut Tree, subdirs: &[(usize, Place)]) -> Vec<u8> {
-        for &(i, place) in subdirs {
-            let pack = match place {
-                Place::Stored(t) => Some(t.pack),
-                Place::Pack(seq) if seq == self.closed.len() => None,
-                Place::Pack(seq) => Some(self.closed[seq]),
-            };
-            if let NodeKind::Dir { pack: p, .. } = &mut tree.entries[i].kind {
-                *p = pack;
+                counts.add(Counts::of(&kind));
+                dir.push(Node { name, kind, meta });
+                continue;
+            }
+            let sub = self.build(ns, child, pool)?;
+            clean &= sub.clean;
+            counts.add(sub.counts);
+            match sub.built {
+                Built::Stored(t) => {
+                    let kind = NodeKind::Dir { tree: t.id, pack: Some(t.pack) };
+                    counts.add(Counts::of(&kind));
+                    dir.push(Node { name, kind, meta });
+                }
+                Built::New(id, group) => {
+                    counts.add(Counts::of(&NodeKind::Dir { tree: id, pack: None }));
+                    dir.push_subtree(name, meta, id, group, &mut |g| Ok(self.store(g, keys)))?;
+                }
             }
         }
-        model::to_body(tree)
+        let (id, group) = dir.finish(keys);
+        if clean {
+            self.clean.push((ino, id));
+            pool.counts.lock().expect("poisoned").insert(id, counts);
+        }
+        Ok(BuiltDir { built: Built::New(id, group), clean, counts })
     }
 
-    /// Close the open pack; returns its id.
-    fn close_pack(&mut self, keys: &crate::crypto::Keys) -> ObjectId {
-        let body = model::to_body(&TreePack { trees: std::mem::take(&mut self.open) });
+    /// Make a group a pack to upload; returns its id.
+    fn store(&mut self, group: Group, keys: &crate::crypto::Keys) -> ObjectId {
+        let trees: Vec<ObjectId> = group.trees.iter().map(|(t, _)| *t).collect();
+        let body = group.into_pack_body();
         let id = keys.id_of(&body);
-        self.open_size = 0;
-        self.closed.push(id);
+        self.pack_of.extend(trees.into_iter().map(|t| (t, id)));
         self.packs.push((id, body));
         id
+    }
+
+    /// The root's tree and pack, storing what still travels with it.
+    fn finish_root(&mut self, root: Built, keys: &crate::crypto::Keys) -> TreeRef {
+        match root {
+            Built::Stored(t) => t,
+            Built::New(id, group) => TreeRef { id, pack: self.store(group, keys) },
+        }
     }
 }
 

@@ -10,8 +10,6 @@ pub(crate) mod pack;
 pub(crate) mod trees;
 pub(crate) mod upload;
 
-pub(crate) use trees::TREE_PACK_TARGET;
-
 use std::sync::Arc;
 
 use crate::catalogue::Catalogue;

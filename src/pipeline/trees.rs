@@ -1,5 +1,6 @@
 //! Building a directory's tree while its subtrees' bodies travel up to be stored together
-//! in tree packs (docs/format.md, "Tree packs"), for backup and for repacking.
+//! in tree packs (docs/format.md, "Tree packs"): the one packer of backups, repacking and
+//! the live drive's commits.
 //!
 //! Owns: the placement rule: subtrees join the group travelling up with their directory in
 //! name order; when the next one would make the group larger than `TREE_PACK_TARGET`, the
