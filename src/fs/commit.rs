@@ -35,12 +35,12 @@ struct Chunked {
 /// Commit the drive (see the module doc). Commits run one at a time.
 pub(crate) fn commit(fs: &NsFs<Pool>) -> Result<Option<ObjectId>> {
     let pool = fs.backing();
-    let mut head = pool.head.lock().expect("poisoned");
+    let mut head = pool.drive.head.lock().expect("poisoned");
     renew_lock(fs)?;
     let Some(dirty) = changes(fs, head.is_some()) else { return Ok(None) };
     let chunked = upload(pool, |jobs, emitter| chunk_files(pool, &dirty, jobs, emitter))?;
     // Chunks streamed while files were written must be stored before anything names them.
-    pool.streamer.drain()?;
+    pool.drive.streamer.drain()?;
     // Until the new head is written nothing references the spools' chunks, so the spools
     // are kept until then, and put back if the commit fails.
     let swapped = swap_in(chunked);
@@ -167,7 +167,7 @@ fn write_head(fs: &NsFs<Pool>, head: &mut Option<ObjectId>) -> Result<ObjectId> 
 /// on a chunk it deleted (`forget_pruned`).
 fn renew_lock(fs: &NsFs<Pool>) -> Result<()> {
     let pool = fs.backing();
-    let mut lock = pool.lock.lock().expect("poisoned");
+    let mut lock = pool.drive.lock.lock().expect("poisoned");
     if !lock.as_ref().is_some_and(|l| l.lost()) {
         return Ok(());
     }
@@ -186,7 +186,7 @@ fn forget_pruned(fs: &NsFs<Pool>) -> Result<()> {
     let pool = fs.backing();
     let reader = pool.repo.catalogue().reader()?;
     let gone = |s: &Slices| {
-        s.refs.iter().any(|r| !pool.streamer.is_pinned(&r.id) && !reader.has_object(&r.id).unwrap_or(false))
+        s.refs.iter().any(|r| !pool.drive.streamer.is_pinned(&r.id) && !reader.has_object(&r.id).unwrap_or(false))
     };
     let mut lost = 0;
     let ns = fs.lock();
@@ -290,7 +290,7 @@ fn chunk_files(
             match std::mem::replace(&mut state.tail, Tail::None) {
                 Tail::None => continue,
                 Tail::Stream(s) => {
-                    state.head = state.head.then(s.finish(&pool.streamer));
+                    state.head = state.head.then(s.finish(&pool.drive.streamer));
                     state.base = None;
                     continue;
                 }
@@ -431,7 +431,7 @@ impl TreeBuilder {
         let (id, group) = dir.finish(keys);
         if clean {
             self.clean.push((ino, id));
-            pool.counts.lock().expect("poisoned").insert(id, counts);
+            pool.drive.counts.lock().expect("poisoned").insert(id, counts);
         }
         Ok(BuiltDir { built: Built::New(id, group), clean, counts })
     }
@@ -483,7 +483,7 @@ impl Counts {
 /// Counts below a stored tree, remembered by tree id (trees come from the catalogue, or
 /// the backends for trees it lacks).
 fn stored_counts(pool: &Pool, tref: &TreeRef) -> Result<Counts> {
-    if let Some(c) = pool.counts.lock().expect("poisoned").get(&tref.id) {
+    if let Some(c) = pool.drive.counts.lock().expect("poisoned").get(&tref.id) {
         return Ok(*c);
     }
     let tree = pool.rt.block_on(pool.repo.tree(tref))?;
@@ -494,6 +494,6 @@ fn stored_counts(pool: &Pool, tref: &TreeRef) -> Result<Counts> {
             counts.add(stored_counts(pool, &sub)?);
         }
     }
-    pool.counts.lock().expect("poisoned").insert(tref.id, counts);
+    pool.drive.counts.lock().expect("poisoned").insert(tref.id, counts);
     Ok(counts)
 }

@@ -74,7 +74,7 @@ impl DriveFile {
     /// A new, empty file: its first write starts a stream.
     pub fn new_file(pool: &Pool) -> DriveFile {
         let state =
-            FileState { head: Slices::default(), tail: Tail::Stream(Stream::new(&pool.streamer, 0)), base: None };
+            FileState { head: Slices::default(), tail: Tail::Stream(Stream::new(&pool.drive.streamer, 0)), base: None };
         DriveFile { len: AtomicU64::new(0), state: Mutex::new(state), generation: AtomicU64::new(1) }
     }
 
@@ -148,13 +148,13 @@ impl DriveFile {
             Tail::Stream(s) => s.upto() == offset,
             Tail::None => offset == state.head.len,
             Tail::Spool(_) => false,
-        } && pool.streamer.may_hold(data.len());
+        } && pool.drive.streamer.may_hold(data.len());
         if streams {
             if let Tail::None = state.tail {
-                state.tail = Tail::Stream(Stream::new(&pool.streamer, offset));
+                state.tail = Tail::Stream(Stream::new(&pool.drive.streamer, offset));
             }
             let Tail::Stream(s) = &mut state.tail else { unreachable!("a stream tail was made above") };
-            s.push(data, &pool.streamer);
+            s.push(data, &pool.drive.streamer);
         } else {
             spool(pool, &mut state)?.write_all_at(data, offset).map_err(spool_io)?;
         }
@@ -194,7 +194,7 @@ fn spool<'s>(pool: &Pool, state: &'s mut FileState) -> Result<&'s std::fs::File>
         Tail::None => state.tail = Tail::Spool(pool.new_spool()?),
         Tail::Stream(s) => {
             let file = pool.new_spool()?;
-            let stored = s.emitted().iter().take_while(|(_, r)| !pool.streamer.is_pinned(&r.id)).count();
+            let stored = s.emitted().iter().take_while(|(_, r)| !pool.drive.streamer.is_pinned(&r.id)).count();
             for (offset, r) in &s.emitted()[stored..] {
                 let body = pool.chunk(&r.id)?;
                 file.write_all_at(&body[..r.len as usize], *offset).map_err(spool_io)?;

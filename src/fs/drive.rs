@@ -86,12 +86,12 @@ impl Drive {
             let root = head.as_ref().map(|(_, s)| Repository::root(s));
             let attr = root_attr(head.as_ref().map(|(_, s)| s));
             let pool = Pool::new(repo.clone(), rt.clone(), spool, true, (options.cache_bytes, options.stream_bytes));
-            *pool.head.lock().expect("poisoned") = head.map(|(id, _)| id);
+            *pool.drive.head.lock().expect("poisoned") = head.map(|(id, _)| id);
             Ok(NsFs::new(pool, root, attr))
         })();
         match opened {
             Ok(fs) => {
-                *fs.backing().lock.lock().expect("poisoned") = Some(lock);
+                *fs.backing().drive.lock.lock().expect("poisoned") = Some(lock);
                 Ok(Drive { fs, closed: AtomicBool::new(false) })
             }
             Err(e) => {
@@ -108,7 +108,7 @@ impl Drive {
 
     /// The snapshot holding the drive's last commit.
     pub fn head(&self) -> Option<ObjectId> {
-        *self.fs.backing().head.lock().expect("poisoned")
+        *self.fs.backing().drive.head.lock().expect("poisoned")
     }
 
     /// Commit, then keep the drive's state as a snapshot of its own (tagged `drive` and
@@ -147,7 +147,7 @@ impl Drive {
             return Ok(());
         }
         let committed = commit(&self.fs);
-        let lock = self.fs.backing().lock.lock().expect("poisoned").take();
+        let lock = self.fs.backing().drive.lock.lock().expect("poisoned").take();
         if let Some(lock) = lock {
             self.fs.backing().rt.block_on(lock.release())?;
         }

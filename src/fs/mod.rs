@@ -14,6 +14,7 @@
 //! resolved lexically (`..` above the root is `InvalidInput`). Names are raw bytes, as on
 //! Unix, and at most 255 bytes long.
 
+mod cache;
 mod commit;
 mod content;
 pub(crate) mod drive;

@@ -2,15 +2,16 @@
 //! with read-ahead, a stored file's chunk slices, and spool files (a file's layout of
 //! chunks, stream and spool is `content`'s; the `Backing` the namespace calls is `drive`'s).
 //!
-//! Owns: fetching and caching decoded chunks (pinned streamed chunks first), reading
-//! chunk slices at any offset, where spools are made. Must not: build trees or commit.
+//! Owns: reading chunk slices at any offset (pinned streamed chunks first, then the read
+//! cache, `cache`), where spools are made, and the live drive's state (`DriveState`).
+//! Must not: build trees or commit.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
+use super::cache::ChunkCache;
 use super::stream::Streamer;
-use crate::codec::ObjectKind;
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
 use crate::model::ChunkRef;
@@ -99,30 +100,21 @@ impl Slices {
     }
 }
 
-/// The chunk cache and a signal for readers waiting on a read-ahead in flight.
-#[derive(Default)]
-struct Cache {
-    state: Mutex<ChunkCache>,
-    fetched: Condvar,
-}
-
-/// A bounded cache of decoded chunks, oldest out first.
-#[derive(Default)]
-struct ChunkCache {
-    chunks: HashMap<ObjectId, Arc<Vec<u8>>>,
-    order: VecDeque<ObjectId>,
-    bytes: usize,
-    fetching: HashSet<ObjectId>,
-}
-
-/// The pool side of the drive: where chunks and trees come from and spools go.
+/// The pool side of the live drive and of snapshot views: where chunks come from (through
+/// the read cache) and spools go, and, for the drive, its state.
 pub(crate) struct Pool {
     pub repo: Arc<Repository>,
     pub rt: tokio::runtime::Handle,
     pub spool_dir: PathBuf,
     pub writable: bool,
-    cache: Arc<Cache>,
-    cache_limit: usize,
+    /// Decoded chunks for reads.
+    chunks: ChunkCache,
+    /// What only the live drive uses (a snapshot view leaves it empty).
+    pub drive: DriveState,
+}
+
+/// The live drive's state beside the pool.
+pub(crate) struct DriveState {
     /// The drive's current head snapshot. Held for the whole of a commit, so commits run
     /// one at a time.
     pub head: Mutex<Option<ObjectId>>,
@@ -162,60 +154,20 @@ impl Pool {
     ) -> Pool {
         let streamer = Streamer::new(repo.clone(), rt.clone(), stream_limit);
         Pool {
-            streamer,
-            lock: Mutex::new(None),
+            chunks: ChunkCache::new(repo.clone(), rt.clone(), cache_limit),
             repo,
             rt,
             spool_dir,
             writable,
-            cache: Arc::default(),
-            cache_limit,
-            head: Mutex::new(None),
-            counts: Mutex::default(),
+            drive: DriveState { head: Mutex::new(None), streamer, lock: Mutex::new(None), counts: Mutex::default() },
         }
     }
 
-    /// A decoded chunk: streamed and not stored yet, from the cache, from a read-ahead
-    /// already fetching it, or from the pool.
+    /// A decoded chunk: streamed and not stored yet, or through the read cache.
     pub fn chunk(&self, id: &ObjectId) -> Result<Arc<Vec<u8>>> {
-        if let Some(body) = self.streamer.pinned(id) {
-            return Ok(body);
-        }
-        {
-            let mut cache = self.cache.state.lock().expect("poisoned");
-            loop {
-                if let Some(c) = cache.chunks.get(id) {
-                    return Ok(c.clone());
-                }
-                if !cache.fetching.contains(id) {
-                    break;
-                }
-                cache = self.cache.fetched.wait(cache).expect("poisoned");
-            }
-        }
-        let body = Arc::new(self.rt.block_on(fetch(&self.repo, *id))?);
-        insert(&self.cache, self.cache_limit, *id, body.clone());
-        Ok(body)
-    }
-
-    /// Start fetching chunks a sequential reader will want next.
-    fn read_ahead(&self, ids: &[ObjectId]) {
-        for id in ids {
-            {
-                let mut cache = self.cache.state.lock().expect("poisoned");
-                if cache.chunks.contains_key(id) || !cache.fetching.insert(*id) {
-                    continue;
-                }
-            }
-            let (repo, cache, limit, id) = (self.repo.clone(), self.cache.clone(), self.cache_limit, *id);
-            self.rt.spawn(async move {
-                // A failed read-ahead costs nothing: the reader fetches (and reports) it again.
-                if let Ok(body) = fetch(&repo, id).await {
-                    insert(&cache, limit, id, Arc::new(body));
-                }
-                cache.state.lock().expect("poisoned").fetching.remove(&id);
-                cache.fetched.notify_all();
-            });
+        match self.drive.streamer.pinned(id) {
+            Some(body) => Ok(body),
+            None => self.chunks.get(id),
         }
     }
 
@@ -249,7 +201,7 @@ impl Pool {
             return Err(Error::corrupt(format!("chunk {} is shorter than a file's slice of it", r.id.to_hex())));
         }
         let ahead: Vec<ObjectId> = slices.refs.iter().skip(i + 1).take(READ_AHEAD).map(|r| r.id).collect();
-        self.read_ahead(&ahead);
+        self.chunks.fetch_ahead(&ahead);
         Ok(Shared { bytes: chunk, range: from..from + (to - from).min(max) })
     }
 
@@ -257,25 +209,5 @@ impl Pool {
     pub fn new_spool(&self) -> Result<std::fs::File> {
         tempfile::tempfile_in(&self.spool_dir)
             .map_err(|e| Error::from_io(format!("cannot create a spool file in {}", self.spool_dir.display()), e))
-    }
-}
-
-async fn fetch(repo: &Repository, id: ObjectId) -> Result<Vec<u8>> {
-    repo.store().get(ObjectKind::Chunk, &id, &repo.location_hint(&id)).await
-}
-
-fn insert(cache: &Cache, limit: usize, id: ObjectId, body: Arc<Vec<u8>>) {
-    let mut c = cache.state.lock().expect("poisoned");
-    if c.chunks.contains_key(&id) {
-        return;
-    }
-    c.bytes += body.len();
-    c.chunks.insert(id, body);
-    c.order.push_back(id);
-    while c.bytes > limit {
-        let Some(old) = c.order.pop_front() else { break };
-        if let Some(b) = c.chunks.remove(&old) {
-            c.bytes -= b.len();
-        }
     }
 }

@@ -1,0 +1,106 @@
+//! The read cache of the drive and snapshot views: decoded chunks kept in memory up to a
+//! bound, oldest out first, and fetches ahead of a reader that run in the background.
+//!
+//! Owns: which decoded chunks are held, and that one chunk is fetched once however many
+//! readers want it. Must not: know files, streams or the drive's state (`pool` does).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::codec::ObjectKind;
+use crate::error::Result;
+use crate::id::ObjectId;
+use crate::repository::Repository;
+
+/// Decoded chunks, fetched from the pool when missing.
+pub(crate) struct ChunkCache {
+    repo: Arc<Repository>,
+    rt: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+    limit: usize,
+}
+
+/// The cache's state and a signal for readers waiting on a fetch in flight.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    fetched: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    chunks: HashMap<ObjectId, Arc<Vec<u8>>>,
+    order: VecDeque<ObjectId>,
+    bytes: usize,
+    fetching: HashSet<ObjectId>,
+}
+
+impl ChunkCache {
+    /// A cache of at most `limit` bytes of decoded chunks of `repo`'s pool.
+    pub fn new(repo: Arc<Repository>, rt: tokio::runtime::Handle, limit: usize) -> ChunkCache {
+        ChunkCache { repo, rt, shared: Arc::default(), limit }
+    }
+
+    /// A decoded chunk: from the cache, from a fetch already under way, or from the pool.
+    /// Blocks; call it from outside the runtime.
+    pub fn get(&self, id: &ObjectId) -> Result<Arc<Vec<u8>>> {
+        {
+            let mut state = self.shared.state.lock().expect("poisoned");
+            loop {
+                if let Some(c) = state.chunks.get(id) {
+                    return Ok(c.clone());
+                }
+                if !state.fetching.contains(id) {
+                    break;
+                }
+                state = self.shared.fetched.wait(state).expect("poisoned");
+            }
+        }
+        let body = Arc::new(self.rt.block_on(fetch(&self.repo, *id))?);
+        self.shared.insert(self.limit, *id, body.clone());
+        Ok(body)
+    }
+
+    /// Start fetching chunks a reader will want next, unless held or on their way.
+    pub fn fetch_ahead(&self, ids: &[ObjectId]) {
+        for id in ids {
+            {
+                let mut state = self.shared.state.lock().expect("poisoned");
+                if state.chunks.contains_key(id) || !state.fetching.insert(*id) {
+                    continue;
+                }
+            }
+            let (repo, shared, limit, id) = (self.repo.clone(), self.shared.clone(), self.limit, *id);
+            self.rt.spawn(async move {
+                // A failed fetch ahead costs nothing: the reader fetches (and reports) it again.
+                if let Ok(body) = fetch(&repo, id).await {
+                    shared.insert(limit, id, Arc::new(body));
+                }
+                shared.state.lock().expect("poisoned").fetching.remove(&id);
+                shared.fetched.notify_all();
+            });
+        }
+    }
+}
+
+impl Shared {
+    fn insert(&self, limit: usize, id: ObjectId, body: Arc<Vec<u8>>) {
+        let mut c = self.state.lock().expect("poisoned");
+        if c.chunks.contains_key(&id) {
+            return;
+        }
+        c.bytes += body.len();
+        c.chunks.insert(id, body);
+        c.order.push_back(id);
+        while c.bytes > limit {
+            let Some(old) = c.order.pop_front() else { break };
+            if let Some(b) = c.chunks.remove(&old) {
+                c.bytes -= b.len();
+            }
+        }
+    }
+}
+
+async fn fetch(repo: &Repository, id: ObjectId) -> Result<Vec<u8>> {
+    repo.store().get(ObjectKind::Chunk, &id, &repo.location_hint(&id)).await
+}
