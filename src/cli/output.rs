@@ -54,6 +54,11 @@ pub fn first_run(config: &cuckoo::Config, path: &std::path::Path) {
     eprintln!("cuckoo: config written to {}; add cloud backends with `cuckoo backend add`", path.display());
 }
 
+/// A note on what a long-running command is doing (stderr, so stdout stays data).
+pub fn note(text: &str) {
+    eprintln!("cuckoo: {text}");
+}
+
 /// A warning: something went wrong, or not as asked, and the command goes on.
 pub fn warning(text: &str) {
     eprintln!("cuckoo: warning: {text}");
@@ -202,6 +207,12 @@ pub fn restore(id: &ObjectId, done: &RestoreOutcome, json: bool) {
     }
     for f in &done.failed {
         eprintln!("not restored: {f}");
+    }
+    if !done.failed.is_empty() {
+        eprintln!(
+            "cuckoo: {} could not be restored (listed above); everything else was",
+            count(done.failed.len(), "entry", "entries")
+        );
     }
     say!(
         "restored snapshot {}: {} ({}), {}, {}",

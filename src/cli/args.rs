@@ -1,0 +1,322 @@
+//! The command line's syntax: every command, flag and value parser (clap).
+//!
+//! Owns: what can be typed and its help text. Must not: run anything.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cuckoo", version, about = "Deduplicated snapshots over a pool of storage backends")]
+pub struct Cli {
+    /// Pool config file [default: the user's config dir, cuckoo/config.toml]
+    #[arg(long, global = true, env = "CUCKOO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Take no lock for restore and check (for read-only credentials; a concurrent prune may make them fail)
+    #[arg(long, global = true)]
+    pub no_lock: bool,
+    /// Read the pool's passphrase from this file [otherwise CUCKOO_PASSWORD, or a prompt]
+    #[arg(long, global = true, env = "CUCKOO_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Argon2id costs for a new key slot.
+#[derive(clap::Args)]
+pub struct KdfArgs {
+    /// Memory the passphrase hash uses, in MiB (more slows guessing down)
+    #[arg(long, default_value_t = 64)]
+    pub kdf_memory: u32,
+    /// Passes of the passphrase hash over its memory
+    #[arg(long, default_value_t = 3)]
+    pub kdf_iterations: u32,
+}
+
+impl KdfArgs {
+    pub fn params(&self) -> cuckoo::KdfParams {
+        cuckoo::KdfParams {
+            memory_kib: self.kdf_memory.saturating_mul(1024),
+            iterations: self.kdf_iterations,
+            parallelism: 1,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// List the key slots
+    List,
+    /// Add a passphrase that also opens the pool
+    Add {
+        /// Read the new passphrase from this file [otherwise CUCKOO_NEW_PASSWORD, or a prompt]
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Remove a key slot (not the one whose passphrase was given)
+    Remove {
+        /// Key slot id or unique prefix, as `key list` shows
+        id: String,
+    },
+    /// Change the passphrase that was given (replaces its key slot)
+    Passwd {
+        /// Read the new passphrase from this file [otherwise CUCKOO_NEW_PASSWORD, or a prompt]
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create the pool on every backend of the config (or add new backends to it)
+    Init {
+        /// Encrypt the pool (the default; asks for a passphrase)
+        #[arg(long, conflicts_with = "no_encrypt")]
+        encrypt: bool,
+        /// Store everything unencrypted (new pools are encrypted unless this is given)
+        #[arg(long)]
+        no_encrypt: bool,
+        #[command(flatten)]
+        kdf: KdfArgs,
+        /// Redundancy across backends: none, copies=N or erasure=K+M [default: none for one
+        /// backend, copies=2 for 2-4, erasure=3+2 for 5, erasure=4+2 for 6 or more]
+        #[arg(long, value_parser = parse_scheme)]
+        redundancy: Option<cuckoo::Scheme>,
+    },
+    /// Manage the passphrases (key slots) of an encrypted pool
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Back up files and directories as a new snapshot
+    Backup {
+        /// Paths to back up
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Label the snapshot (repeatable)
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Compare with this snapshot instead of the latest one of the same paths
+        #[arg(long)]
+        parent: Option<String>,
+        /// Read every file, even those unchanged since the parent snapshot
+        #[arg(long)]
+        force: bool,
+        /// Leave out this path (repeatable)
+        #[arg(long)]
+        exclude: Vec<PathBuf>,
+    },
+    /// List snapshots
+    Snapshots,
+    /// List the entries of a snapshot: SNAPSHOT or SNAPSHOT:PATH
+    Ls {
+        /// Snapshot id (or prefix, or `latest`), optionally followed by :PATH
+        target: String,
+    },
+    /// Restore a snapshot into a directory
+    Restore {
+        /// Snapshot id, id prefix, or `latest`
+        snapshot: String,
+        /// Directory to restore into
+        #[arg(long)]
+        target: PathBuf,
+        /// Restore only this path of the snapshot
+        #[arg(long)]
+        path: Option<String>,
+    },
+    /// Show sizes, deduplication and compression of the pool
+    Stats,
+    /// Verify the pool: every referenced object exists, refcounts agree; optionally read data
+    Check {
+        /// Download and verify every object
+        #[arg(long)]
+        read_data: bool,
+        /// Download and verify a random part, e.g. 10%
+        #[arg(long, value_parser = parse_percent, conflicts_with = "read_data")]
+        read_data_subset: Option<f64>,
+    },
+    /// Forget snapshots, by id or by a retention policy (data goes only by a later prune)
+    Forget {
+        /// Snapshots to forget (ids or prefixes)
+        snapshots: Vec<String>,
+        /// Keep the newest N snapshots (per host and paths)
+        #[arg(long)]
+        keep_last: Option<u32>,
+        /// Keep the newest snapshot of each of the last N hours that have one
+        #[arg(long)]
+        keep_hourly: Option<u32>,
+        /// … days
+        #[arg(long)]
+        keep_daily: Option<u32>,
+        /// … ISO weeks
+        #[arg(long)]
+        keep_weekly: Option<u32>,
+        /// … months
+        #[arg(long)]
+        keep_monthly: Option<u32>,
+        /// … years
+        #[arg(long)]
+        keep_yearly: Option<u32>,
+        /// Keep snapshots with this tag (repeatable)
+        #[arg(long)]
+        keep_tag: Vec<String>,
+        /// Only show what would be forgotten
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete the data no snapshot references any more (waits for no one: fails if the pool is in use)
+    Prune {
+        /// Only show what would be deleted and repacked
+        #[arg(long)]
+        dry_run: bool,
+        /// Repack when chunks still in use hold more unused bytes than this share of the
+        /// used ones (snapshots that name repacked chunks get new ids); `unlimited` never
+        /// repacks
+        #[arg(long, value_parser = parse_max_unused, default_value = "5%")]
+        max_unused: f64,
+    },
+    /// Rebuild missing or corrupt copies and shards from what is left (resumable: run again)
+    Repair {
+        /// Download and verify every piece, replacing corrupt ones
+        #[arg(long)]
+        read_data: bool,
+        /// Only show what would be done
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Move pieces to where placement wants them after backends were added, reweighted or
+    /// set to drain (also repairs; resumable: run again)
+    Rebalance {
+        /// Only show what would be moved
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove locks left by processes that died (stale: no refresh for 30 min, or a dead pid here)
+    Unlock {
+        /// Remove every lock, also ones that look alive
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show what changed between two snapshots
+    Diff {
+        /// The older snapshot
+        a: String,
+        /// The newer snapshot
+        b: String,
+    },
+    /// Write one file of a snapshot to standard output: SNAPSHOT:PATH
+    Cat {
+        /// Snapshot id (or prefix, or `latest`), a colon, and the file's path
+        target: String,
+    },
+    /// Mount the live drive read-write (snapshots read-only under MOUNTPOINT/.snapshots/);
+    /// runs until unmounted (umount, fusermount3 -u) or Ctrl-C, then commits everything
+    Mount {
+        /// An existing empty directory
+        mountpoint: PathBuf,
+        /// Commit changes to the pool every this many seconds (also on fsync and unmount)
+        #[arg(long, default_value_t = 30)]
+        commit_interval: u64,
+        /// Mount even if MOUNTPOINT has entries (they are hidden while mounted)
+        #[arg(long)]
+        allow_non_empty: bool,
+    },
+    /// Keep the live drive's current state as a snapshot (while it is not mounted)
+    Snapshot {
+        /// Label the snapshot (repeatable)
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// Manage backends
+    Backend {
+        #[command(subcommand)]
+        command: BackendCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BackendCommand {
+    /// Add a backend to the config and the pool
+    Add {
+        /// Unique name (placement depends on it: do not rename later)
+        name: String,
+        /// OpenDAL scheme: fs, s3, gcs, azblob, webdav, sftp, ftp, gdrive, onedrive, dropbox, memory
+        scheme: String,
+        /// The scheme's options as key=value (e.g. root=/mnt/disk bucket=b)
+        options: Vec<String>,
+        /// Share of the data relative to the other backends
+        #[arg(long, default_value_t = 1.0)]
+        weight: f64,
+        /// Most requests in flight to this backend [default: 8 for sftp and ftp, else 16]
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Upload bandwidth limit, e.g. 10MiB (per second)
+        #[arg(long, value_parser = parse_rate)]
+        limit_upload: Option<u64>,
+        /// Download bandwidth limit, e.g. 50MiB (per second)
+        #[arg(long, value_parser = parse_rate)]
+        limit_download: Option<u64>,
+        /// Most requests per second to this backend
+        #[arg(long)]
+        requests_per_second: Option<u64>,
+        /// Most bytes it may hold, e.g. 15GiB (placement never fills it past that)
+        #[arg(long, value_parser = parse_size)]
+        capacity: Option<u64>,
+    },
+    /// Change a backend's weight or capacity (then `cuckoo rebalance` moves data to match)
+    Set {
+        /// Backend name from the config
+        name: String,
+        /// New share of the data relative to the other backends
+        #[arg(long)]
+        weight: Option<f64>,
+        /// Most bytes it may hold, e.g. 15GiB
+        #[arg(long, value_parser = parse_size)]
+        capacity: Option<u64>,
+    },
+    /// Move everything off a backend onto the others, then drop it from the config
+    Remove {
+        /// Backend name from the config
+        name: String,
+    },
+    /// List backends: health, latency, and the objects and bytes stored on each
+    List,
+    /// Check a backend end to end: write, read back, list and delete a probe object
+    Test {
+        /// Backend name from the config
+        name: String,
+    },
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let n: f64 = text.trim_end_matches('%').parse().map_err(|_| format!("'{text}' is not a percentage"))?;
+    if (0.0..=100.0).contains(&n) && n > 0.0 { Ok(n / 100.0) } else { Err(format!("'{text}' is not in (0, 100]")) }
+}
+
+fn parse_max_unused(text: &str) -> Result<f64, String> {
+    if text == "unlimited" {
+        return Ok(f64::INFINITY);
+    }
+    let n: f64 =
+        text.trim_end_matches('%').parse().map_err(|_| format!("'{text}' is not a percentage or 'unlimited'"))?;
+    if n >= 0.0 { Ok(n / 100.0) } else { Err(format!("'{text}' is negative")) }
+}
+
+fn parse_scheme(text: &str) -> Result<cuckoo::Scheme, String> {
+    cuckoo::Scheme::parse(text).map_err(|e| e.context().to_string())
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    cuckoo::parse_bytes(text).ok_or_else(|| format!("'{text}' is not a size such as 15GiB"))
+}
+
+fn parse_rate(text: &str) -> Result<u64, String> {
+    cuckoo::parse_bytes(text).ok_or_else(|| format!("'{text}' is not a rate such as 10MiB"))
+}

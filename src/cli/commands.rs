@@ -1,0 +1,597 @@
+//! Running each command: open the pool, call the library, hand the result to `output`.
+//!
+//! Owns: which library calls a command makes and its exit code. Must not: hold storage
+//! logic (the library does) or format results (`output` does).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use cuckoo::config::{self, BackendConfig, Config};
+use cuckoo::{BackupOptions, ErrorKind, InitOutcome, Progress, Repository, RestoreOptions};
+
+use super::args::{BackendCommand, Cli, Command, KeyCommand};
+use super::{output, progress, secret};
+
+/// Exit code of a backup that completed but skipped unreadable entries.
+const EXIT_PARTIAL: u8 = 3;
+
+/// Load the config; with none anywhere, create the embedded default pool and say so.
+async fn load_config(cli: &Cli) -> Result<Config> {
+    if let Some(path) = &cli.config {
+        if !path.exists() {
+            anyhow::bail!("config {} does not exist", path.display());
+        }
+        return Ok(Config::load(path)?);
+    }
+    let path = config::default_config_path()?;
+    if path.exists() {
+        return Ok(Config::load(&path)?);
+    }
+    let (config, text) = config::default_pool(&path)?;
+    first_run(cli, &config).await?;
+    config::write_new(&path, &text)?;
+    output::first_run(&config, &path);
+    Ok(config)
+}
+
+/// Create the embedded pool before its config is written, so a first run that fails (no
+/// passphrase, two that differ) leaves nothing behind and the next run starts afresh.
+async fn first_run(cli: &Cli, config: &Config) -> Result<()> {
+    let roots: Vec<PathBuf> = config.backends.iter().filter_map(|b| b.local_root()).collect();
+    let existed: Vec<bool> = roots.iter().map(|r| r.exists()).collect();
+    match cuckoo::init(config, &cuckoo::InitOptions::default(), &passphrase(cli)).await {
+        Ok(_) => Ok(()),
+        // Its directories hold the pool already (the config was deleted): use them again.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => {
+            for (root, existed) in roots.iter().zip(existed) {
+                if !existed {
+                    let _ = std::fs::remove_dir_all(root);
+                }
+            }
+            // The folders above them, if this run made them and they are empty now.
+            for dir in roots.first().into_iter().flat_map(|r| r.ancestors().skip(1).take(2)) {
+                let _ = std::fs::remove_dir(dir);
+            }
+            Err(anyhow::Error::from(e).context("creating the default pool failed; nothing was kept"))
+        }
+    }
+}
+
+fn passphrase(cli: &Cli) -> secret::Source {
+    secret::Source {
+        file: cli.password_file.clone(),
+        env: "CUCKOO_PASSWORD",
+        flag: "--password-file",
+        prompt: "Passphrase of the pool",
+    }
+}
+
+fn new_passphrase(file: &Option<PathBuf>) -> secret::Source {
+    secret::Source {
+        file: file.clone(),
+        env: "CUCKOO_NEW_PASSWORD",
+        flag: "--new-password-file",
+        prompt: "New passphrase",
+    }
+}
+
+async fn open(cli: &Cli, config: Config) -> Result<Repository> {
+    let bar = progress::Bar::new(cli.json);
+    let repo = Repository::open(config, &passphrase(cli), &bar).await?;
+    for (name, why) in repo.unavailable() {
+        output::warning(&format!(
+            "backend '{name}' is left out ({why}); redundancy {} covers it, `cuckoo repair` restores it",
+            repo.pool().redundancy
+        ));
+    }
+    repo.set_no_lock(cli.no_lock);
+    Ok(repo)
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let config = load_config(&cli).await?;
+    match &cli.command {
+        Command::Init { no_encrypt, kdf, redundancy, .. } => {
+            let options = cuckoo::InitOptions { encrypt: !no_encrypt, kdf: kdf.params(), redundancy: *redundancy };
+            init(&cli, &config, &options).await
+        }
+        Command::Key { command } => key(&cli, config, command).await,
+        Command::Backup { paths, tags, parent, force, exclude } => {
+            backup(&cli, config, paths, tags, parent.as_deref(), *force, exclude).await
+        }
+        Command::Snapshots => {
+            let repo = open(&cli, config).await?;
+            output::snapshots(&repo.snapshots()?, cli.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ls { target } => ls(&cli, config, target).await,
+        Command::Restore { snapshot, target, path } => restore(&cli, config, snapshot, target, path.clone()).await,
+        Command::Check { read_data, read_data_subset } => {
+            check(&cli, config, if *read_data { Some(1.0) } else { *read_data_subset }).await
+        }
+        Command::Forget {
+            snapshots,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_tag,
+            dry_run,
+        } => {
+            let policy = cuckoo::forget::Policy {
+                last: *keep_last,
+                hourly: *keep_hourly,
+                daily: *keep_daily,
+                weekly: *keep_weekly,
+                monthly: *keep_monthly,
+                yearly: *keep_yearly,
+                tags: keep_tag.clone(),
+            };
+            forget(&cli, config, snapshots, &policy, *dry_run).await
+        }
+        Command::Prune { dry_run, max_unused } => {
+            prune(&cli, config, cuckoo::PruneOptions { dry_run: *dry_run, max_unused: *max_unused }).await
+        }
+        Command::Repair { read_data, dry_run } => {
+            let options = cuckoo::RepairOptions { rebalance: false, read_data: *read_data, dry_run: *dry_run };
+            repair(&cli, config, options).await
+        }
+        Command::Rebalance { dry_run } => {
+            let options = cuckoo::RepairOptions { rebalance: true, read_data: false, dry_run: *dry_run };
+            repair(&cli, config, options).await
+        }
+        Command::Unlock { all } => unlock(&cli, config, *all).await,
+        Command::Diff { a, b } => diff(&cli, config, a, b).await,
+        Command::Cat { target } => cat(&cli, config, target).await,
+        Command::Mount { mountpoint, commit_interval, allow_non_empty } => {
+            let options = cuckoo::mount::MountOptions {
+                commit_interval: std::time::Duration::from_secs((*commit_interval).max(1)),
+                allow_non_empty: *allow_non_empty,
+                ..Default::default()
+            };
+            mount(&cli, config, mountpoint.clone(), options).await
+        }
+        Command::Snapshot { tags } => snapshot(&cli, config, tags.clone()).await,
+        Command::Stats => {
+            let repo = open(&cli, config).await?;
+            output::stats(&repo.stats()?, cli.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backend { command } => backend(&cli, config, command).await,
+    }
+}
+
+async fn backup(
+    cli: &Cli,
+    config: Config,
+    paths: &[PathBuf],
+    tags: &[String],
+    parent: Option<&str>,
+    force: bool,
+    exclude: &[PathBuf],
+) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    let parent = match parent {
+        Some(p) => Some(repo.find_snapshot(p)?.0),
+        None => None,
+    };
+    let options = BackupOptions {
+        paths: paths.to_vec(),
+        tags: tags.to_vec(),
+        parent,
+        force,
+        exclude: exclude.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect(),
+        hostname: None,
+    };
+    interrupt_on_ctrl_c(&repo);
+    let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json));
+    let done = repo.backup(options, bar).await?;
+    output::backup(&done, cli.json);
+    let skipped = done.snapshot.summary.skipped > 0;
+    Ok(if skipped { ExitCode::from(EXIT_PARTIAL) } else { ExitCode::SUCCESS })
+}
+
+async fn ls(cli: &Cli, config: Config, target: &str) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    let (spec, path) = target.split_once(':').unwrap_or((target, ""));
+    let (_, snapshot) = repo.find_snapshot(spec)?;
+    let mut out = output::Listing::new(cli.json);
+    repo.walk(&snapshot, path, &mut |p, node| out.entry(p, node)).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restore(
+    cli: &Cli,
+    config: Config,
+    snapshot: &str,
+    target: &std::path::Path,
+    path: Option<String>,
+) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    let (id, snap) = repo.find_snapshot(snapshot)?;
+    interrupt_on_ctrl_c(&repo);
+    let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json));
+    let options = RestoreOptions { target: target.to_path_buf(), path };
+    let done = repo.restore(&snap, options, bar).await.with_context(|| format!("restore of {}", id.short()))?;
+    output::restore(&id, &done, cli.json);
+    Ok(if done.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn check(cli: &Cli, config: Config, read_data: Option<f64>) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    let bar = progress::Bar::new(cli.json);
+    let report = repo.check(cuckoo::CheckOptions { read_data }, &bar).await?;
+    output::check(&report, cli.json);
+    Ok(if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn prune(cli: &Cli, config: Config, options: cuckoo::PruneOptions) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    interrupt_on_ctrl_c(&repo);
+    let bar = progress::Bar::new(cli.json);
+    let report = repo.prune(options, &bar).await?;
+    output::prune(&report, cli.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn unlock(cli: &Cli, config: Config, all: bool) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    let removed = repo.unlock(all).await?;
+    output::message(
+        cli.json,
+        &format!("removed {} lock(s)", removed.len()),
+        serde_json::json!({"removed": removed.iter().map(|l| l.id.to_hex()).collect::<Vec<_>>()}),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn diff(cli: &Cli, config: Config, a: &str, b: &str) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    let ((_, sa), (_, sb)) = (repo.find_snapshot(a)?, repo.find_snapshot(b)?);
+    output::diff(&cuckoo::diff(&repo, &sa, &sb).await?, cli.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cat(cli: &Cli, config: Config, target: &str) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    let (spec, path) = target.split_once(':').context("give SNAPSHOT:PATH")?;
+    let (_, snapshot) = repo.find_snapshot(spec)?;
+    repo.cat(&snapshot, path, &mut tokio::io::stdout()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn mount(
+    cli: &Cli,
+    config: Config,
+    mountpoint: PathBuf,
+    options: cuckoo::mount::MountOptions,
+) -> Result<ExitCode> {
+    // Checked before the pool is opened, so a bad mountpoint takes no lock.
+    cuckoo::mount::check_mountpoint(&mountpoint, &options).map_err(|e| match e.kind() {
+        ErrorKind::DirectoryNotEmpty => anyhow::anyhow!("{e} (`--allow-non-empty`)"),
+        _ => e.into(),
+    })?;
+    let repo = Arc::new(open(cli, config).await?);
+    serve_mount(repo, mountpoint, options).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn snapshot(cli: &Cli, config: Config, tags: Vec<String>) -> Result<ExitCode> {
+    let repo = Arc::new(open(cli, config).await?);
+    let rt = tokio::runtime::Handle::current();
+    let id = tokio::task::spawn_blocking(move || -> Result<cuckoo::ObjectId> {
+        let drive = cuckoo::fs::Drive::open(repo, rt, Default::default())?;
+        let id = drive.snapshot(&tags)?;
+        drive.close()?;
+        Ok(id)
+    })
+    .await??;
+    output::message(
+        cli.json,
+        &format!("snapshot {} of the drive saved", id.short()),
+        serde_json::json!({ "id": id.to_hex() }),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backend(cli: &Cli, config: Config, command: &BackendCommand) -> Result<ExitCode> {
+    match command {
+        BackendCommand::List => backend_list(cli, config).await,
+        BackendCommand::Remove { name } => backend_remove(cli, config, name).await,
+        BackendCommand::Set { name, weight, capacity } => backend_set(cli, config, name, *weight, *capacity),
+        BackendCommand::Test { name } => {
+            let cfg = config
+                .backends
+                .iter()
+                .find(|b| &b.name == name)
+                .with_context(|| format!("no backend named '{name}' in {}", config.path.display()))?;
+            let report = cuckoo::probe::probe(&cuckoo::backend::Backend::open(cfg)?).await;
+            output::probe(&report, cli.json);
+            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        BackendCommand::Add {
+            name,
+            scheme,
+            options,
+            weight,
+            concurrency,
+            limit_upload,
+            limit_download,
+            requests_per_second,
+            capacity,
+        } => {
+            let limits = config::Limits {
+                upload: *limit_upload,
+                download: *limit_download,
+                requests_per_second: requests_per_second.filter(|r| *r > 0),
+            };
+            let concurrency = concurrency.unwrap_or_else(|| config::default_concurrency(scheme));
+            let backend = BackendConfig {
+                name: name.clone(),
+                scheme: scheme.clone(),
+                weight: *weight,
+                concurrency,
+                limits,
+                capacity: *capacity,
+                drain: false,
+                options: config::parse_options(name, scheme, options)?,
+            };
+            backend_add(cli, config, backend).await
+        }
+    }
+}
+
+/// Health comes from each backend directly, so the list still shows when one is down; usage
+/// needs the pool open, and is left out (with the reason) when it cannot be.
+async fn backend_list(cli: &Cli, config: Config) -> Result<ExitCode> {
+    let health = futures::future::join_all(config.backends.iter().map(|cfg| async move {
+        match cuckoo::backend::Backend::open(cfg) {
+            Ok(backend) => cuckoo::probe::ping(&backend).await,
+            Err(e) => Err(e.to_string()),
+        }
+    }))
+    .await;
+    let usage = match Repository::open(config.clone(), &passphrase(cli), &progress::Bar::new(true)).await {
+        Ok(repo) => Some(repo.usage()?.into_iter().map(|(b, u)| (b.name, u)).collect()),
+        Err(e) => {
+            output::warning(&format!("usage unknown: {e}"));
+            None
+        }
+    };
+    output::backends(&config.backends, usage.as_ref(), &health, cli.json);
+    Ok(if health.iter().all(|h| h.is_ok()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn forget(
+    cli: &Cli,
+    config: Config,
+    ids: &[String],
+    policy: &cuckoo::forget::Policy,
+    dry_run: bool,
+) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    let all = repo.snapshots()?;
+    let decisions: Vec<(cuckoo::ObjectId, Vec<String>)> = match (ids.is_empty(), policy.is_empty()) {
+        (false, true) => {
+            let chosen: Vec<cuckoo::ObjectId> =
+                ids.iter().map(|s| repo.find_snapshot(s).map(|(id, _)| id)).collect::<cuckoo::Result<_>>()?;
+            all.iter()
+                .map(|(id, _)| (*id, if chosen.contains(id) { vec![] } else { vec!["not named".into()] }))
+                .collect()
+        }
+        (true, false) => cuckoo::forget::apply(&all, policy).into_iter().map(|d| (d.id, d.reasons)).collect(),
+        (true, true) => anyhow::bail!(
+            "nothing to forget: name snapshots, or give a policy (--keep-last, --keep-daily, …); as in restic, \
+             a --keep-* of 0 is no policy"
+        ),
+        (false, false) => {
+            anyhow::bail!("name snapshots to forget, or give a policy (--keep-last, --keep-daily, …), not both")
+        }
+    };
+    let gone: Vec<cuckoo::ObjectId> = decisions.iter().filter(|(_, r)| r.is_empty()).map(|(id, _)| *id).collect();
+    output::forget(&all, &decisions, dry_run, cli.json);
+    if !dry_run {
+        repo.forget(&gone).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn init(cli: &Cli, config: &Config, options: &cuckoo::InitOptions) -> Result<ExitCode> {
+    match cuckoo::init(config, options, &passphrase(cli)).await? {
+        InitOutcome::Created(record) => output::message(
+            cli.json,
+            &format!(
+                "created pool {} on {} backends, redundancy {} ({}), {}",
+                record.pool_id_hex(),
+                config.backends.len(),
+                record.redundancy,
+                match record.redundancy.tolerates() {
+                    0 => "a lost backend loses data; choose --redundancy copies=2 to survive one".to_string(),
+                    n => format!(
+                        "survives {n} lost backend{}, {:.2}x storage",
+                        if n == 1 { "" } else { "s" },
+                        record.redundancy.overhead()
+                    ),
+                },
+                if options.encrypt {
+                    "encrypted (XChaCha20-Poly1305; keep the passphrase: without it the data cannot be read)"
+                } else {
+                    "unencrypted (--no-encrypt)"
+                }
+            ),
+            serde_json::json!({"pool": record.pool_id_hex(), "created": true, "encrypted": options.encrypt,
+                               "redundancy": record.redundancy.to_string()}),
+        ),
+        InitOutcome::Adopted(record, names) => output::message(
+            cli.json,
+            &format!("added {} to pool {}", names.join(", "), record.pool_id_hex()),
+            serde_json::json!({"pool": record.pool_id_hex(), "added": names}),
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn key(cli: &Cli, config: Config, command: &KeyCommand) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    if !repo.is_encrypted() {
+        anyhow::bail!("the pool is not encrypted: it has no passphrases");
+    }
+    match command {
+        KeyCommand::List => output::keys(&repo.key_slots().await?, cli.json),
+        KeyCommand::Add { new_password_file, kdf } => {
+            let new = cuckoo::PassphraseSource::passphrase(&new_passphrase(new_password_file), true)?;
+            let id = repo.add_key(new, kdf.params()).await?;
+            output::message(
+                cli.json,
+                &format!("added key slot {}", id.short()),
+                serde_json::json!({"added": id.to_hex()}),
+            );
+        }
+        KeyCommand::Remove { id } => {
+            let id = repo.remove_key(id).await?;
+            output::message(
+                cli.json,
+                &format!("removed key slot {}", id.short()),
+                serde_json::json!({"removed": id.to_hex()}),
+            );
+        }
+        KeyCommand::Passwd { new_password_file, kdf } => {
+            let new = cuckoo::PassphraseSource::passphrase(&new_passphrase(new_password_file), true)?;
+            let id = repo.change_passphrase(new, kdf.params()).await?;
+            output::message(
+                cli.json,
+                &format!("passphrase changed (key slot {})", id.short()),
+                serde_json::json!({"changed": id.to_hex()}),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backend_add(cli: &Cli, mut config: Config, backend: BackendConfig) -> Result<ExitCode> {
+    let (name, scheme, weight) = (backend.name.clone(), backend.scheme.clone(), backend.weight);
+    let added = cuckoo::membership::add(&mut config, backend, &passphrase(cli)).await?;
+    let pool = added.pool.unwrap_or_else(|| "(existing)".to_string());
+    output::message(
+        cli.json,
+        &format!(
+            "added backend '{name}' ({scheme}, weight {weight}) to pool {pool}; new data is placed on it from now on"
+        ),
+        serde_json::json!({"backend": name, "scheme": scheme, "weight": weight, "pool": pool}),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn repair(cli: &Cli, config: Config, options: cuckoo::RepairOptions) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    interrupt_on_ctrl_c(&repo);
+    let bar = progress::Bar::new(cli.json);
+    let report = repo.repair(options, &bar).await?;
+    output::repair(&report, options, cli.json);
+    Ok(if report.unrecoverable.is_empty() && report.incomplete == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn backend_set(
+    cli: &Cli,
+    mut config: Config,
+    name: &str,
+    weight: Option<f64>,
+    capacity: Option<u64>,
+) -> Result<ExitCode> {
+    cuckoo::membership::set(&mut config, name, weight, capacity)?;
+    output::message(
+        cli.json,
+        &format!(
+            "backend '{name}' updated; `cuckoo rebalance --dry-run` shows what would move, `cuckoo rebalance` moves it"
+        ),
+        serde_json::json!({"backend": name, "weight": weight, "capacity": capacity}),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Drain first (the config says so, so an interrupted removal resumes with `rebalance` or
+/// by running this again), then forget the backend once it holds nothing.
+async fn backend_remove(cli: &Cli, mut config: Config, name: &str) -> Result<ExitCode> {
+    let bar = progress::Bar::new(cli.json);
+    let options = cuckoo::RepairOptions { rebalance: true, read_data: false, dry_run: false };
+    match cuckoo::membership::remove(&mut config, name, &passphrase(cli), &bar, ctrl_c_flag()).await? {
+        cuckoo::membership::Removed::StillDraining { remaining, report } => {
+            output::repair(&report, options, cli.json);
+            anyhow::bail!(
+                "backend '{name}' still holds {remaining} pieces; it stays in the config, draining: run `cuckoo backend remove {name}` again"
+            );
+        }
+        cuckoo::membership::Removed::Done { report, unlistable } => {
+            if let Some(why) = unlistable {
+                output::warning(&format!(
+                    "'{name}' cannot be listed ({why}); its data was rebuilt from the other backends"
+                ));
+            }
+            output::message(
+                cli.json,
+                &format!(
+                    "moved {} pieces ({}) off '{name}' and removed it from the config; its files can be deleted",
+                    report.pieces_deleted,
+                    humansize::format_size(report.bytes_deleted, humansize::BINARY)
+                ),
+                serde_json::json!({"removed": name, "pieces_moved": report.pieces_deleted, "bytes_moved": report.bytes_deleted}),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Mount the drive and wait for an unmount, Ctrl-C or SIGTERM; then commit and release.
+async fn serve_mount(repo: Arc<Repository>, mountpoint: PathBuf, options: cuckoo::mount::MountOptions) -> Result<()> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => t.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated => {}
+        }
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let drive = cuckoo::fs::Drive::open(repo, rt, Default::default())?;
+        let mounted = cuckoo::mount::mount(drive, &mountpoint, &options)?;
+        output::note(&format!("drive mounted on {}; unmount or press Ctrl-C to stop", mountpoint.display()));
+        mounted.wait(&stop)?;
+        output::note("unmounted; every change is committed");
+        Ok(())
+    })
+    .await?
+}
+
+fn interrupt_on_ctrl_c(repo: &Repository) {
+    stop_on_ctrl_c(repo.interrupt_flag());
+}
+
+/// A flag Ctrl-C sets, for work started through a library function.
+fn ctrl_c_flag() -> Arc<std::sync::atomic::AtomicBool> {
+    let flag = Arc::default();
+    stop_on_ctrl_c(Arc::clone(&flag));
+    flag
+}
+
+fn stop_on_ctrl_c(flag: Arc<std::sync::atomic::AtomicBool>) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            output::warning("interrupted; stopping at the next safe point");
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+}
