@@ -1,10 +1,11 @@
 //! One behaviour suite run against every backend kind: objects of 0 bytes to several chunk
 //! sizes, overwrite, missing objects, listing thousands, concurrent writers, a full
 //! backup/restore through a pool of that kind, and the filesystem conformance suite on the
-//! live drive of a pool of every kind. Real servers come from the file named by
-//! `CUCKOO_TEST_BACKENDS` (written by `.ci/servers.sh start`); with
-//! `CUCKOO_TEST_REQUIRE_SERVERS=1` (as in `.ci/run`) a kind without a server fails instead
-//! of being skipped.
+//! live drive of a pool of every kind, and a real WebDAV server killed mid-backup. Real
+//! servers come from the file named by `CUCKOO_TEST_BACKENDS` (written by
+//! `.ci/servers.sh start`). A test whose server is missing is reported as ignored, with
+//! the reason in its name; with `CUCKOO_TEST_REQUIRE_SERVERS=1` (as in `.ci/run`) it fails
+//! instead. (`harness = false`: `main` lists the tests.)
 
 mod common;
 
@@ -51,11 +52,48 @@ fn backend_config(kind: &str, scratch: &Path, tag: &str) -> Option<BackendConfig
     Some(cfg)
 }
 
-fn require(kind: &str) -> bool {
-    let required = std::env::var("CUCKOO_TEST_REQUIRE_SERVERS").is_ok_and(|v| v == "1");
-    assert!(!required, "no {kind} server configured (CUCKOO_TEST_BACKENDS) but servers are required");
-    eprintln!("skipped: no {kind} server configured; run `.ci/servers.sh start DIR` and set CUCKOO_TEST_BACKENDS");
-    false
+/// The kinds of server the behaviour suite runs against.
+const KINDS: [&str; 7] = ["fs", "s3", "azblob", "gcs", "webdav", "sftp", "ftp"];
+
+/// Why tests needing servers of `kinds` cannot run here, if they cannot.
+fn missing(kinds: &[&str]) -> Option<String> {
+    let scratch = tempfile::tempdir().unwrap();
+    let absent: Vec<&str> =
+        kinds.iter().copied().filter(|k| backend_config(k, scratch.path(), "probe").is_none()).collect();
+    (!absent.is_empty())
+        .then(|| format!("no {} server (run `.ci/servers.sh start DIR`, set CUCKOO_TEST_BACKENDS)", absent.join(", ")))
+}
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let need = |name: &str, kinds: &[&str], test: fn()| {
+        common::trial(name, missing(kinds), "CUCKOO_TEST_REQUIRE_SERVERS", test)
+    };
+    let mut trials = vec![need("fs", &[], || suite("fs")), need("memory", &[], || suite("memory"))];
+    for kind in &KINDS[1..] {
+        let kind = *kind;
+        trials.push(common::trial(kind, missing(&[kind]), "CUCKOO_TEST_REQUIRE_SERVERS", move || suite(kind)));
+    }
+    trials.extend([
+        need("mixed_pool_of_every_kind", &KINDS, mixed_pool_of_every_kind),
+        need(
+            "the_live_drive_on_a_pool_of_every_kind_conforms",
+            &KINDS,
+            the_live_drive_on_a_pool_of_every_kind_conforms,
+        ),
+        need(
+            "wrong_credentials_are_a_named_permission_error_without_the_secret",
+            &["azblob"],
+            wrong_credentials_are_a_named_permission_error_without_the_secret,
+        ),
+        common::trial(
+            "a_webdav_server_stopped_mid_backup_loses_nothing",
+            common::dav::wsgidav().is_none().then(|| "wsgidav is not installed (.ci/servers.sh install)".into()),
+            "CUCKOO_TEST_REQUIRE_SERVERS",
+            a_webdav_server_stopped_mid_backup_loses_nothing,
+        ),
+    ]);
+    libtest_mimic::run(&args, trials).exit();
 }
 
 fn unique(tag: &str) -> String {
@@ -164,10 +202,7 @@ async fn pool_round_trip(backends: Vec<BackendConfig>, scratch: &Path) {
 fn suite(kind: &str) {
     let scratch = tempfile::tempdir().unwrap();
     let tag = unique("suite");
-    let Some(cfg) = backend_config(kind, scratch.path(), &tag) else {
-        require(kind);
-        return;
-    };
+    let cfg = backend_config(kind, scratch.path(), &tag).expect("a configured server");
     let rt = runtime();
     rt.block_on(async {
         let b = Backend::open(&cfg).unwrap();
@@ -182,71 +217,24 @@ fn suite(kind: &str) {
     rt.block_on(pool_round_trip(pool, scratch.path()));
 }
 
-#[test]
-fn fs() {
-    suite("fs");
-}
-
-#[test]
-fn memory() {
-    suite("memory");
-}
-
-#[test]
-fn s3() {
-    suite("s3");
-}
-
-#[test]
-fn azblob() {
-    suite("azblob");
-}
-
-#[test]
-fn gcs() {
-    suite("gcs");
-}
-
-#[test]
-fn webdav() {
-    suite("webdav");
-}
-
-#[test]
-fn sftp() {
-    suite("sftp");
-}
-
-#[test]
-fn ftp() {
-    suite("ftp");
-}
-
 /// Every kind in one pool: a real tree round-trips through all of them at once.
-#[test]
 fn mixed_pool_of_every_kind() {
     let scratch = tempfile::tempdir().unwrap();
-    let Some(pool) = every_kind(scratch.path(), "mixed") else { return };
+    let pool = every_kind(scratch.path(), "mixed");
     runtime().block_on(pool_round_trip(pool, scratch.path()));
 }
 
-/// One backend of every kind with a server, or None (after `require`) if fewer than two.
-fn every_kind(scratch: &Path, tag: &str) -> Option<Vec<BackendConfig>> {
-    let kinds = ["fs", "s3", "azblob", "gcs", "webdav", "sftp", "ftp"];
+/// One backend of every kind.
+fn every_kind(scratch: &Path, tag: &str) -> Vec<BackendConfig> {
     let tag = unique(tag);
-    let pool: Vec<BackendConfig> = kinds.iter().filter_map(|k| backend_config(k, scratch, &tag)).collect();
-    if pool.len() < kinds.len() {
-        require("some");
-    }
-    (pool.len() >= 2).then_some(pool)
+    KINDS.iter().map(|k| backend_config(k, scratch, &tag).expect("a configured server")).collect()
 }
 
 /// The filesystem conformance suite on the live drive of an encrypted, redundant pool of
 /// every kind, then the drive read back from the backends alone.
-#[test]
 fn the_live_drive_on_a_pool_of_every_kind_conforms() {
     let scratch = tempfile::tempdir().unwrap();
-    let Some(backends) = every_kind(scratch.path(), "drive") else { return };
+    let backends = every_kind(scratch.path(), "drive");
     let catalogue = scratch.path().join("catalogue.redb");
     let config =
         Config { path: scratch.path().join("pool.toml"), catalogue: Some(catalogue.clone()), compression: 3, backends };
@@ -273,13 +261,9 @@ fn the_live_drive_on_a_pool_of_every_kind_conforms() {
 
 /// A refused credential is a permission error that names the backend and never shows the
 /// secret. Azurite is the server here that checks keys.
-#[test]
 fn wrong_credentials_are_a_named_permission_error_without_the_secret() {
     let scratch = tempfile::tempdir().unwrap();
-    let Some(mut cfg) = backend_config("azblob", scratch.path(), &unique("perm")) else {
-        require("azblob");
-        return;
-    };
+    let mut cfg = backend_config("azblob", scratch.path(), &unique("perm")).expect("a configured server");
     let wrong = "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXlXcm9uZ0tleQ==";
     cfg.options.insert("account_key".into(), wrong.into());
     let err = runtime().block_on(async { Backend::open(&cfg).unwrap().write("x", b"x".to_vec()).await.unwrap_err() });
@@ -287,4 +271,45 @@ fn wrong_credentials_are_a_named_permission_error_without_the_secret() {
     assert_eq!(err.kind(), cuckoo::ErrorKind::PermissionDenied, "{text}");
     assert!(err.to_string().contains(&format!("backend '{}'", cfg.name)), "{text}");
     assert!(!text.contains(wrong), "the secret leaked: {text}");
+}
+
+/// A real WebDAV server killed in the middle of a backup: the backup completes on the
+/// other backends, the pool opens without the server and everything restores.
+fn a_webdav_server_stopped_mid_backup_loses_nothing() {
+    runtime().block_on(webdav_server_stopped_mid_backup());
+}
+
+async fn webdav_server_stopped_mid_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dav = common::dav::Dav::start(&dir.path().join("dav"));
+    // Two local directories and the WebDAV server, two copies; the server is slowed so the
+    // backup is still running when it is killed.
+    let mut body = common::fs_pool_toml(dir.path(), 2);
+    body.push_str(&format!(
+        "[[backend]]\nname = \"dav\"\nscheme = \"webdav\"\nendpoint = \"http://127.0.0.1:{}\"\nlimit_upload = \"4MiB\"\n",
+        dav.port
+    ));
+    let config = Config::parse(&dir.path().join("pool.toml"), &body).unwrap();
+    let options = InitOptions { encrypt: false, redundancy: Some(cuckoo::Scheme::Copies(2)), ..Default::default() };
+    cuckoo::init(&config, &options, &cuckoo::NoPassphrase).await.unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..24 {
+        std::fs::write(src.join(format!("f{i}")), common::noise(1 << 20, i)).unwrap();
+    }
+    let repo = Repository::open(config.clone(), &cuckoo::NoPassphrase, &NoProgress).await.unwrap();
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let _ = dav.child.kill();
+        let _ = dav.child.wait();
+        dav
+    });
+    common::backup_with(&repo, &src).await;
+    let dav = killer.await.unwrap();
+    assert!(dav.child.id() > 0);
+    drop(repo);
+    // The server stays down: the pool opens without it and everything restores.
+    let repo = Repository::open(config.clone(), &cuckoo::NoPassphrase, &NoProgress).await.unwrap();
+    assert_eq!(repo.unavailable().len(), 1, "{:?}", repo.unavailable());
+    common::restore_latest_matches(&repo, &src, &dir.path().join("out")).await;
 }

@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_same_tree, fs_pool_toml, noise, text, walk_files};
+use common::{assert_same_tree, backup_with as backup, fs_pool_toml, noise, restore_latest_matches, text, walk_files};
 use cuckoo::CheckOptions;
 use cuckoo::RepairOptions;
-use cuckoo::Scheme;
 use cuckoo::backend::Fault;
 use cuckoo::{BackupOptions, Config, InitOptions, NoPassphrase, NoProgress, Repository, RestoreOptions};
 
@@ -22,10 +21,7 @@ struct Pool {
 
 async fn pool(n: usize, scheme: &str) -> Pool {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::parse(&dir.path().join("pool.toml"), &fs_pool_toml(dir.path(), n)).unwrap();
-    let options =
-        InitOptions { encrypt: false, redundancy: Some(Scheme::parse(scheme).unwrap()), ..Default::default() };
-    cuckoo::init(&config, &options, &NoPassphrase).await.unwrap();
+    let config = common::init_library_pool(dir.path(), n, scheme).await;
     Pool { dir, config }
 }
 
@@ -49,20 +45,6 @@ impl Pool {
     async fn restore_matches(&self, repo: &Repository, src: &Path, name: &str) {
         restore_latest_matches(repo, src, &self.dir.path().join(name)).await;
     }
-}
-
-/// Restore the latest snapshot into `target` and compare it with `src`, byte for byte.
-async fn restore_latest_matches(repo: &Repository, src: &Path, target: &Path) {
-    let (_, snapshot) = repo.find_snapshot("latest").unwrap();
-    let options = RestoreOptions { target: target.to_path_buf(), path: None };
-    let done = repo.restore(&snapshot, options, Arc::new(NoProgress)).await.unwrap();
-    assert!(done.failed.is_empty(), "{:?}", done.failed);
-    assert_same_tree(src, &target.join("src"));
-}
-
-async fn backup(repo: &Repository, src: &Path) {
-    let options = BackupOptions { paths: vec![src.to_path_buf()], ..Default::default() };
-    repo.backup(options, Arc::new(NoProgress)).await.unwrap();
 }
 
 async fn check(repo: &Repository) -> cuckoo::CheckReport {
@@ -164,92 +146,6 @@ async fn with_too_many_backends_down_backups_fail_cleanly_and_nothing_is_lost() 
     std::fs::remove_file(src.join("new")).unwrap();
     std::fs::File::open(&src).unwrap().set_modified(mtime).unwrap();
     pool.restore_matches(&repo, &src, "out").await;
-}
-
-/// A real WebDAV server (WsgiDAV, as in `.ci/servers.sh`) on a free loopback port.
-struct Dav {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Dav {
-    fn start(root: &Path, port: u16) -> Option<Dav> {
-        let scripts = std::process::Command::new("python3")
-            .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
-            .output()
-            .ok()?;
-        let scripts = String::from_utf8_lossy(&scripts.stdout).trim().to_string();
-        let program = [format!("{scripts}/wsgidav"), "wsgidav".to_string()]
-            .into_iter()
-            .find(|p| std::process::Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))?;
-        std::fs::create_dir_all(root).unwrap();
-        let child = std::process::Command::new(program)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--root"])
-            .arg(root)
-            .args(["--auth", "anonymous", "-q"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "wsgidav did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(Dav { child, port })
-    }
-}
-
-impl Drop for Dav {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_stopped_mid_backup_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let Some(mut dav) = Dav::start(&dir.path().join("dav"), port) else {
-        assert!(std::env::var("CUCKOO_TEST_REQUIRE_SERVERS").is_err(), "wsgidav is not installed");
-        eprintln!("skipped: wsgidav is not installed (.ci/servers.sh install)");
-        return;
-    };
-    // Two local directories and the WebDAV server, two copies; the server is slowed so the
-    // backup is still running when it is killed.
-    let mut body = fs_pool_toml(dir.path(), 2);
-    body.push_str(&format!(
-        "[[backend]]\nname = \"dav\"\nscheme = \"webdav\"\nendpoint = \"http://127.0.0.1:{}\"\nlimit_upload = \"4MiB\"\n",
-        dav.port
-    ));
-    let config = Config::parse(&dir.path().join("pool.toml"), &body).unwrap();
-    let options = InitOptions { encrypt: false, redundancy: Some(Scheme::Copies(2)), ..Default::default() };
-    cuckoo::init(&config, &options, &NoPassphrase).await.unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    for i in 0..24 {
-        std::fs::write(src.join(format!("f{i}")), noise(1 << 20, i)).unwrap();
-    }
-    let repo = Repository::open(config.clone(), &NoPassphrase, &NoProgress).await.unwrap();
-    let killer = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let _ = dav.child.kill();
-        let _ = dav.child.wait();
-        dav
-    });
-    backup(&repo, &src).await;
-    let dav = killer.await.unwrap();
-    assert!(dav.child.id() > 0);
-    drop(repo);
-    // The server stays down: the pool opens without it and everything restores.
-    let repo = Repository::open(config.clone(), &NoPassphrase, &NoProgress).await.unwrap();
-    assert_eq!(repo.unavailable().len(), 1, "{:?}", repo.unavailable());
-    restore_latest_matches(&repo, &src, &dir.path().join("out")).await;
 }
 
 /// The pool of `pool`, with backend `b{n}` added (a new directory) and adopted.

@@ -10,10 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::fs_suite::{assert_same, build_sample, conformance, kind, p};
-use common::{fs_pool_toml, noise};
-use cuckoo::Scheme;
+use common::noise;
 use cuckoo::fs::{self, Drive, DriveOptions, Fs, LocalFs, MemoryFs, OpenOptions, SnapshotFs};
-use cuckoo::{BackupOptions, Config, ErrorKind, InitOptions, NoPassphrase, NoProgress, Repository};
+use cuckoo::{BackupOptions, Config, ErrorKind, NoPassphrase, NoProgress, Repository};
 
 #[test]
 fn memory_fs_conforms() {
@@ -35,11 +34,8 @@ struct PoolEnv {
 impl PoolEnv {
     fn new(scheme: &str) -> PoolEnv {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::parse(&dir.path().join("pool.toml"), &fs_pool_toml(dir.path(), 3)).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let options =
-            InitOptions { encrypt: false, redundancy: Some(Scheme::parse(scheme).unwrap()), ..Default::default() };
-        rt.block_on(cuckoo::init(&config, &options, &NoPassphrase)).unwrap();
+        let config = rt.block_on(common::init_library_pool(dir.path(), 3, scheme));
         PoolEnv { dir, config, rt }
     }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Env, noise, text};
+use common::{Env, dir_bytes, noise, text};
 
 fn tree(env: &Env) -> std::path::PathBuf {
     let src = env.path("src");
@@ -173,15 +173,6 @@ fn forget_by_id_and_by_policy_everywhere_and_keeps_the_pool_consistent() {
 
 fn stored_bytes(env: &Env) -> u64 {
     (0..3).map(|i| dir_bytes(&env.path(&format!("backend-{i}")))).sum()
-}
-
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
-    rd.map(|e| {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() { dir_bytes(&e.path()) } else { e.metadata().unwrap().len() }
-    })
-    .sum()
 }
 
 #[test]

@@ -1,9 +1,11 @@
-//! The FUSE mount with real tools: rsync in and verify after a remount, a git workflow
-//! inside the mount, snapshots under /.snapshots, a snapshot of the drive restored by
-//! `cuckoo restore`, and pjdfstest's POSIX conformance count.
+//! What needs root: the FUSE mount with real tools (rsync in and verify after a remount, a
+//! git workflow inside the mount, snapshots under /.snapshots, a snapshot of the drive
+//! restored by `cuckoo restore`, pjdfstest's POSIX conformance count), and a backend on a
+//! real full disk (a tmpfs).
 //!
-//! Needs root and /dev/fuse. Without them the tests say so and pass, unless
-//! `CUCKOO_TEST_REQUIRE_FUSE=1` (CI sets it), which makes them fail instead.
+//! A test the machine cannot run (no root, no /dev/fuse, a tool missing) is reported as
+//! ignored, the reason in its name, unless `CUCKOO_TEST_REQUIRE_FUSE=1` (CI sets it), which
+//! makes it fail instead. (`harness = false`: `main` lists the tests.)
 
 mod common;
 
@@ -14,13 +16,44 @@ use std::time::{Duration, Instant};
 
 use common::{Env, assert_same_tree, noise, run_ok, text};
 
-fn fuse_available() -> bool {
-    let ok = Path::new("/dev/fuse").exists() && nix::unistd::geteuid().is_root();
-    if !ok {
-        assert!(std::env::var_os("CUCKOO_TEST_REQUIRE_FUSE").is_none(), "FUSE tests need root and /dev/fuse");
-        eprintln!("skipped: FUSE tests need root and /dev/fuse");
-    }
-    ok
+/// Why the FUSE tests cannot run here, if they cannot.
+fn no_fuse() -> Option<String> {
+    let root = nix::unistd::geteuid().is_root();
+    (!(root && Path::new("/dev/fuse").exists())).then(|| "needs root and /dev/fuse".to_string())
+}
+
+/// What of `tools` is not on the PATH.
+fn no_tools(tools: &[&str]) -> Option<String> {
+    let absent: Vec<&str> =
+        tools.iter().copied().filter(|t| Command::new(t).arg("--version").output().is_err()).collect();
+    (!absent.is_empty()).then(|| format!("needs {}", absent.join(" and ")))
+}
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let require = "CUCKOO_TEST_REQUIRE_FUSE";
+    let trials = vec![
+        common::trial(
+            "rsync_git_snapshots_and_restore_through_the_mount",
+            no_fuse().or_else(|| no_tools(&["rsync", "git"])),
+            require,
+            rsync_git_snapshots_and_restore_through_the_mount,
+        ),
+        common::trial(
+            "pjdfstest_posix_conformance",
+            no_fuse()
+                .or_else(|| find_pjdfstest().is_none().then(|| "needs pjdfstest (cargo install pjdfstest)".into())),
+            require,
+            pjdfstest_posix_conformance,
+        ),
+        common::trial(
+            "a_backend_whose_disk_fills_up_is_skipped_not_failed",
+            (!nix::unistd::geteuid().is_root()).then(|| "needs root to mount a tmpfs".to_string()),
+            require,
+            a_backend_whose_disk_fills_up_is_skipped_not_failed,
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit();
 }
 
 fn is_mounted(dir: &Path) -> bool {
@@ -108,11 +141,7 @@ fn source_tree(root: &Path) {
     std::fs::set_permissions(root.join("d1"), std::fs::Permissions::from_mode(0o750)).unwrap();
 }
 
-#[test]
 fn rsync_git_snapshots_and_restore_through_the_mount() {
-    if !fuse_available() {
-        return;
-    }
     let env = Env::new();
     let src = env.path("src");
     source_tree(&src);
@@ -241,16 +270,8 @@ fn rsync_git_snapshots_and_restore_through_the_mount() {
 
 /// pjdfstest's POSIX suite against the mount: prints the counts and fails if any case
 /// fails or fewer pass than when this test was written (docs/mount.md lists what is skipped).
-#[test]
 fn pjdfstest_posix_conformance() {
-    if !fuse_available() {
-        return;
-    }
-    let Some(pjdfstest) = find_pjdfstest() else {
-        assert!(std::env::var_os("CUCKOO_TEST_REQUIRE_FUSE").is_none(), "pjdfstest is not installed");
-        eprintln!("skipped: pjdfstest is not installed (cargo install pjdfstest)");
-        return;
-    };
+    let pjdfstest = find_pjdfstest().expect("pjdfstest is installed");
     let env = Env::new();
     let mnt = env.path("mnt");
     let m = Mounted::start(&env, &mnt);
@@ -290,4 +311,36 @@ fn find_pjdfstest() -> Option<PathBuf> {
             .flat_map(|p| std::env::split_paths(&p).map(|d| d.join("pjdfstest")).collect::<Vec<_>>()),
     );
     candidates.into_iter().find(|p| p.is_file())
+}
+
+/// A real full disk: one backend's root is a 2 MiB tmpfs. ENOSPC marks it full, the pieces
+/// it refused go to the others, and the backup, check and restore are unaffected.
+fn a_backend_whose_disk_fills_up_is_skipped_not_failed() {
+    let mut mounted = None;
+    let env = Env::pool_with(3, "copies=2", |dir| {
+        let root = dir.join("backend-0");
+        std::fs::create_dir_all(&root).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(&root)
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted = ok.then_some(root);
+    });
+    let root = mounted.expect("a 2 MiB tmpfs mounted (as root)");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(root);
+    let src = env.mixed_tree(90, 2);
+    let run = env.run(&["backup", src.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{said}");
+    assert!(!said.contains("less redundancy"), "every object still got two copies: {said}");
+    let check = env.json(&["check", "--read-data"]);
+    assert_eq!(check["findings"].as_array().unwrap().len(), 0, "{check}");
+    env.restore_matches("latest", &src, "out");
 }

@@ -6,52 +6,18 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Env, PASSPHRASE, assert_same_tree, fs_pool_toml, noise, text, walk_files};
+use common::{Env, PASSPHRASE, assert_same_tree, dir_bytes, text, walk_files};
 
-/// A pool of `n` equal `fs` backends (`backend-0`…), initialised with `redundancy`.
 fn pool(n: usize, redundancy: &str) -> Env {
-    pool_with(n, redundancy, |_| {})
+    Env::pool_with(n, redundancy, |_| {})
 }
 
-/// Like `pool`, running `prepare` on the scratch directory before the pool is created.
-fn pool_with(n: usize, redundancy: &str, prepare: impl FnOnce(&Path)) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    prepare(dir.path());
-    let config = dir.path().join("pool.toml");
-    std::fs::write(&config, fs_pool_toml(dir.path(), n)).unwrap();
-    let env = Env { dir, config };
-    let out = env.ok(&["init", "--kdf-memory", "8", "--kdf-iterations", "1", "--redundancy", redundancy]);
-    assert!(out.contains(redundancy), "init says what it chose: {out}");
-    env
-}
-
-/// Small text files in nested directories, a few multi-chunk files, and incompressible ones.
 fn tree(env: &Env, files: usize, big: usize) -> PathBuf {
-    let src = env.path("src");
-    for i in 0..files {
-        let dir = src.join(format!("d{}/e{}", i % 7, i % 23));
-        std::fs::create_dir_all(&dir).unwrap();
-        let data = if i % 3 == 0 { noise(300_000 + i * 10, i as u64) } else { text(2_000 + i * 37, i as u64) };
-        std::fs::write(dir.join(format!("f{i}.dat")), data).unwrap();
-    }
-    for i in 0..big {
-        std::fs::write(src.join(format!("big{i}.bin")), noise(6 << 20, 1000 + i as u64)).unwrap();
-    }
-    src
+    env.mixed_tree(files, big)
 }
 
 fn restore_matches(env: &Env, snapshot: &str, src: &Path, name: &str) {
-    let out = env.path(name);
-    env.ok(&["restore", snapshot, "--target", out.to_str().unwrap()]);
-    assert_same_tree(src, &out.join("src"));
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .map(|e| e.unwrap())
-        .map(|e| if e.file_type().unwrap().is_dir() { dir_bytes(&e.path()) } else { e.metadata().unwrap().len() })
-        .sum()
+    env.restore_matches(snapshot, src, name)
 }
 
 fn data_bytes(env: &Env, i: usize) -> u64 {
@@ -220,40 +186,4 @@ fn a_full_backend_is_skipped_not_failed() {
     restore_matches(&env, "latest", &src, "out");
     let check = env.json(&["check"]);
     assert_eq!(check["findings"].as_array().unwrap().len(), 0, "two backends still hold two copies: {check}");
-}
-
-/// A real full disk: one backend's root is a 2 MiB tmpfs. ENOSPC marks it full, the pieces
-/// it refused go to the others, and the backup, check and restore are unaffected.
-#[test]
-fn a_backend_whose_disk_fills_up_is_skipped_not_failed() {
-    let mut mounted = None;
-    let env = pool_with(3, "copies=2", |dir| {
-        let root = dir.join("backend-0");
-        std::fs::create_dir_all(&root).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-            .arg(&root)
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted = ok.then_some(root);
-    });
-    let Some(root) = mounted else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
-        return;
-    };
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(root);
-    let src = tree(&env, 90, 2);
-    let run = env.run(&["backup", src.to_str().unwrap()]);
-    let said = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{said}");
-    assert!(!said.contains("less redundancy"), "every object still got two copies: {said}");
-    let check = env.json(&["check", "--read-data"]);
-    assert_eq!(check["findings"].as_array().unwrap().len(), 0, "{check}");
-    restore_matches(&env, "latest", &src, "out");
 }

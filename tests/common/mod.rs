@@ -2,6 +2,7 @@
 //! binary run against it, and a strict comparison of two trees.
 #![allow(dead_code)]
 
+pub mod dav;
 pub mod fs_suite;
 
 use std::collections::HashMap;
@@ -32,6 +33,41 @@ impl Env {
     /// Like `new`, with `--redundancy SCHEME` (else the default: two copies for three backends).
     pub fn with_redundancy(scheme: &str) -> Env {
         Self::build("catalogue.redb", Some(scheme))
+    }
+
+    /// A pool of `n` equal `fs` backends (`backend-0`…) initialised with `redundancy`;
+    /// `prepare` runs on the scratch directory first (to mount something there, say).
+    pub fn pool_with(n: usize, redundancy: &str, prepare: impl FnOnce(&Path)) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
+        let config = dir.path().join("pool.toml");
+        std::fs::write(&config, fs_pool_toml(dir.path(), n)).unwrap();
+        let env = Env { dir, config };
+        let out = env.ok(&["init", "--kdf-memory", "8", "--kdf-iterations", "1", "--redundancy", redundancy]);
+        assert!(out.contains(redundancy), "init says what it chose: {out}");
+        env
+    }
+
+    /// Small text files in nested directories, a few multi-chunk files, incompressible ones.
+    pub fn mixed_tree(&self, files: usize, big: usize) -> PathBuf {
+        let src = self.path("src");
+        for i in 0..files {
+            let dir = src.join(format!("d{}/e{}", i % 7, i % 23));
+            std::fs::create_dir_all(&dir).unwrap();
+            let data = if i % 3 == 0 { noise(300_000 + i * 10, i as u64) } else { text(2_000 + i * 37, i as u64) };
+            std::fs::write(dir.join(format!("f{i}.dat")), data).unwrap();
+        }
+        for i in 0..big {
+            std::fs::write(src.join(format!("big{i}.bin")), noise(6 << 20, 1000 + i as u64)).unwrap();
+        }
+        src
+    }
+
+    /// Restore `snapshot` into `name` through the CLI and compare it with `src`.
+    pub fn restore_matches(&self, snapshot: &str, src: &Path, name: &str) {
+        let out = self.path(name);
+        self.ok(&["restore", snapshot, "--target", out.to_str().unwrap()]);
+        assert_same_tree(src, &out.join("src"));
     }
 
     fn build(name: &str, redundancy: Option<&str>) -> Env {
@@ -116,6 +152,71 @@ pub fn count_files(dir: &Path) -> usize {
         if e.file_type().unwrap().is_dir() { count_files(&e.path()) } else { 1 }
     })
     .sum()
+}
+
+/// Bytes of every file below `dir` (0 if it does not exist).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.map(|e| {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() { dir_bytes(&e.path()) } else { e.metadata().unwrap().len() }
+    })
+    .sum()
+}
+
+/// An unencrypted pool of `n` equal `fs` backends under `dir`, created through the library
+/// with `scheme`; returns its config.
+pub async fn init_library_pool(dir: &Path, n: usize, scheme: &str) -> cuckoo::Config {
+    let config = cuckoo::Config::parse(&dir.join("pool.toml"), &fs_pool_toml(dir, n)).unwrap();
+    let options = cuckoo::InitOptions {
+        encrypt: false,
+        redundancy: Some(cuckoo::Scheme::parse(scheme).unwrap()),
+        ..Default::default()
+    };
+    cuckoo::init(&config, &options, &cuckoo::NoPassphrase).await.unwrap();
+    config
+}
+
+/// Restore the latest snapshot through the library into `target` and compare it with
+/// `src`, byte for byte.
+pub async fn restore_latest_matches(repo: &cuckoo::Repository, src: &Path, target: &Path) {
+    let (_, snapshot) = repo.find_snapshot("latest").unwrap();
+    let options = cuckoo::RestoreOptions { target: target.to_path_buf(), path: None };
+    let done = repo.restore(&snapshot, options, std::sync::Arc::new(cuckoo::NoProgress)).await.unwrap();
+    assert!(done.failed.is_empty(), "{:?}", done.failed);
+    assert_same_tree(src, &target.join("src"));
+}
+
+/// Back `src` up through the library.
+pub async fn backup_with(repo: &cuckoo::Repository, src: &Path) {
+    let options = cuckoo::BackupOptions { paths: vec![src.to_path_buf()], ..Default::default() };
+    repo.backup(options, std::sync::Arc::new(cuckoo::NoProgress)).await.unwrap();
+}
+
+/// A test that needs something a machine may lack (a server, root, a tool): `missing` says
+/// what is absent, if anything. Then it is reported as *ignored* (the harness counts it,
+/// its name says why), unless `require` names an environment variable set to 1 (CI sets
+/// them), which makes it fail: in CI nothing is skipped.
+pub fn trial(
+    name: &str,
+    missing: Option<String>,
+    require: &str,
+    test: impl FnOnce() + Send + 'static,
+) -> libtest_mimic::Trial {
+    let required = std::env::var(require).is_ok_and(|v| v == "1");
+    let require = require.to_string();
+    match missing {
+        None => libtest_mimic::Trial::test(name, move || {
+            test();
+            Ok(())
+        }),
+        Some(why) if required => libtest_mimic::Trial::test(name, move || {
+            Err(format!("cannot run: {why}, and {require}=1 requires every test to run").into())
+        }),
+        Some(why) => {
+            libtest_mimic::Trial::test(name, || Ok(())).with_kind(format!("skipped: {why}")).with_ignored_flag(true)
+        }
+    }
 }
 
 /// Every file below `dir`, sorted; empty if `dir` does not exist.
