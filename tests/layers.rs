@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 /// Layers from the bottom; a top-level module may use its own layer and those below.
 const LAYERS: &[(&str, &[&str])] = &[
     ("foundation", &["error", "id", "progress", "exec", "machine", "limit"]),
-    ("pure formats and pipeline steps", &["chunker", "crypto", "codec", "redundancy", "ring", "model", "config"]),
-    ("I/O: backends, store, catalogue, local metadata", &["backend", "store", "catalogue", "lock", "probe", "meta"]),
+    ("pure formats and pipeline steps", &["chunker", "crypto", "codec", "redundancy", "ring", "model"]),
+    (
+        "I/O: config file, backends, store, catalogue, local metadata",
+        &["config", "backend", "store", "catalogue", "lock", "probe", "meta"],
+    ),
     ("the repository handle", &["repository"]),
     ("the shared write pipeline", &["pipeline"]),
     ("operations", &["backup", "restore", "check", "prune", "repack", "repair", "forget", "diff", "membership"]),
