@@ -67,7 +67,10 @@ pub async fn acquire_with(store: &Store, operation: &str, exclusive: bool, stop:
     let id = ObjectId(rand::random());
     write(store, &id, &record).await?;
     let conflict = match list_locks(store, exclusive).await {
-        Ok(locks) => locks.into_iter().find(|l| l.id != id && !l.stale && conflicts(exclusive, l.record.as_ref())),
+        Ok(locks) => {
+            tidy_dead_here(store, &locks).await;
+            locks.into_iter().find(|l| l.id != id && !l.stale && conflicts(exclusive, l.record.as_ref()))
+        }
         Err(e) => {
             let _ = store.delete_everywhere(&object_path(ObjectKind::Lock, &id)).await;
             return Err(e);
@@ -168,10 +171,25 @@ async fn list_locks(store: &Store, all: bool) -> Result<Vec<Found>> {
 
 fn is_stale(r: &LockRecord, now_ns: i64) -> bool {
     let age = Duration::from_nanos(now_ns.saturating_sub(r.refreshed_ns).max(0) as u64);
-    let dead_here = r.hostname == crate::machine::hostname()
+    age > STALE || dead_here(r)
+}
+
+/// Held by a process of this machine that is gone (killed, crashed).
+fn dead_here(r: &LockRecord) -> bool {
+    r.hostname == crate::machine::hostname()
         && r.pid != std::process::id()
-        && !std::path::Path::new(&format!("/proc/{}", r.pid)).exists();
-    age > STALE || dead_here
+        && !std::path::Path::new(&format!("/proc/{}", r.pid)).exists()
+}
+
+/// Delete the locks of processes of this machine that died, so killed runs do not leave
+/// locks behind for `unlock` to tidy. Only these: a lock of another machine that merely
+/// went unrefreshed may belong to a run that is still going. Best effort.
+async fn tidy_dead_here(store: &Store, locks: &[Found]) {
+    for lock in locks {
+        if lock.record.as_ref().is_some_and(dead_here) {
+            let _ = store.delete_everywhere(&object_path(ObjectKind::Lock, &lock.id)).await;
+        }
+    }
 }
 
 /// Remove stale locks, or every lock with `all`; returns what was removed.
@@ -249,6 +267,29 @@ mod tests {
         tokio::time::sleep(STALE).await;
         assert!(lost.load(Ordering::Relaxed) && lock.lost());
         lock.refresher.abort();
+    }
+
+    #[tokio::test]
+    async fn locks_of_dead_local_processes_are_removed_by_the_next_lock() {
+        let store = memory_store();
+        let dead = |pid| LockRecord {
+            exclusive: false,
+            operation: "backup".into(),
+            hostname: crate::machine::hostname(),
+            pid,
+            created_ns: crate::machine::now_ns(),
+            refreshed_ns: crate::machine::now_ns(),
+        };
+        // pid_max on Linux is at most 2^22: these pids cannot be running.
+        write(&store, &ObjectId([1; 32]), &dead(u32::MAX - 1)).await.unwrap();
+        write(&store, &ObjectId([2; 32]), &dead(u32::MAX - 2)).await.unwrap();
+        let elsewhere = LockRecord { hostname: "elsewhere".into(), ..dead(u32::MAX - 3) };
+        write(&store, &ObjectId([3; 32]), &elsewhere).await.unwrap();
+        let a = acquire(&store, "restore", false).await.unwrap();
+        let left: Vec<ObjectId> = list(&store).await.unwrap().into_iter().map(|l| l.id).collect();
+        assert_eq!(left.len(), 2, "ours and the other machine's: {left:?}");
+        assert!(left.contains(&ObjectId([3; 32])) && left.contains(&a.id));
+        a.release().await.unwrap();
     }
 
     #[tokio::test]
