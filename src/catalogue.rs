@@ -768,6 +768,21 @@ mod tests {
         (ObjectId::of(&body), body)
     }
 
+    fn snapshot_of(tree: ObjectId, tree_pack: ObjectId) -> Snapshot {
+        Snapshot {
+            time_ns: 1,
+            hostname: "h".into(),
+            username: "u".into(),
+            paths: vec![],
+            tags: vec![],
+            tree,
+            tree_pack,
+            parent: None,
+            summary: Summary::default(),
+            program_version: "t".into(),
+        }
+    }
+
     #[test]
     fn records_locations_refs_and_snapshots() {
         let dir = tempfile::tempdir().unwrap();
@@ -795,18 +810,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cat.reader().unwrap().location(&chunk).unwrap(), Some(loc));
-        let snap = Snapshot {
-            time_ns: 1,
-            hostname: "h".into(),
-            username: "u".into(),
-            paths: vec![],
-            tags: vec![],
-            tree: t1,
-            tree_pack: pa,
-            parent: None,
-            summary: Summary::default(),
-            program_version: "t".into(),
-        };
+        let snap = snapshot_of(t1, pa);
         let sid = ObjectId::of(&model::to_body(&snap));
         assert!(!cat.reader().unwrap().has_tree(&t2).unwrap(), "staged trees are not visible");
         cat.commit_staged(&sid, &snap).unwrap();
@@ -840,18 +844,7 @@ mod tests {
         let pack = model::to_body(&TreePack { trees: vec![(t1, body1.clone()), (t2, body2.clone())] });
         let loc = Location { plain_len: 1, pieces: vec![] };
         cat.record(&[Record::TreePack { id: ObjectId::of(&pack), location: loc, body: pack.clone() }]).unwrap();
-        let snap = Snapshot {
-            time_ns: 1,
-            hostname: "h".into(),
-            username: "u".into(),
-            paths: vec![],
-            tags: vec![],
-            tree: t1,
-            tree_pack: ObjectId::of(&pack),
-            parent: None,
-            summary: Summary::default(),
-            program_version: "t".into(),
-        };
+        let snap = snapshot_of(t1, ObjectId::of(&pack));
         let snap_body = model::to_body(&snap);
         let sid = ObjectId::of(&snap_body);
         cat.commit_staged(&sid, &snap).unwrap();
