@@ -122,6 +122,22 @@ fn regression_edited_catalogue_snapshots_are_replaced_from_the_backends() {
     assert_eq!(findings(&env, &["check", "--read-data"]), Vec::<serde_json::Value>::new());
 }
 
+/// Whether two (large) files hold the same bytes, compared a MiB at a time.
+fn same_content(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::io::Read;
+    let (mut a, mut b) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = a.read(&mut x).unwrap();
+        if n == 0 {
+            return b.read(&mut y).unwrap() == 0;
+        }
+        if b.read_exact(&mut y[..n]).is_err() || x[..n] != y[..n] {
+            return false;
+        }
+    }
+}
+
 /// Every file below `dir` with its content, for "nothing here changed" comparisons.
 fn snapshot_of(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     common::walk_files(dir).into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect()
@@ -233,4 +249,29 @@ fn regression_a_path_too_long_for_the_target_does_not_stop_the_restore() {
     assert!(said.contains("not restored") && said.contains("too long"), "{said}");
     assert_eq!(std::fs::read(target.join("src/near.txt")).unwrap(), b"close by\n");
     assert_eq!(std::fs::read(target.join("src/z/after.txt")).unwrap(), b"restored after the failure\n");
+}
+
+#[test]
+fn regression_sparse_files_are_not_read_through_their_holes_and_restore_sparse() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let sparse = std::fs::File::create(src.join("disk.img")).unwrap();
+    sparse.set_len(1 << 30).unwrap();
+    for (at, seed) in [(0u64, 1u64), (700 << 20, 2), ((1 << 30) - (1 << 20), 3)] {
+        sparse.write_all_at(&noise(1 << 20, seed), at).unwrap();
+    }
+    sparse.sync_all().unwrap();
+    drop(sparse);
+    let allocated = std::fs::metadata(src.join("disk.img")).unwrap().blocks() * 512;
+    assert!(allocated < 64 << 20, "the test's file system keeps holes ({allocated} bytes allocated)");
+    let done = env.json(&["backup", src.to_str().unwrap()]);
+    let read = done["summary"]["bytes_read"].as_u64().unwrap();
+    assert!(read < 16 << 20, "only the data was read, not 1 GiB of holes: {read}");
+    assert_eq!(done["summary"]["bytes"].as_u64(), Some(1 << 30));
+    let out = restore_latest(&env, "out");
+    assert!(same_content(&src.join("disk.img"), &out.join("disk.img")));
+    let restored = std::fs::metadata(out.join("disk.img")).unwrap().blocks() * 512;
+    assert!(restored < 64 << 20, "restored sparse: {restored} bytes allocated");
 }

@@ -10,6 +10,7 @@
 //! uploading them again; trees are staged and become visible only when the snapshot commits,
 //! after every object below them is stored.
 
+mod sparse;
 mod walker;
 
 use std::path::PathBuf;

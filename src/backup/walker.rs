@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
 use super::BackupWarning;
+use super::sparse;
 use crate::catalogue::{Cached, Reader};
 use crate::chunker::{ChunkerParams, StreamChunker};
 use crate::codec::ObjectKind;
@@ -67,6 +68,8 @@ pub(crate) struct Walker {
     next_slot: u64,
     hardlinks: HashMap<(u64, u64), Vec<ChunkRef>>,
     buf: Vec<u8>,
+    /// The all-zero chunk of the largest size, once a hole needed it.
+    zero_chunk: Option<ObjectId>,
     summary: Summary,
     warnings: Vec<BackupWarning>,
 }
@@ -101,6 +104,7 @@ impl Walker {
             next_slot: 0,
             hardlinks: HashMap::new(),
             buf: vec![0; 1 << 20],
+            zero_chunk: None,
             summary: Summary::default(),
             warnings: Vec::new(),
         }
@@ -283,7 +287,11 @@ impl Walker {
                 Content::Packed(slot, data.len() as u64)
             }
         } else {
-            let (content, read) = self.chunk_alone(&mut file)?;
+            let extents = if sparse::is_sparse(md) { sparse::data_extents(&file, size) } else { None };
+            let (content, read) = match extents {
+                Some(extents) => self.chunk_sparse(&mut file, size, &extents)?,
+                None => self.chunk_alone(&mut file)?,
+            };
             self.check_unchanged(path, &file, md, read);
             self.summary.files_read += 1;
             self.progress.advance(1, 0);
@@ -295,7 +303,44 @@ impl Walker {
         Ok(content)
     }
 
-    fn chunk_alone(&mut self, file: &mut File) -> Result<(Vec<ChunkRef>, u64)> {
+    /// Chunk the data extents of a sparse file of length `size`; each hole becomes slices of
+    /// one all-zero chunk without being read.
+    fn chunk_sparse(&mut self, file: &mut File, size: u64, extents: &[(u64, u64)]) -> Result<(Vec<ChunkRef>, u64)> {
+        use std::io::{Seek, SeekFrom};
+        let mut refs = Vec::new();
+        let mut pos = 0u64;
+        for &(start, end) in extents.iter().chain(std::iter::once(&(size, size))) {
+            self.zeros(start - pos, &mut refs);
+            if start == end {
+                break;
+            }
+            file.seek(SeekFrom::Start(start)).map_err(|e| Error::io("cannot seek", e))?;
+            let (more, read) = self.chunk_alone(&mut file.take(end - start))?;
+            refs.extend(more);
+            pos = start + read;
+            if read < end - start {
+                return Ok((refs, pos)); // the file shrank while read
+            }
+        }
+        Ok((refs, size))
+    }
+
+    /// Slices of the all-zero chunk for a hole of `len` bytes.
+    fn zeros(&mut self, mut len: u64, refs: &mut Vec<ChunkRef>) {
+        let max = self.params.max;
+        let id = match self.zero_chunk {
+            Some(id) => id,
+            None => *self.zero_chunk.insert(self.out.chunk(&vec![0; max as usize])),
+        };
+        self.progress.advance(0, len);
+        while len > 0 {
+            let n = len.min(max as u64) as u32;
+            refs.push(ChunkRef { id, offset: 0, len: n });
+            len -= n as u64;
+        }
+    }
+
+    fn chunk_alone(&mut self, file: &mut impl Read) -> Result<(Vec<ChunkRef>, u64)> {
         let mut chunker = StreamChunker::new(self.params, self.out.keys.chunker_seed());
         let mut refs = Vec::new();
         let mut total = 0u64;

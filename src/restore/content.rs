@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{Stream, StreamExt, TryStreamExt};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::codec::ObjectKind;
 use crate::error::{Error, ErrorKind, Result};
@@ -216,16 +216,26 @@ fn write_small_file(job: &FileJob, chunks: &Fetched) -> Result<()> {
         super::remove_existing(&job.path);
     }
     let mut file = super::open_options().create(true).truncate(true).open(&job.path).map_err(|e| io("create", e))?;
-    let mut written = 0u64;
+    let (mut written, mut holes) = (0u64, false);
     for r in &job.content {
         let chunk = match &chunks[&r.id] {
             Ok(c) => c,
             Err((kind, why)) => return Err(Error::new(*kind, why.clone())),
         };
-        file.write_all(slice(job, chunk, r)?).map_err(|e| io("write", e))?;
+        let bytes = slice(job, chunk, r)?;
+        if is_hole(bytes) {
+            use std::io::Seek;
+            file.seek(std::io::SeekFrom::Current(bytes.len() as i64)).map_err(|e| io("seek in", e))?;
+            holes = true;
+        } else {
+            file.write_all(bytes).map_err(|e| io("write", e))?;
+        }
         written += r.len as u64;
     }
     check_size(job, written)?;
+    if holes {
+        file.set_len(written).map_err(|e| io("set the length of", e))?;
+    }
     meta::apply_to_file(&file, &job.meta).map_err(|e| io("set metadata of", e))
 }
 
@@ -263,6 +273,14 @@ pub(crate) async fn stream_content(
     }
     out.flush().await.map_err(|e| Error::from_io("cannot write output", e))?;
     Ok(written)
+}
+
+/// Slices of zeros at least this long are left as holes rather than written.
+const HOLE_MIN: usize = 64 * 1024;
+
+/// Whether `bytes` may be left as a hole: long enough to free whole blocks, and all zeros.
+fn is_hole(bytes: &[u8]) -> bool {
+    bytes.len() >= HOLE_MIN && bytes.iter().all(|&b| b == 0)
 }
 
 /// Fetch a batch's chunks; a chunk that cannot be had fails only the files that need it.
@@ -303,14 +321,26 @@ async fn write_file(
         .await
         .map_err(|e| io("create", e))?;
     let mut written = 0u64;
+    let mut holes = false;
     while let Some(item) = slices.next().await {
         let (chunk, r) = item?;
-        file.write_all(slice(job, &chunk, &r)?).await.map_err(|e| io("write", e))?;
+        let bytes = slice(job, &chunk, &r)?;
+        if is_hole(bytes) {
+            // Zeros are not written: the file stays sparse, as its source was (or could be).
+            file.seek(std::io::SeekFrom::Current(bytes.len() as i64)).await.map_err(|e| io("seek in", e))?;
+            holes = true;
+        } else {
+            file.write_all(bytes).await.map_err(|e| io("write", e))?;
+        }
         written += r.len as u64;
         progress.advance(0, r.len as u64);
     }
     check_size(job, written)?;
     file.flush().await.map_err(|e| io("write", e))?;
+    if holes {
+        // A hole at the end needs the length set; elsewhere this changes nothing.
+        file.set_len(written).await.map_err(|e| io("set the length of", e))?;
+    }
     drop(file);
     progress.advance(1, 0);
     meta::apply(&job.path, &job.meta, false).map_err(|e| io("set metadata of", e))
