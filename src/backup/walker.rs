@@ -309,11 +309,8 @@ impl Walker {
         use std::io::{Seek, SeekFrom};
         let mut refs = Vec::new();
         let mut pos = 0u64;
-        for &(start, end) in extents.iter().chain(std::iter::once(&(size, size))) {
-            self.zeros(start - pos, &mut refs);
-            if start == end {
-                break;
-            }
+        for &(start, end) in extents {
+            self.zeros(start.saturating_sub(pos), &mut refs);
             file.seek(SeekFrom::Start(start)).map_err(|e| Error::io("cannot seek", e))?;
             let (more, read) = self.chunk_alone(&mut file.take(end - start))?;
             refs.extend(more);
@@ -322,7 +319,8 @@ impl Walker {
                 return Ok((refs, pos)); // the file shrank while read
             }
         }
-        Ok((refs, size))
+        self.zeros(size.saturating_sub(pos), &mut refs);
+        Ok((refs, pos.max(size)))
     }
 
     /// Slices of the all-zero chunk for a hole of `len` bytes.
