@@ -30,8 +30,24 @@ impl Dal {
             opendal::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
             _ => ErrorKind::Backend,
         };
-        Error::new(kind, format!("backend '{}' ({}): {what} {path}", self.name, self.scheme)).with_source(e)
+        Error::new(kind, format!("backend '{}' ({}): {what} {path}: {}", self.name, self.scheme, plain(&e)))
     }
+}
+
+/// What an OpenDAL error says, in the user's terms: its message and its cause, without
+/// OpenDAL's kind, status, operation and context map (the backend, the operation and the
+/// path are named by the caller).
+pub(crate) fn plain(e: &opendal::Error) -> String {
+    let mut text = e.message().to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 impl Objects for Dal {
@@ -123,6 +139,17 @@ pub(crate) fn is_out_of_space(e: &opendal::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_read_as_message_and_cause_without_opendal_internals() {
+        let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "create root dir failed")
+            .with_operation("Builder::build")
+            .with_context("root", "/x")
+            .set_source(std::io::Error::from_raw_os_error(2));
+        let text = plain(&e);
+        assert!(text.starts_with("create root dir failed: No such file or directory"), "{text}");
+        assert!(!text.contains("permanent") && !text.contains("Builder") && !text.contains("context"), "{text}");
+    }
 
     #[test]
     fn out_of_space_is_full_not_broken() {

@@ -79,7 +79,7 @@ impl Backend {
                 opendal::ErrorKind::ConfigInvalid => (ErrorKind::Config, "invalid options"),
                 _ => (ErrorKind::Backend, "cannot be opened"),
             };
-            Error::new(kind, format!("backend '{}' ({}): {what}", cfg.name, cfg.scheme)).with_source(e)
+            Error::new(kind, format!("backend '{}' ({}): {what}: {}", cfg.name, cfg.scheme, dal::plain(&e)))
         })?;
         let op = op
             .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)))
