@@ -30,7 +30,7 @@ const SEALED_HEADER_LEN: usize = 5 + TAG_LEN;
 pub const HEAD_LEN: usize = HEADER_LEN + NONCE_LEN + SEALED_HEADER_LEN;
 
 /// What an object is; stored in the header so a misplaced object is caught.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum ObjectKind {
     /// A piece of file content.

@@ -7,7 +7,7 @@
 use std::fmt;
 
 /// What went wrong, coarse enough to branch on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The config file or a command argument is malformed or inconsistent.

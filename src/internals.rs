@@ -3,7 +3,7 @@
 
 #[path = "backup/mod.rs"]
 pub mod backup;
-#[path = "catalogue.rs"]
+#[path = "catalogue/mod.rs"]
 pub mod catalogue;
 #[path = "check.rs"]
 pub mod check;

@@ -324,6 +324,7 @@ impl Repository {
         };
         if fresh {
             repo.rebuild_locations(progress).await?;
+            repo.catalogue.mark_built()?;
         }
         repo.sync(progress).await?;
         let (usage, _) = repo.catalogue.usage()?;
@@ -487,10 +488,15 @@ impl Repository {
     pub async fn sync(&self, progress: &dyn Progress) -> Result<usize> {
         let remote = self.store.list_snapshots().await?;
         self.heal_snapshots(&remote, progress).await?;
-        // Snapshots forgotten elsewhere: on no backend any more.
-        for (id, _) in self.catalogue.snapshots()? {
-            if !remote.contains(&id) {
-                self.catalogue.remove_snapshot(&id)?;
+        // Snapshots forgotten elsewhere: on no backend any more. One another process
+        // committed since the listing is in the catalogue but was not listed, so what looks
+        // forgotten is listed again: a snapshot is stored before the catalogue learns of it.
+        let unlisted: Vec<ObjectId> =
+            self.catalogue.snapshots()?.into_iter().map(|(id, _)| id).filter(|id| !remote.contains(id)).collect();
+        if !unlisted.is_empty() {
+            let now = self.store.list_snapshots().await?;
+            for id in unlisted.iter().filter(|id| !now.contains(id)) {
+                self.catalogue.remove_snapshot(id)?;
             }
         }
         self.apply_prune_records().await?;

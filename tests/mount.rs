@@ -40,6 +40,12 @@ fn main() {
             rsync_git_snapshots_and_restore_through_the_mount,
         ),
         common::trial(
+            "backups_listings_and_restores_run_beside_a_writing_mount",
+            no_fuse(),
+            require,
+            backups_listings_and_restores_run_beside_a_writing_mount,
+        ),
+        common::trial(
             "pjdfstest_posix_conformance",
             no_fuse()
                 .or_else(|| find_pjdfstest().is_none().then(|| "needs pjdfstest (cargo install pjdfstest)".into())),
@@ -116,6 +122,76 @@ impl Drop for Mounted {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The drive mounted and written to all along, while backups, listings, a restore and a
+/// check run beside it; then the mount is killed (`kill -9`) mid-backup and the backup,
+/// served by it until then, takes the catalogue over and finishes.
+fn backups_listings_and_restores_run_beside_a_writing_mount() {
+    let env = Env::new();
+    let mnt = env.path("mnt");
+    let m = Mounted::start(&env, &mnt);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, dir) = (stop.clone(), mnt.join("written"));
+        std::thread::spawn(move || {
+            std::fs::create_dir(&dir).unwrap();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                std::fs::write(dir.join(format!("f{n}")), text(20_000, n)).unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let src = env.path("src");
+    source_tree(&src);
+    let done = env.json(&["backup", src.to_str().unwrap()]);
+    let id = done["id"].as_str().unwrap();
+    env.ok(&["snapshots"]);
+    assert!(env.ok(&["ls", id]).contains("big.bin"));
+    env.ok(&["restore", id, "--target", env.path("out").to_str().unwrap()]);
+    assert_same_tree(&src, &env.path("out/src"));
+    let cat = env.command(&["cat", &format!("{id}:src/empty")]).output().unwrap();
+    assert!(cat.status.success(), "{}", String::from_utf8_lossy(&cat.stderr));
+    env.ok(&["stats"]);
+    env.ok(&["diff", id, id]);
+    let check = env.ok(&["check"]);
+    assert!(check.contains("no problems"), "{check}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert!(written > 10, "the mount was written to all along ({written} files)");
+    for i in (0..written).step_by(37) {
+        assert_eq!(std::fs::read(mnt.join(format!("written/f{i}"))).unwrap(), text(20_000, i));
+    }
+
+    // The mount holds the catalogue (it opened it first): kill it under a backup, slowed
+    // (the mount read the config before the limit was added) so that it is mid-way.
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&env.config, config.replace("scheme = \"fs\"\n", "scheme = \"fs\"\nlimit_upload = \"3MiB\"\n"))
+        .unwrap();
+    let big = env.path("big");
+    std::fs::create_dir(&big).unwrap();
+    std::fs::write(big.join("data"), noise(16 << 20, 7)).unwrap();
+    let mut backup = env
+        .command(&["backup", big.to_str().unwrap(), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(backup.try_wait().unwrap().is_none(), "the backup is still running when the mount is killed");
+    let mut m = m;
+    m.child.kill().unwrap();
+    let _ = m.child.wait();
+    let out = backup.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(m);
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    env.ok(&["restore", done["id"].as_str().unwrap(), "--target", env.path("out-big").to_str().unwrap()]);
+    assert_same_tree(&big, &env.path("out-big/big"));
+    let check = env.ok(&["check"]);
+    assert!(check.contains("no problems"), "{check}");
 }
 
 /// A source tree with what rsync and tar meet in practice.

@@ -1,9 +1,8 @@
-//! The local catalogue (redb): snapshots, tree bodies, where every object is stored, and
-//! reference counts. A cache of what the backends hold: `sync` rebuilds it from them.
+//! The catalogue's redb file: the table layout and every read and write of it. Only the
+//! process holding the file opens it (see `mod.rs` for how the others reach it).
 //!
-//! Owns: the table layout and every read/write of the redb file. Must not: talk to backends.
-//! Every change is one redb transaction, so a kill at any instant leaves it consistent.
-//!
+//! Every change is one redb transaction, so a kill at any instant leaves it consistent, and
+//! every change is idempotent, so a peer may send it again after the holder died mid-way.
 //! Nothing read from the file is trusted: redb checks its own pages, not the values in them,
 //! so every tree and snapshot body handed out is first checked against its id (BLAKE3,
 //! keyed in an encrypted pool). A body that fails is reported as `Damaged`, never used.
@@ -13,6 +12,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use super::{BackendUsage, Cached, Damage, Location, PieceAt, Record, RefcountMismatch, Session, Totals};
 use crate::codec::ObjectKind;
 use crate::crypto::Keys;
 use crate::error::{Error, ErrorKind, Result};
@@ -22,10 +22,13 @@ use crate::model::{self, NodeKind, Snapshot, Tree, TreePack};
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SNAPSHOTS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("snapshots");
 const TREES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("trees");
-/// Tree packs stored by a backup or sync that has not committed its snapshot yet. Their
-/// trees move to TREES in the commit's transaction, so a tree in TREES always has its whole
-/// subtree stored.
-const STAGED: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("staged_tree_packs");
+/// (session, pack id) -> tree pack stored by a backup or sync that has not committed its
+/// snapshot yet. Their trees move to TREES in the commit's transaction, so a tree in TREES
+/// always has its whole subtree stored. Keyed by session so that runs in several processes
+/// each publish and clear only their own.
+const STAGED: TableDefinition<(u64, [u8; 32]), &[u8]> = TableDefinition::new("staged_by_session");
+/// The unkeyed table of earlier builds; dropped when met.
+const OLD_STAGED: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("staged_tree_packs");
 /// id -> (kind, plain length, pieces): each piece 11 bytes, the backend number (u16 LE), 1
 /// for a shard or 0 for a whole copy, and its stored length (u64 LE).
 const OBJECTS: TableDefinition<[u8; 32], (u8, u64, &[u8])> = TableDefinition::new("objects");
@@ -41,131 +44,24 @@ const SCHEMA_KEY: &str = "schema";
 const SCHEMA: &[u8] = b"2";
 const OLD_SCHEMAS: [&[u8]; 1] = [b"1"];
 const POOL_KEY: &str = "pool_id";
+/// Present from creation until the first rebuild from the backends has finished, so a
+/// rebuild cut short is redone by the next open.
+const UNBUILT_KEY: &str = "unbuilt";
 
-/// Where one stored object is: its pieces (copies or shards).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    /// Plain bytes of the object.
-    pub plain_len: u64,
-    /// Its pieces.
-    pub pieces: Vec<PieceAt>,
-}
-
-/// One piece of a stored object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PieceAt {
-    /// Backend name.
-    pub backend: String,
-    /// A shard, or else a whole copy.
-    pub shard: bool,
-    /// Bytes it takes there.
-    pub stored_len: u64,
-}
-
-impl Location {
-    /// Bytes all pieces take.
-    pub fn stored_len(&self) -> u64 {
-        self.pieces.iter().map(|p| p.stored_len).sum()
-    }
-}
-
-/// A fact to record once it is durable on a backend.
-#[derive(Debug, Clone)]
-pub enum Record {
-    /// A chunk was stored.
-    Chunk {
-        /// The chunk.
-        id: ObjectId,
-        /// Where it is.
-        location: Location,
-    },
-    /// An object was found on the backends (rebuilding the catalogue): where it is, nothing
-    /// about its content.
-    Located {
-        /// Chunk or tree pack.
-        kind: ObjectKind,
-        /// The object.
-        id: ObjectId,
-        /// Where it is.
-        location: Location,
-    },
-    /// A tree pack was stored; its trees are staged until their snapshot commits.
-    TreePack {
-        /// The pack.
-        id: ObjectId,
-        /// Where it is.
-        location: Location,
-        /// Its plain body (an encoded `TreePack`).
-        body: Vec<u8>,
-    },
-}
-
-/// An object whose recorded reference count is not what the trees and snapshots imply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RefcountMismatch {
-    /// The object.
-    pub id: ObjectId,
-    /// References the verified trees and snapshots hold.
-    pub expected: u64,
-    /// References recorded.
-    pub recorded: u64,
-}
-
-/// Per-backend totals.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct BackendUsage {
-    /// Pieces (whole copies or shards) recorded on the backend.
-    pub objects: u64,
-    /// Bytes they take there.
-    pub stored_bytes: u64,
-}
-
-/// Totals over distinct objects.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Totals {
-    /// Distinct objects.
-    pub objects: u64,
-    /// Their plain bytes, each counted once.
-    pub plain_bytes: u64,
-    /// Bytes all their pieces take.
-    pub stored_bytes: u64,
-}
-
-/// The opened catalogue.
-pub struct Catalogue {
+/// The catalogue file, opened by this process.
+pub(super) struct Local {
     db: Database,
     /// Names bodies as the pool does, to check every body read back against its id.
     keys: Keys,
 }
 
-/// A tree or snapshot as the catalogue holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cached<T> {
-    /// Present, and its body matches its id.
-    Verified(T),
-    /// Not recorded.
-    Absent,
-    /// Recorded, but the body does not match its id (or does not decode): the entry must
-    /// be replaced from the backends, never used.
-    Damaged,
-}
-
-/// A catalogue entry whose body does not match its id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Damage {
-    /// `Tree` or `Snapshot`.
-    pub kind: ObjectKind,
-    /// The id the entry is recorded under.
-    pub id: ObjectId,
-}
-
 /// Bytes of catalogue pages kept in memory.
 const CACHE_BYTES: usize = 16 << 20;
 
-impl Catalogue {
+impl Local {
     /// Open or create the catalogue at `path` for a pool whose objects `keys` name; the flag
-    /// is true when it was just created (so the caller rebuilds it from the backends).
-    pub fn open(path: &Path, keys: Keys) -> Result<(Catalogue, bool)> {
+    /// is true until a rebuild from the backends has been marked done (`mark_built`).
+    pub fn open(path: &Path, keys: Keys) -> Result<(Local, bool)> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         }
@@ -188,20 +84,23 @@ impl Catalogue {
             match schema.as_deref() {
                 None => {
                     meta.insert(SCHEMA_KEY, SCHEMA)?;
+                    meta.insert(UNBUILT_KEY, &[][..])?;
                     true
                 }
-                Some(SCHEMA) => false,
+                Some(SCHEMA) => meta.get(UNBUILT_KEY)?.is_some(),
                 Some(old) if OLD_SCHEMAS.contains(&old) => {
                     // A cache: drop it and let the caller rebuild it from the backends.
                     drop(meta);
-                    for t in [SNAPSHOTS, TREES, STAGED] {
+                    for t in [SNAPSHOTS, TREES, OLD_STAGED] {
                         txn.delete_table(t)?;
                     }
                     txn.delete_table(REFS)?;
                     txn.delete_table(BACKENDS)?;
                     txn.delete_table(APPLIED_PRUNES)?;
                     txn.delete_table(redb::TableDefinition::<[u8; 32], (u8, u16, u64, u64)>::new("objects"))?;
-                    txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA)?;
+                    let mut meta = txn.open_table(META)?;
+                    meta.insert(SCHEMA_KEY, SCHEMA)?;
+                    meta.insert(UNBUILT_KEY, &[][..])?;
                     true
                 }
                 Some(other) => {
@@ -215,22 +114,24 @@ impl Catalogue {
                 }
             }
         };
-        for t in [SNAPSHOTS, TREES, STAGED] {
+        for t in [SNAPSHOTS, TREES] {
             txn.open_table(t)?;
         }
+        txn.delete_table(OLD_STAGED)?;
+        sweep_dead_sessions(&mut txn.open_table(STAGED)?)?;
         txn.open_table(OBJECTS)?;
         txn.open_table(REFS)?;
         txn.open_table(BACKENDS)?;
         txn.open_table(APPLIED_PRUNES)?;
         txn.commit()?;
-        Ok((Catalogue { db, keys }, fresh))
+        Ok((Local { db, keys }, fresh))
     }
 
     /// Open the catalogue at `path` like `open`; a file too damaged to open (redb fails
     /// or panics on it) is moved aside and a new one created, since everything in it can
     /// be rebuilt from the backends. Also returns where the damaged file went.
-    pub fn open_or_set_aside(path: &Path, keys: Keys) -> Result<(Catalogue, bool, Option<std::path::PathBuf>)> {
-        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Catalogue::open(path, keys.clone())));
+    pub fn open_or_set_aside(path: &Path, keys: Keys) -> Result<(Local, bool, Option<std::path::PathBuf>)> {
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Local::open(path, keys.clone())));
         let damage = match attempt {
             Ok(Ok((catalogue, fresh))) => return Ok((catalogue, fresh, None)),
             Ok(Err(e)) if e.kind() != ErrorKind::Catalogue => return Err(e),
@@ -245,8 +146,16 @@ impl Catalogue {
         std::fs::rename(path, &aside).map_err(|e| {
             Error::io(format!("catalogue {} is damaged ({damage}) and cannot be moved aside", path.display()), e)
         })?;
-        let (catalogue, fresh) = Catalogue::open(path, keys)?;
+        let (catalogue, fresh) = Local::open(path, keys)?;
         Ok((catalogue, fresh, Some(aside)))
+    }
+
+    /// Note that the rebuild from the backends has finished.
+    pub fn mark_built(&self) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.remove(UNBUILT_KEY)?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// The pool this catalogue describes, once set.
@@ -264,13 +173,13 @@ impl Catalogue {
     }
 
     /// A consistent read view, for the many lookups of one backup or restore.
-    pub fn reader(&self) -> Result<Reader> {
-        Ok(Reader { txn: self.db.begin_read()?, keys: self.keys.clone() })
+    pub fn reader(&self) -> Result<LocalReader> {
+        Ok(LocalReader { txn: self.db.begin_read()?, keys: self.keys.clone() })
     }
 
     /// Record stored objects in one transaction. A tree recorded for the first time adds one
     /// reference to each distinct chunk and subtree it names.
-    pub fn record(&self, records: &[Record]) -> Result<()> {
+    pub fn record(&self, session: Session, records: &[Record]) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -284,7 +193,7 @@ impl Catalogue {
                     Record::Chunk { id, location } => (ObjectKind::Chunk, id, location),
                     Record::Located { kind, id, location } => (*kind, id, location),
                     Record::TreePack { id, location, body } => {
-                        staged.insert(id.0, body.as_slice())?;
+                        staged.insert((session.0, id.0), body.as_slice())?;
                         (ObjectKind::Tree, id, location)
                     }
                 };
@@ -296,26 +205,25 @@ impl Catalogue {
         Ok(())
     }
 
-    /// Forget staged trees of a run that never committed (their objects stay stored and
-    /// are found again by content).
-    pub fn clear_staged(&self) -> Result<()> {
+    /// Forget the staged trees of this session's run that never committed (their objects
+    /// stay stored and are found again by content).
+    pub fn clear_staged(&self, session: Session) -> Result<()> {
         let txn = self.db.begin_write()?;
-        txn.delete_table(STAGED)?;
-        txn.open_table(STAGED)?;
+        take_staged(&mut txn.open_table(STAGED)?, session)?;
         txn.commit()?;
         Ok(())
     }
 
     /// In one transaction: publish the staged trees (each first-time tree adds one reference
     /// to every distinct chunk and subtree it names) and record the snapshot.
-    pub fn commit_staged(&self, id: &ObjectId, snapshot: &Snapshot) -> Result<()> {
+    pub fn commit_staged(&self, session: Session, id: &ObjectId, snapshot: &Snapshot) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
-            let mut staged = txn.open_table(STAGED)?;
+            let packs = take_staged(&mut txn.open_table(STAGED)?, session)?;
             let mut trees = txn.open_table(TREES)?;
             let mut refs = txn.open_table(REFS)?;
-            while let Some((_, v)) = staged.pop_first()? {
-                let pack: TreePack = model::from_body("tree pack", v.value())?;
+            for body in packs {
+                let pack: TreePack = model::from_body("tree pack", &body)?;
                 for (id, body) in &pack.trees {
                     if trees.get(id.0)?.is_none() {
                         trees.insert(id.0, body.as_slice())?;
@@ -491,7 +399,7 @@ impl Catalogue {
     }
 }
 
-impl Catalogue {
+impl Local {
     /// Whether prune record `id` has been applied here.
     pub fn prune_applied(&self, id: &ObjectId) -> Result<bool> {
         let txn = self.db.begin_read()?;
@@ -535,12 +443,12 @@ impl Catalogue {
 }
 
 /// A read transaction with typed lookups.
-pub struct Reader {
+pub(super) struct LocalReader {
     txn: redb::ReadTransaction,
     keys: Keys,
 }
 
-impl Reader {
+impl LocalReader {
     /// Whether object `id` is recorded as stored.
     pub fn has_object(&self, id: &ObjectId) -> Result<bool> {
         Ok(self.txn.open_table(OBJECTS)?.get(id.0)?.is_some())
@@ -581,6 +489,31 @@ impl Reader {
     pub fn refs(&self, id: &ObjectId) -> Result<u64> {
         Ok(self.txn.open_table(REFS)?.get(id.0)?.map(|v| v.value()).unwrap_or(0))
     }
+}
+
+/// Remove and return the packs `session` staged.
+fn take_staged(staged: &mut redb::Table<(u64, [u8; 32]), &[u8]>, session: Session) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for row in staged.extract_from_if((session.0, [0; 32])..=(session.0, [0xff; 32]), |_, _| true)? {
+        out.push(row?.1.value().to_vec());
+    }
+    Ok(out)
+}
+
+/// Drop what sessions of processes no longer running staged (killed mid-backup).
+fn sweep_dead_sessions(staged: &mut redb::Table<(u64, [u8; 32]), &[u8]>) -> Result<()> {
+    let mut dead = Vec::new();
+    for row in staged.iter()? {
+        let (session, _) = row?.0.value();
+        if !Session(session).alive() {
+            dead.push(session);
+        }
+    }
+    dead.dedup();
+    for session in dead {
+        take_staged(staged, Session(session))?;
+    }
+    Ok(())
 }
 
 fn backend_names(txn: &redb::ReadTransaction) -> Result<BTreeMap<u16, String>> {
@@ -757,7 +690,10 @@ fn backend_number(table: &mut redb::Table<&str, u16>, name: &str) -> Result<u16>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalogue::Session;
     use crate::model::{ChunkRef, Meta, Node, Summary};
+
+    const S: Session = Session(7);
 
     fn tree_with_chunk(chunk: ObjectId, name: &[u8]) -> (ObjectId, Vec<u8>) {
         let meta = Meta { mode: 0o644, uid: 0, gid: 0, mtime_ns: 0, ctime_ns: 0, dev: 0, ino: 0, nlink: 1 };
@@ -787,7 +723,7 @@ mod tests {
     fn records_locations_refs_and_snapshots() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.redb");
-        let (cat, fresh) = Catalogue::open(&path, Keys::plain()).unwrap();
+        let (cat, fresh) = Local::open(&path, Keys::plain()).unwrap();
         assert!(fresh);
         let chunk = ObjectId::of(b"chunk");
         let loc = Location {
@@ -803,20 +739,24 @@ mod tests {
         let pack_a = model::to_body(&TreePack { trees: vec![(t1, body1.clone()), (t2, body2)] });
         let pack_b = model::to_body(&TreePack { trees: vec![(t1, body1)] });
         let (pa, pb) = (ObjectId::of(&pack_a), ObjectId::of(&pack_b));
-        cat.record(&[
-            Record::Chunk { id: chunk, location: loc.clone() },
-            Record::TreePack { id: pa, location: loc.clone(), body: pack_a },
-            Record::TreePack { id: pb, location: loc.clone(), body: pack_b },
-        ])
+        cat.record(
+            S,
+            &[
+                Record::Chunk { id: chunk, location: loc.clone() },
+                Record::TreePack { id: pa, location: loc.clone(), body: pack_a },
+                Record::TreePack { id: pb, location: loc.clone(), body: pack_b },
+            ],
+        )
         .unwrap();
         assert_eq!(cat.reader().unwrap().location(&chunk).unwrap(), Some(loc));
         let snap = snapshot_of(t1, pa);
         let sid = ObjectId::of(&model::to_body(&snap));
         assert!(!cat.reader().unwrap().has_tree(&t2).unwrap(), "staged trees are not visible");
-        cat.commit_staged(&sid, &snap).unwrap();
+        cat.commit_staged(S, &sid, &snap).unwrap();
+        cat.mark_built().unwrap();
         drop(cat);
-        let (cat, fresh) = Catalogue::open(&path, Keys::plain()).unwrap();
-        assert!(!fresh);
+        let (cat, fresh) = Local::open(&path, Keys::plain()).unwrap();
+        assert!(!fresh, "built, so not rebuilt again");
         assert_eq!(cat.snapshots().unwrap().len(), 1);
         let r = cat.reader().unwrap();
         // Two distinct trees reference the chunk; the repeated record of t1 counts once.
@@ -828,7 +768,7 @@ mod tests {
     }
 
     /// Overwrite the value of `id` in `table` with `body`, as an edit of the file would.
-    fn tamper(cat: &Catalogue, table: TableDefinition<[u8; 32], &[u8]>, id: &ObjectId, body: &[u8]) {
+    fn tamper(cat: &Local, table: TableDefinition<[u8; 32], &[u8]>, id: &ObjectId, body: &[u8]) {
         let txn = cat.db.begin_write().unwrap();
         txn.open_table(table).unwrap().insert(id.0, body).unwrap();
         txn.commit().unwrap();
@@ -837,17 +777,17 @@ mod tests {
     #[test]
     fn bodies_that_do_not_match_their_ids_are_never_handed_out() {
         let dir = tempfile::tempdir().unwrap();
-        let (cat, _) = Catalogue::open(&dir.path().join("c.redb"), Keys::plain()).unwrap();
+        let (cat, _) = Local::open(&dir.path().join("c.redb"), Keys::plain()).unwrap();
         let chunk = ObjectId::of(b"chunk");
         let (t1, body1) = tree_with_chunk(chunk, b"x");
         let (t2, body2) = tree_with_chunk(ObjectId::of(b"other"), b"y");
         let pack = model::to_body(&TreePack { trees: vec![(t1, body1.clone()), (t2, body2.clone())] });
         let loc = Location { plain_len: 1, pieces: vec![] };
-        cat.record(&[Record::TreePack { id: ObjectId::of(&pack), location: loc, body: pack.clone() }]).unwrap();
+        cat.record(S, &[Record::TreePack { id: ObjectId::of(&pack), location: loc, body: pack.clone() }]).unwrap();
         let snap = snapshot_of(t1, ObjectId::of(&pack));
         let snap_body = model::to_body(&snap);
         let sid = ObjectId::of(&snap_body);
-        cat.commit_staged(&sid, &snap).unwrap();
+        cat.commit_staged(S, &sid, &snap).unwrap();
         assert!(matches!(cat.reader().unwrap().tree(&t1).unwrap(), Cached::Verified(_)));
         assert_eq!(cat.reader().unwrap().tree(&ObjectId::of(b"none")).unwrap(), Cached::Absent);
 
