@@ -144,6 +144,16 @@ fn backups_listings_and_restores_run_beside_a_writing_mount() {
             n
         })
     };
+    // The drive itself has one writer per machine: a second mount, or a snapshot of the
+    // drive, would move its head under the mount.
+    let second = env.path("mnt2");
+    std::fs::create_dir(&second).unwrap();
+    for args in [vec!["mount", second.to_str().unwrap()], vec!["snapshot"]] {
+        let out = env.run(&args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && said.contains("the drive is open in another cuckoo process"), "{said}");
+    }
+    assert!(!is_mounted(&second));
     let src = env.path("src");
     source_tree(&src);
     let done = env.json(&["backup", src.to_str().unwrap()]);

@@ -54,6 +54,42 @@ impl Default for DriveOptions {
 pub struct Drive {
     fs: NsFs<Pool>,
     closed: AtomicBool,
+    /// This process's claim to be the drive's one writer on this machine.
+    _claim: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Claim the drive for this process: an exclusive lock on a file beside the catalogue, which
+/// the kernel releases when the process ends however it ends. Two writers of one drive would
+/// each move its head, and the later one would hide the other's changes.
+fn claim_drive(repo: &Repository) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::{Read, Write};
+    let path = repo.catalogue_path().with_extension("drive-lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::from_io(format!("cannot open {}", path.display()), e))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut claim) => {
+            let _ = claim.set_len(0).and_then(|_| write!(*claim, "{}", std::process::id()));
+            Ok(claim)
+        }
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(Error::new(
+                ErrorKind::Locked,
+                format!(
+                    "the drive is open in another cuckoo process on this machine (pid {}, a `cuckoo mount`); \
+                     unmount it first",
+                    pid.trim()
+                ),
+            ))
+        }
+        Err((_, e)) => Err(Error::from_io(format!("cannot lock {}", path.display()), e.into())),
+    }
 }
 
 /// The latest drive head among the pool's snapshots.
@@ -74,6 +110,7 @@ impl Drive {
     /// Open the drive of `repo` at its latest head (empty if it has none), taking a shared
     /// lock on the pool. `rt` runs the pool's I/O; call the drive from outside it.
     pub fn open(repo: Arc<Repository>, rt: tokio::runtime::Handle, options: DriveOptions) -> Result<Drive> {
+        let claim = claim_drive(&repo)?;
         let lock = rt.block_on(repo.lock_shared("drive"))?;
         let opened = (|| {
             let head = find_head(&repo)?;
@@ -92,7 +129,7 @@ impl Drive {
         match opened {
             Ok(fs) => {
                 *fs.backing().drive.lock.lock().expect("poisoned") = Some(lock);
-                Ok(Drive { fs, closed: AtomicBool::new(false) })
+                Ok(Drive { fs, closed: AtomicBool::new(false), _claim: claim })
             }
             Err(e) => {
                 let _ = rt.block_on(lock.release());
