@@ -52,7 +52,7 @@ pub(crate) use internals::{
     progress, prune, redundancy, repack, repair, repository, restore, ring, store,
 };
 
-pub use backup::{BackupOptions, BackupOutcome, BackupWarning};
+pub use backup::{BackupOptions, BackupOutcome, BackupWarning, ExcludeCount, Excludes};
 pub use catalogue::BackendUsage;
 pub use check::{BackendReport, CheckOptions, CheckReport, Finding};
 pub use config::Config;

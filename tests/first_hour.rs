@@ -134,3 +134,118 @@ fn regression_a_failed_first_run_leaves_nothing_and_the_next_one_works() {
     }
     assert!(cuckoo(Some("secret")).status.success(), "the pool opens again");
 }
+
+/// Every path in snapshot `id`, as `ls` prints it (the last column).
+fn listed(env: &Env, id: &str) -> Vec<String> {
+    env.ok(&["ls", id]).lines().map(|l| l.split_whitespace().last().unwrap().to_string()).collect()
+}
+
+#[test]
+fn regression_exclude_cache_and_star_pyc_left_out_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    for (path, body) in [
+        ("app/main.py", &b"print()"[..]),
+        ("app/main.pyc", b"\x00"),
+        ("app/pkg/__pycache__/mod.cpython-311.pyc", b"\x00"),
+        ("cache/blob", b"x"),
+        ("deep/down/cache/blob", b"x"),
+        ("cached-but-kept", b"x"),
+        ("logs/debug.log", b"x"),
+        ("logs/important.log", b"x"),
+        ("Photos/IMG_1.JPG", b"x"),
+        ("tool-cache/CACHEDIR.TAG", b"Signature: 8a477f597d28d172789f06886806bc55\n"),
+        ("tool-cache/data", b"x"),
+        ("private/.nobackup", b""),
+        ("private/secret", b"x"),
+        ("media/big.iso", &[7u8; 5000][..]),
+    ] {
+        let p = src.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    let patterns = env.path("excludes.txt");
+    std::fs::write(&patterns, "# logs, but not the important one\n*.log\n!important.log\n").unwrap();
+    let out = env.json(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--exclude",
+        "*.pyc",
+        "--exclude",
+        "cache",
+        "--iexclude",
+        "*.jpg",
+        "--exclude-file",
+        patterns.to_str().unwrap(),
+        "--exclude-caches",
+        "--exclude-if-present",
+        ".nobackup",
+        "--exclude-larger-than",
+        "4KiB",
+        "--exclude",
+        "*.tmpp",
+    ]);
+    let paths = listed(&env, out["id"].as_str().unwrap());
+    for gone in [
+        "main.pyc",
+        "mod.cpython-311.pyc",
+        "src/cache",
+        "deep/down/cache",
+        "debug.log",
+        "IMG_1.JPG",
+        "tool-cache",
+        "private",
+        "big.iso",
+    ] {
+        assert!(!paths.iter().any(|p| p.ends_with(gone)), "{gone} excluded: {paths:?}");
+    }
+    for kept in ["src/app/main.py", "src/cached-but-kept", "src/logs/important.log", "src/Photos", "src/media"] {
+        assert!(paths.iter().any(|p| p == kept), "{kept} kept: {paths:?}");
+    }
+    let counts: Vec<(String, u64)> = out["excluded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["rule"].as_str().unwrap().to_string(), e["entries"].as_u64().unwrap()))
+        .collect();
+    let of = |rule: &str| counts.iter().find(|(r, _)| r == rule).map(|(_, n)| *n);
+    assert_eq!(of("--exclude '*.pyc'"), Some(2));
+    assert_eq!(of("--exclude 'cache'"), Some(2));
+    assert_eq!(of("--iexclude '*.jpg'"), Some(1));
+    assert_eq!(of("--exclude-caches"), Some(1));
+    assert_eq!(of("--exclude-if-present '.nobackup'"), Some(1));
+    assert_eq!(of("--exclude-larger-than 4 KiB"), Some(1));
+    assert_eq!(of("--exclude '*.tmpp'"), Some(0));
+    let warnings = out["warnings"].to_string();
+    assert!(warnings.contains("--exclude '*.tmpp' matched nothing"), "{warnings}");
+    assert!(!warnings.contains("'*.pyc' matched nothing"), "{warnings}");
+
+    // The text summary says what each rule left out.
+    let text = env.ok(&["backup", src.to_str().unwrap(), "--exclude", "*.pyc"]);
+    assert!(text.contains("excluded 2 entries: 2 by --exclude '*.pyc'"), "{text}");
+
+    // A bad pattern is refused before anything is stored, naming the option.
+    let bad = env.run(&["backup", src.to_str().unwrap(), "--exclude", "[oops"]);
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && said.contains("--exclude '[oops': not a valid pattern"), "{said}");
+}
+
+#[test]
+fn files_from_lists_the_paths_to_back_up() {
+    let env = Env::new();
+    let (a, b, c) = (env.path("a"), env.path("b"), env.path("c"));
+    for d in [&a, &b, &c] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("f"), d.to_str().unwrap()).unwrap();
+    }
+    let list = env.path("list");
+    std::fs::write(&list, format!("# what to keep\n{}\n\n{}\n", a.display(), b.display())).unwrap();
+    let out = env.json(&["backup", "--files-from", list.to_str().unwrap()]);
+    let paths = listed(&env, out["id"].as_str().unwrap());
+    assert!(paths.contains(&"a/f".to_string()) && paths.contains(&"b/f".to_string()), "{paths:?}");
+    assert!(!paths.iter().any(|p| p.starts_with('c')), "{paths:?}");
+    let raw = env.path("raw");
+    std::fs::write(&raw, format!("{}\0", c.display())).unwrap();
+    let out = env.json(&["backup", "--files-from-raw", raw.to_str().unwrap()]);
+    assert_eq!(listed(&env, out["id"].as_str().unwrap()), ["c", "c/f"]);
+}

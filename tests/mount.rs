@@ -53,6 +53,12 @@ fn main() {
             pjdfstest_posix_conformance,
         ),
         common::trial(
+            "one_file_system_keeps_mount_points_empty",
+            (!nix::unistd::geteuid().is_root()).then(|| "needs root to mount a tmpfs".to_string()),
+            require,
+            one_file_system_keeps_mount_points_empty,
+        ),
+        common::trial(
             "a_backend_whose_disk_fills_up_is_skipped_not_failed",
             (!nix::unistd::geteuid().is_root()).then(|| "needs root to mount a tmpfs".to_string()),
             require,
@@ -202,6 +208,33 @@ fn backups_listings_and_restores_run_beside_a_writing_mount() {
     assert_same_tree(&big, &env.path("out-big/big"));
     let check = env.ok(&["check"]);
     assert!(check.contains("no problems"), "{check}");
+}
+
+/// `--one-file-system` (`-x`) keeps a directory where another file system is mounted, empty,
+/// as restic does, so that a restore recreates the mount point.
+fn one_file_system_keeps_mount_points_empty() {
+    let env = Env::new();
+    let src = env.path("src");
+    let inner = src.join("mnt/other");
+    std::fs::create_dir_all(&inner).unwrap();
+    std::fs::write(src.join("mnt/here"), b"on the same file system").unwrap();
+    run_ok(Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&inner));
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(inner.clone());
+    std::fs::write(inner.join("elsewhere"), b"on the tmpfs").unwrap();
+    let done = env.json(&["backup", src.to_str().unwrap(), "-x"]);
+    let listing = env.ok(&["ls", done["id"].as_str().unwrap()]);
+    assert!(listing.contains("src/mnt/here") && listing.contains("src/mnt/other"), "{listing}");
+    assert!(!listing.contains("elsewhere"), "{listing}");
+    assert_eq!(done["excluded"][0]["rule"], "--one-file-system");
+    assert_eq!(done["excluded"][0]["entries"], 1);
+    let without = env.json(&["backup", src.to_str().unwrap()]);
+    assert!(env.ok(&["ls", without["id"].as_str().unwrap()]).contains("src/mnt/other/elsewhere"));
 }
 
 /// A source tree with what rsync and tar meet in practice.

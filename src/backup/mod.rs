@@ -10,8 +10,11 @@
 //! uploading them again; trees are staged and become visible only when the snapshot commits,
 //! after every object below them is stored.
 
+mod filter;
 mod sparse;
 mod walker;
+
+pub use filter::{ExcludeCount, Excludes};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,8 +40,8 @@ pub struct BackupOptions {
     pub parent: Option<ObjectId>,
     /// Read every file even if the parent says it is unchanged.
     pub force: bool,
-    /// Paths never to back up (the catalogue and local backends are added automatically).
-    pub exclude: Vec<PathBuf>,
+    /// What to leave out (the catalogue and local backends' directories always are).
+    pub exclude: Excludes,
     /// Hostname to record; defaults to this machine's.
     pub hostname: Option<String>,
 }
@@ -52,6 +55,8 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
     /// What the backup met that did not stop it, in the order met.
     pub warnings: Vec<BackupWarning>,
+    /// Entries each exclude rule left out, in the order the rules were given.
+    pub excluded: Vec<ExcludeCount>,
 }
 
 /// Something a backup met that did not stop it.
@@ -68,6 +73,12 @@ pub enum BackupWarning {
     ChangedWhileRead {
         /// The file.
         path: PathBuf,
+    },
+    /// An exclude pattern or marker that left nothing out: often a typo, or a pattern
+    /// written for another tool's syntax.
+    ExcludedNothing {
+        /// The rule as given.
+        rule: String,
     },
     /// Objects stored with fewer pieces than the pool's redundancy asks (backends down or
     /// full): `repair` completes them.
@@ -86,6 +97,7 @@ impl std::fmt::Display for BackupWarning {
             BackupWarning::ChangedWhileRead { path } => {
                 write!(f, "changed while read: {} (the bytes read are saved)", path.display())
             }
+            BackupWarning::ExcludedNothing { rule } => write!(f, "{rule} matched nothing"),
             BackupWarning::Degraded { objects, scheme } => write!(
                 f,
                 "{objects} objects were stored with less redundancy than {scheme} asks, as backends were down \
@@ -130,8 +142,9 @@ async fn backup_locked(
         None => repo.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == host && s.paths == paths),
     };
     options.hostname = Some(host);
-    options.exclude.push(repo.catalogue_path().to_path_buf());
-    options.exclude.extend(repo.config().backends.iter().filter_map(|b| b.local_root()));
+    let mut never = vec![repo.catalogue_path().to_path_buf()];
+    never.extend(repo.config().backends.iter().filter_map(|b| b.local_root()));
+    let filter = Arc::new(filter::Filter::new(&options.exclude, never)?);
     let ctx = Context {
         store: repo.store(),
         catalogue: repo.catalogue_arc(),
@@ -140,13 +153,14 @@ async fn backup_locked(
         upload_concurrency: repo.upload_concurrency(),
         abort: repo.interrupt_flag(),
     };
-    run(ctx, options, parent, &progress).await
+    run(ctx, options, filter, parent, &progress).await
 }
 
 /// Run a backup: see the module doc for the pipeline and commit order.
 async fn run(
     ctx: Context<'_>,
     options: BackupOptions,
+    filter: Arc<filter::Filter>,
     parent: Option<(ObjectId, Snapshot)>,
     progress: &Arc<dyn Progress>,
 ) -> Result<BackupOutcome> {
@@ -163,7 +177,7 @@ async fn run(
         ctx.abort.clone(),
     );
     progress.begin("backup", None, None);
-    let scan = walker::spawn_scan(paths.clone(), options.exclude.clone(), progress.clone());
+    let scan = walker::spawn_scan(paths.clone(), filter.clone(), progress.clone());
 
     let walk_progress = progress.clone();
     let catalogue = ctx.catalogue.clone();
@@ -171,10 +185,11 @@ async fn run(
     let keys = ctx.store.keys().clone();
     let abort = ctx.abort.clone();
     let walk_paths = paths.clone();
-    let exclude = options.exclude.clone();
+    let walk_filter = filter.clone();
     let walked = tokio::task::spawn_blocking(move || {
-        let mut w = walker::Walker::new(params, keys, catalogue.reader()?, jobs, walk_progress, abort, exclude);
-        w.run(&walk_paths, parent_tree)
+        let mut w = walker::Walker::new(params, keys, catalogue.reader()?, jobs, walk_progress, abort, walk_filter);
+        let walked = w.run(&walk_paths, parent_tree)?;
+        Ok((walked, w.excluded().to_vec()))
     })
     .await
     .map_err(|e| Error::new(ErrorKind::Io, "backup walker crashed").with_source(e));
@@ -182,9 +197,9 @@ async fn run(
     // Whatever the walker did, wait for uploads in flight so none outlives the backup.
     let uploaded = uploader.finish().await;
     let walked = walked?;
-    let (root, mut summary, warnings) = match (walked, uploaded) {
+    let (root, mut summary, warnings, excluded) = match (walked, uploaded) {
         (_, Err(e)) | (Err(e), _) => return Err(e),
-        (Ok(w), Ok(up)) => {
+        (Ok((w, excluded)), Ok(up)) => {
             let mut s: Summary = w.1;
             s.objects_added = up.objects;
             s.bytes_added = up.plain_bytes;
@@ -195,9 +210,22 @@ async fn run(
                 progress.warn(&warning.to_string());
                 warnings.push(warning);
             }
-            (w.0, s, warnings)
+            for (rule, n) in excluded.iter().enumerate() {
+                if *n == 0 && filter.expects_a_match(rule) {
+                    let warning = BackupWarning::ExcludedNothing { rule: filter.rules()[rule].clone() };
+                    progress.warn(&warning.to_string());
+                    warnings.push(warning);
+                }
+            }
+            (w.0, s, warnings, excluded)
         }
     };
+    let excluded = filter
+        .rules()
+        .iter()
+        .zip(excluded)
+        .map(|(rule, entries)| ExcludeCount { rule: rule.clone(), entries })
+        .collect();
     if ctx.abort.load(Ordering::Relaxed) {
         return Err(Error::new(
             ErrorKind::Interrupted,
@@ -220,7 +248,7 @@ async fn run(
         program_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let id = commit(&ctx, &snapshot).await?;
-    Ok(BackupOutcome { id, snapshot, warnings })
+    Ok(BackupOutcome { id, snapshot, warnings, excluded })
 }
 
 /// Make the snapshot durable: its object on every backend is the commit point; the

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
 use super::BackupWarning;
+use super::filter::{Filter, Verdict};
 use super::sparse;
 use crate::catalogue::{Cached, Reader};
 use crate::chunker::{ChunkerParams, StreamChunker};
@@ -61,7 +62,11 @@ pub(crate) struct Walker {
     out: Emitter,
     progress: Arc<dyn Progress>,
     abort: Arc<AtomicBool>,
-    exclude: HashSet<PathBuf>,
+    filter: Arc<Filter>,
+    /// Entries each of `filter`'s rules left out.
+    excluded: Vec<u64>,
+    /// The device of the path given to the backup that is being walked.
+    top_dev: u64,
     pack: Pack,
     waiting: VecDeque<DirBuild>,
     built: HashMap<u64, (ObjectId, Group)>,
@@ -90,7 +95,7 @@ impl Walker {
         jobs: mpsc::Sender<Job>,
         progress: Arc<dyn Progress>,
         abort: Arc<AtomicBool>,
-        exclude: Vec<PathBuf>,
+        filter: Arc<Filter>,
     ) -> Self {
         Walker {
             params,
@@ -98,7 +103,9 @@ impl Walker {
             out: Emitter { reader, jobs, keys, queued: HashSet::new() },
             progress,
             abort,
-            exclude: exclude.into_iter().collect(),
+            excluded: vec![0; filter.rules().len()],
+            filter,
+            top_dev: 0,
             waiting: VecDeque::new(),
             built: HashMap::new(),
             next_slot: 0,
@@ -120,6 +127,7 @@ impl Walker {
         for path in paths {
             let name = top_name(path);
             let before = parent.as_ref().and_then(|t| t.get(&name));
+            self.top_dev = std::fs::symlink_metadata(path).map(|m| m.dev()).unwrap_or(0);
             self.add_entry(&mut root, path, name, before)?;
         }
         let slot = root.slot;
@@ -129,6 +137,11 @@ impl Walker {
         let (id, group) = self.built.remove(&slot).expect("root built after flush");
         let pack = self.emit_pack(group)?;
         Ok((TreeRef { id, pack }, std::mem::take(&mut self.summary), std::mem::take(&mut self.warnings)))
+    }
+
+    /// Entries each rule of the filter left out, in the filter's order.
+    pub fn excluded(&self) -> &[u64] {
+        &self.excluded
     }
 
     fn new_dir(&mut self) -> DirBuild {
@@ -154,9 +167,6 @@ impl Walker {
 
     fn add_entry(&mut self, dir: &mut DirBuild, path: &Path, name: Vec<u8>, before: Option<&Node>) -> Result<()> {
         self.check_abort()?;
-        if self.exclude.contains(path) {
-            return Ok(());
-        }
         let md = match std::fs::symlink_metadata(path) {
             Ok(md) => md,
             Err(e) => {
@@ -164,10 +174,23 @@ impl Walker {
                 return Ok(());
             }
         };
+        let enter = match self.filter.check(path, &md, self.top_dev) {
+            Verdict::Keep => true,
+            Verdict::Excluded(rule) => {
+                if let Some(rule) = rule {
+                    self.excluded[rule] += 1;
+                }
+                return Ok(());
+            }
+            Verdict::KeepEmpty(rule) => {
+                self.excluded[rule] += 1;
+                false
+            }
+        };
         let meta = meta::from_std(&md);
         let ft = md.file_type();
         let content = if ft.is_dir() {
-            match self.walk_dir(path, before) {
+            match self.walk_dir(path, if enter { before } else { None }, enter) {
                 Ok(slot) => Content::Subdir(slot),
                 Err(e) if e.kind() == ErrorKind::Io => {
                     self.skip(path, e);
@@ -219,16 +242,20 @@ impl Walker {
         Ok(())
     }
 
-    fn walk_dir(&mut self, path: &Path, before: Option<&Node>) -> Result<u64> {
+    /// Walk directory `path`, or only record it, empty, when not to `enter` it.
+    fn walk_dir(&mut self, path: &Path, before: Option<&Node>, enter: bool) -> Result<u64> {
         let parent = match before.map(|n| &n.kind) {
             Some(NodeKind::Dir { tree, .. }) => self.load_tree(tree)?,
             _ => None,
         };
-        let read = std::fs::read_dir(path).map_err(|e| Error::io("cannot list directory", e))?;
-        let mut names: Vec<_> = read
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()
-            .map_err(|e| Error::io("cannot list directory", e))?;
+        let mut names: Vec<_> = if enter {
+            let read = std::fs::read_dir(path).map_err(|e| Error::io("cannot list directory", e))?;
+            read.map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<_>>()
+                .map_err(|e| Error::io("cannot list directory", e))?
+        } else {
+            Vec::new()
+        };
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut dir = self.new_dir();
         for name in names {
@@ -475,26 +502,31 @@ impl Scan {
     }
 }
 
-pub(crate) fn spawn_scan(paths: Vec<PathBuf>, exclude: Vec<PathBuf>, progress: Arc<dyn Progress>) -> Scan {
+pub(crate) fn spawn_scan(paths: Vec<PathBuf>, filter: Arc<Filter>, progress: Arc<dyn Progress>) -> Scan {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {
-        let exclude: HashSet<PathBuf> = exclude.into_iter().collect();
         let (mut files, mut bytes) = (0u64, 0u64);
-        let mut stack = paths;
-        while let Some(p) = stack.pop() {
+        let mut stack: Vec<(PathBuf, u64)> = paths
+            .into_iter()
+            .map(|p| {
+                let dev = std::fs::symlink_metadata(&p).map(|m| m.dev()).unwrap_or(0);
+                (p, dev)
+            })
+            .collect();
+        while let Some((p, top_dev)) = stack.pop() {
             if flag.load(Ordering::Relaxed) {
                 return;
-            }
-            if exclude.contains(&p) {
-                continue;
             }
             let Ok(md) = std::fs::symlink_metadata(&p) else {
                 continue;
             };
+            if filter.check(&p, &md, top_dev) != Verdict::Keep {
+                continue;
+            }
             if md.is_dir() {
                 if let Ok(rd) = std::fs::read_dir(&p) {
-                    stack.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
+                    stack.extend(rd.filter_map(|e| e.ok()).map(|e| (e.path(), top_dev)));
                 }
             } else if md.is_file() {
                 files += 1;

@@ -98,7 +98,7 @@ pub enum Command {
     /// Back up files and directories as a new snapshot
     Backup {
         /// Paths to back up
-        #[arg(required = true)]
+        #[arg(required_unless_present_any = ["files_from", "files_from_verbatim", "files_from_raw"])]
         paths: Vec<PathBuf>,
         /// Label the snapshot (repeatable)
         #[arg(long = "tag")]
@@ -109,9 +109,8 @@ pub enum Command {
         /// Read every file, even those unchanged since the parent snapshot
         #[arg(long)]
         force: bool,
-        /// Leave out this path (repeatable)
-        #[arg(long)]
-        exclude: Vec<PathBuf>,
+        #[command(flatten)]
+        select: Select,
     },
     /// List snapshots
     Snapshots,
@@ -311,6 +310,46 @@ fn parse_max_unused(text: &str) -> Result<f64, String> {
 
 fn parse_scheme(text: &str) -> Result<cuckoo::Scheme, String> {
     cuckoo::Scheme::parse(text).map_err(|e| e.context().to_string())
+}
+
+/// What a backup takes and leaves out (restic's flags).
+#[derive(clap::Args, Debug, Default)]
+pub struct Select {
+    /// Leave out entries matching PATTERN (repeatable): `*.pyc` and `cache` at any depth,
+    /// `/abs/path` anchored, `**` across directories, `dir/` directories only, `!keep` to
+    /// include again
+    #[arg(long, short = 'e', value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Like --exclude, ignoring case
+    #[arg(long, value_name = "PATTERN")]
+    pub iexclude: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (`#` comments, $VAR expanded)
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Like --exclude-file, ignoring case
+    #[arg(long, value_name = "FILE")]
+    pub iexclude_file: Vec<PathBuf>,
+    /// Leave out directories holding a file NAME (with :HEADER, only if it starts so)
+    #[arg(long, value_name = "NAME[:HEADER]")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out directories marked as caches by a CACHEDIR.TAG file
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Leave out files larger than SIZE (e.g. 1GiB)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub exclude_larger_than: Option<u64>,
+    /// Do not cross into other file systems (their mount points are kept, empty)
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Back up the paths listed in FILE, one per line (blank lines and `#` comments skipped)
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Vec<PathBuf>,
+    /// Like --files-from, every line a path as it is
+    #[arg(long, value_name = "FILE")]
+    pub files_from_verbatim: Vec<PathBuf>,
+    /// Back up the paths listed in FILE, separated by NUL bytes (`find -print0`)
+    #[arg(long, value_name = "FILE")]
+    pub files_from_raw: Vec<PathBuf>,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {

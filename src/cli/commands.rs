@@ -3,6 +3,7 @@
 //! Owns: which library calls a command makes and its exit code. Must not: hold storage
 //! logic (the library does) or format results (`output` does).
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use anyhow::{Context as _, Result};
 use cuckoo::config::{self, BackendConfig, Config};
 use cuckoo::{BackupOptions, ErrorKind, InitOutcome, Progress, Repository, RestoreOptions};
 
-use super::args::{BackendCommand, Cli, Command, KeyCommand};
+use super::args::{BackendCommand, Cli, Command, KeyCommand, Select};
 use super::{output, progress, secret};
 
 /// Exit code of a backup that completed but skipped unreadable entries.
@@ -99,8 +100,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             init(&cli, &config, &options).await
         }
         Command::Key { command } => key(&cli, config, command).await,
-        Command::Backup { paths, tags, parent, force, exclude } => {
-            backup(&cli, config, paths, tags, parent.as_deref(), *force, exclude).await
+        Command::Backup { paths, tags, parent, force, select } => {
+            backup(&cli, config, paths, tags, parent.as_deref(), *force, select).await
         }
         Command::Snapshots => {
             let repo = open(&cli, config).await?;
@@ -173,27 +174,65 @@ async fn backup(
     tags: &[String],
     parent: Option<&str>,
     force: bool,
-    exclude: &[PathBuf],
+    select: &Select,
 ) -> Result<ExitCode> {
+    let mut paths = paths.to_vec();
+    paths.extend(listed_paths(select)?);
     let repo = open(cli, config).await?;
     let parent = match parent {
         Some(p) => Some(repo.find_snapshot(p)?.0),
         None => None,
     };
-    let options = BackupOptions {
-        paths: paths.to_vec(),
-        tags: tags.to_vec(),
-        parent,
-        force,
-        exclude: exclude.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect(),
-        hostname: None,
+    let exclude = cuckoo::Excludes {
+        patterns: select.exclude.clone(),
+        ipatterns: select.iexclude.clone(),
+        files: select.exclude_file.clone(),
+        ifiles: select.iexclude_file.clone(),
+        if_present: select.exclude_if_present.clone(),
+        caches: select.exclude_caches,
+        larger_than: select.exclude_larger_than,
+        one_file_system: select.one_file_system,
     };
+    let options = BackupOptions { paths, tags: tags.to_vec(), parent, force, exclude, hostname: None };
     interrupt_on_ctrl_c(&repo);
     let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json));
     let done = repo.backup(options, bar).await?;
     output::backup(&done, cli.json);
     let skipped = done.snapshot.summary.skipped > 0;
     Ok(if skipped { ExitCode::from(EXIT_PARTIAL) } else { ExitCode::SUCCESS })
+}
+
+/// The paths `--files-from`, `--files-from-verbatim` and `--files-from-raw` list.
+fn listed_paths(select: &Select) -> Result<Vec<PathBuf>> {
+    let read = |file: &PathBuf| {
+        std::fs::read(file).with_context(|| format!("cannot read the list of paths {}", file.display()))
+    };
+    let mut out = Vec::new();
+    for file in &select.files_from {
+        let text = read(file)?;
+        let lines = text.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        out.extend(
+            lines.filter(|l| !l.trim_ascii().is_empty() && !l.trim_ascii_start().starts_with(b"#")).map(path_of),
+        );
+    }
+    for file in &select.files_from_verbatim {
+        let text = read(file)?;
+        out.extend(text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(path_of));
+    }
+    for file in &select.files_from_raw {
+        let text = read(file)?;
+        out.extend(text.split(|&b| b == 0).filter(|l| !l.is_empty()).map(path_of));
+    }
+    let listed =
+        !(select.files_from.is_empty() && select.files_from_verbatim.is_empty() && select.files_from_raw.is_empty());
+    if listed && out.is_empty() {
+        anyhow::bail!("the lists of paths given are empty: nothing to back up");
+    }
+    Ok(out)
+}
+
+fn path_of(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
 }
 
 async fn ls(cli: &Cli, config: Config, target: &str) -> Result<ExitCode> {

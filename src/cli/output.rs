@@ -92,6 +92,7 @@ pub fn backup(done: &BackupOutcome, json: bool) {
     if json {
         let mut v = snapshot_json(&done.id, &done.snapshot);
         v["warnings"] = json!(done.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>());
+        v["excluded"] = json!(done.excluded);
         say!("{v}");
         return;
     }
@@ -112,6 +113,12 @@ pub fn backup(done: &BackupOutcome, json: bool) {
     );
     if s.skipped > 0 {
         say!("skipped {} (listed above)", count(s.skipped, "unreadable entry", "unreadable entries"));
+    }
+    let left_out: Vec<String> =
+        done.excluded.iter().filter(|e| e.entries > 0).map(|e| format!("{} by {}", e.entries, e.rule)).collect();
+    if !left_out.is_empty() {
+        let total: u64 = done.excluded.iter().map(|e| e.entries).sum();
+        say!("excluded {}: {}", count(total, "entry", "entries"), left_out.join(", "));
     }
     say!("snapshot {} saved ({} in {})", done.id.short(), size(s.bytes), count(s.files, "file", "files"));
 }
