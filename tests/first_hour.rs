@@ -249,3 +249,23 @@ fn files_from_lists_the_paths_to_back_up() {
     let out = env.json(&["backup", "--files-from-raw", raw.to_str().unwrap()]);
     assert_eq!(listed(&env, out["id"].as_str().unwrap()), ["c", "c/f"]);
 }
+
+#[test]
+fn regression_json_times_carry_their_offset_and_listings_are_json_lines() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/f"), b"x").unwrap();
+    let done = env.json(&["backup", src.to_str().unwrap()]);
+    let id = done["id"].as_str().unwrap();
+    let time = done["time"].as_str().unwrap();
+    let parsed = chrono::DateTime::parse_from_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"));
+    assert_eq!(parsed.timestamp_nanos_opt().unwrap(), done["time_ns"].as_i64().unwrap(), "{time}");
+    // ls and diff stream one JSON object per line (JSON Lines), as the README says.
+    let lines = env.ok(&["ls", id, "--json"]);
+    let entries: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(entries.len(), 3, "{lines}");
+    for e in &entries {
+        chrono::DateTime::parse_from_rfc3339(e["mtime"].as_str().unwrap()).unwrap();
+    }
+}

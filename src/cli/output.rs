@@ -1,7 +1,5 @@
 //! Printing results: aligned text for people, JSON for scripts.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use cuckoo::BackendUsage;
 use cuckoo::config::BackendConfig;
 use cuckoo::model::{Node, NodeKind, Snapshot};
@@ -9,9 +7,18 @@ use cuckoo::{BackupOutcome, ObjectId, RestoreOutcome, Stats};
 use humansize::{BINARY, format_size};
 use serde_json::json;
 
+fn local(ns: i64) -> chrono::DateTime<chrono::Local> {
+    chrono::DateTime::from_timestamp_nanos(ns).with_timezone(&chrono::Local)
+}
+
+/// A time for people: local, to the second.
 fn time(ns: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string().replace('T', " ").trim_end_matches('Z').to_string()
+    local(ns).format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// A time for programs: RFC 3339 with the local offset and every digit of the nanoseconds.
+fn rfc3339(ns: i64) -> String {
+    local(ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
 
 fn size(n: u64) -> String {
@@ -74,7 +81,7 @@ pub fn message(json: bool, text: &str, value: serde_json::Value) {
 
 fn snapshot_json(id: &ObjectId, s: &Snapshot) -> serde_json::Value {
     json!({
-        "id": id.to_hex(), "short_id": id.short(), "time": time(s.time_ns), "time_ns": s.time_ns,
+        "id": id.to_hex(), "short_id": id.short(), "time": rfc3339(s.time_ns), "time_ns": s.time_ns,
         "hostname": s.hostname, "username": s.username, "paths": s.paths, "tags": s.tags,
         "tree": s.tree.to_hex(), "tree_pack": s.tree_pack.to_hex(), "parent": s.parent.map(|p| p.to_hex()),
         "summary": {
@@ -169,7 +176,7 @@ impl Listing {
             say!(
                 "{}",
                 json!({"path": path, "type": kind, "size": size, "mode": format!("{:o}", m.mode), "uid": m.uid,
-                       "gid": m.gid, "mtime": time(m.mtime_ns), "mtime_ns": m.mtime_ns, "link_target": extra})
+                       "gid": m.gid, "mtime": rfc3339(m.mtime_ns), "mtime_ns": m.mtime_ns, "link_target": extra})
             );
             return;
         }
