@@ -268,7 +268,7 @@ async fn list_stored(repo: &Repository, report: &mut CheckReport) -> HashMap<Obj
                     path: String::new(),
                     object: String::new(),
                     backend: Some(b.name.clone()),
-                    problem: format!("backend cannot be listed: {e}"),
+                    problem: format!("cannot be listed: {e}"),
                 });
             }
         }

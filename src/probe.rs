@@ -51,7 +51,9 @@ pub async fn probe(backend: &Backend) -> ProbeReport {
     }
     // Services with real directories (fs, SFTP, WebDAV, FTP) keep the probe's directory after
     // its one object goes; an empty one is removed, on object stores this is a no-op.
-    let _ = backend.operator().delete(PREFIX).await;
+    if let Some(op) = backend.operator() {
+        let _ = op.delete(PREFIX).await;
+    }
     report
 }
 

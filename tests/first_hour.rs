@@ -269,3 +269,35 @@ fn regression_json_times_carry_their_offset_and_listings_are_json_lines() {
         chrono::DateTime::parse_from_rfc3339(e["mtime"].as_str().unwrap()).unwrap();
     }
 }
+
+#[test]
+fn regression_a_backend_whose_root_is_a_file_is_a_lost_backend_not_a_failed_pool() {
+    let env = Env::pool_with(5, "erasure=3+2", |_| {});
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), common::noise(3 << 20, 5)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let broken = env.path("backend-2");
+    std::fs::remove_dir_all(&broken).unwrap();
+    std::fs::write(&broken, b"not a directory").unwrap();
+
+    assert!(env.ok(&["snapshots"]).contains("1 snapshot"));
+    env.restore_matches("latest", &src, "out");
+    // check reports the lost backend (exit 1) and names it alone.
+    let check = env.run(&["check"]);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert!(said.contains("backend b2: cannot be listed") && !said.contains("backend b1: cannot"), "{said}");
+    // backend list shows the others' usage and only b2 as down.
+    let list = env.run(&["backend", "list"]);
+    let said = String::from_utf8_lossy(&list.stdout);
+    for line in said.lines().filter(|l| l.starts_with('b')) {
+        assert!(!line.contains('?'), "usage is known for every backend: {said}");
+        assert_eq!(line.starts_with("b2 "), line.contains("DOWN"), "{said}");
+    }
+    // Once the directory is back, repair restores full redundancy.
+    std::fs::remove_file(&broken).unwrap();
+    std::fs::create_dir(&broken).unwrap();
+    env.ok(&["repair"]);
+    assert!(env.ok(&["check"]).contains("no problems"));
+}

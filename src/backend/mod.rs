@@ -38,6 +38,22 @@ use limits::Limited;
 /// The layers every backend has, outermost first.
 type Stack = Deadline<Faulty<Limited<Dal>>>;
 
+/// Put cuckoo's layers and OpenDAL's over the operator `op` built for `cfg`.
+fn stack(cfg: &BackendConfig, op: Operator, faults: &Arc<Faults>) -> (Operator, Arc<Stack>) {
+    let op = op
+        .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)))
+        .layer(RetryLayer::new().with_jitter().with_max_times(4).with_min_delay(Duration::from_millis(200)))
+        .layer(ConcurrentLimitLayer::new(cfg.concurrency));
+    let content_type = op.info().capability().write_with_content_type;
+    let dal = Dal { name: cfg.name.clone(), scheme: cfg.scheme.clone(), op: op.clone(), content_type };
+    let stack = Deadline {
+        inner: Faulty { inner: Limited::new(dal, cfg.limits), faults: faults.clone(), name: cfg.name.clone() },
+        name: cfg.name.clone(),
+        scheme: cfg.scheme.clone(),
+    };
+    (op, Arc::new(stack))
+}
+
 /// An opened backend.
 #[derive(Clone)]
 pub struct Backend {
@@ -51,8 +67,10 @@ pub struct Backend {
     pub capacity: Option<u64>,
     /// Being emptied: placement sends it nothing new.
     pub drain: bool,
-    op: Operator,
-    stack: Arc<Stack>,
+    /// The operator and the layers over it, or why OpenDAL could not build them (a root
+    /// that is a file, say): such a backend is *down*, as one that does not answer is, so a
+    /// redundant pool goes on without it and `backend list` names it alone.
+    opened: std::result::Result<(Operator, Arc<Stack>), String>,
     faults: Arc<Faults>,
 }
 
@@ -74,24 +92,19 @@ impl Backend {
             // Without it a crash mid-write leaves a truncated object under its final name.
             options.insert("atomic_write_dir".into(), root.join(".cuckoo-tmp").display().to_string());
         }
-        let op = Operator::via_iter(&cfg.scheme, options).map_err(|e| {
-            let (kind, what) = match e.kind() {
-                opendal::ErrorKind::ConfigInvalid => (ErrorKind::Config, "invalid options"),
-                _ => (ErrorKind::Backend, "cannot be opened"),
-            };
-            Error::new(kind, format!("backend '{}' ({}): {what}: {}", cfg.name, cfg.scheme, dal::plain(&e)))
-        })?;
-        let op = op
-            .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)))
-            .layer(RetryLayer::new().with_jitter().with_max_times(4).with_min_delay(Duration::from_millis(200)))
-            .layer(ConcurrentLimitLayer::new(cfg.concurrency));
-        let content_type = op.info().capability().write_with_content_type;
-        let dal = Dal { name: cfg.name.clone(), scheme: cfg.scheme.clone(), op: op.clone(), content_type };
         let faults = Arc::new(Faults::default());
-        let stack = Deadline {
-            inner: Faulty { inner: Limited::new(dal, cfg.limits), faults: faults.clone(), name: cfg.name.clone() },
-            name: cfg.name.clone(),
-            scheme: cfg.scheme.clone(),
+        let opened = match Operator::via_iter(&cfg.scheme, options) {
+            Ok(op) => Ok(stack(cfg, op, &faults)),
+            // Options that cannot work are the user's to fix: say so now.
+            Err(e) if e.kind() == opendal::ErrorKind::ConfigInvalid => {
+                return Err(Error::config(format!(
+                    "backend '{}' ({}): invalid options: {}",
+                    cfg.name,
+                    cfg.scheme,
+                    dal::plain(&e)
+                )));
+            }
+            Err(e) => Err(format!("backend '{}' ({}): cannot be opened: {}", cfg.name, cfg.scheme, dal::plain(&e))),
         };
         Ok(Backend {
             name: cfg.name.clone(),
@@ -99,10 +112,17 @@ impl Backend {
             weight: cfg.weight,
             capacity: cfg.capacity,
             drain: cfg.drain,
-            op,
-            stack: Arc::new(stack),
+            opened,
             faults,
         })
+    }
+
+    /// The layers, or the error that kept them from being built.
+    fn stack(&self) -> Result<&Stack> {
+        match &self.opened {
+            Ok((_, stack)) => Ok(stack),
+            Err(why) => Err(Error::new(ErrorKind::Backend, why.clone())),
+        }
     }
 
     /// Fault injection for tests and drills (see `Faults`).
@@ -110,27 +130,27 @@ impl Backend {
         &self.faults
     }
 
-    /// The OpenDAL operator, for callers that need more than these few operations. It is
-    /// below the layers: no limits, faults or deadlines apply to it.
-    pub fn operator(&self) -> &Operator {
-        &self.op
+    /// The OpenDAL operator, for callers that need more than these few operations (none if
+    /// it could not be built). It is below the layers: no limits, faults or deadlines apply.
+    pub fn operator(&self) -> Option<&Operator> {
+        self.opened.as_ref().ok().map(|(op, _)| op)
     }
 
     /// Store `bytes` at `path`, replacing what is there. Returns once the service reports the
     /// write complete (for `fs`: written, fsynced and renamed into place).
     pub async fn write(&self, path: &str, bytes: impl Into<bytes::Bytes>) -> Result<()> {
-        self.stack.write(path, bytes.into()).await
+        self.stack()?.write(path, bytes.into()).await
     }
 
     /// The object at `path`, or `None` if it does not exist. The bytes are the service's
     /// buffer, not a copy (decoding reads them where they lie).
     pub async fn read(&self, path: &str) -> Result<Option<bytes::Bytes>> {
-        self.stack.read(path).await
+        self.stack()?.read(path).await
     }
 
     /// The first `n` bytes of the object at `path`.
     pub async fn read_head(&self, path: &str, n: u64) -> Result<Vec<u8>> {
-        match self.stack.read_head(path, n).await? {
+        match self.stack()?.read_head(path, n).await? {
             Some(head) => Ok(head.into()),
             None => Err(Error::not_found(format!("backend '{}' ({}): read {path}: not found", self.name, self.scheme))),
         }
@@ -138,17 +158,17 @@ impl Backend {
 
     /// The length of the object at `path`, or `None` if it does not exist.
     pub async fn len(&self, path: &str) -> Result<Option<u64>> {
-        self.stack.stat(path).await
+        self.stack()?.stat(path).await
     }
 
     /// Every object below `prefix` (a directory path ending in `/`), with its length.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        self.stack.list(prefix).await
+        self.stack()?.list(prefix).await
     }
 
     /// Remove the object at `path`; a missing object is not an error.
     pub async fn delete(&self, path: &str) -> Result<()> {
-        self.stack.delete(path).await
+        self.stack()?.delete(path).await
     }
 }
 

@@ -312,8 +312,14 @@ pub fn check(report: &cuckoo::CheckReport, json: bool) {
         return;
     }
     for f in &report.findings {
-        let object = f.object.get(..16).unwrap_or(&f.object);
-        say!("snapshot {} {}: object {object}: {}", f.snapshot, f.path, f.problem);
+        match &f.backend {
+            // A finding about a backend as a whole names no snapshot or object.
+            Some(backend) if f.object.is_empty() => say!("backend {backend}: {}", f.problem),
+            _ => {
+                let object = f.object.get(..16).unwrap_or(&f.object);
+                say!("snapshot {} {}: object {object}: {}", f.snapshot, f.path, f.problem);
+            }
+        }
     }
     let read = if report.objects_read > 0 {
         format!(", read and verified {} objects ({})", report.objects_read, size(report.bytes_read))

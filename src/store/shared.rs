@@ -215,7 +215,11 @@ fn unreachable(b: &Backend, e: Error) -> Error {
     if e.kind() != ErrorKind::Backend {
         return e;
     }
-    Error::new(e.kind(), format!("backend '{}' ({}) is unreachable", b.name, b.scheme)).with_source(e)
+    // Name the backend once, however the error began.
+    let named = format!("backend '{}' ({})", b.name, b.scheme);
+    let full = e.to_string();
+    let why = full.strip_prefix(&named).map(|r| r.trim_start_matches(':').trim_start()).unwrap_or(&full);
+    Error::new(e.kind(), format!("{named} is unreachable: {why}"))
 }
 
 /// The pool record has no id to bind it to; the all-zero id stands in.
