@@ -301,3 +301,28 @@ fn regression_a_backend_whose_root_is_a_file_is_a_lost_backend_not_a_failed_pool
     env.ok(&["repair"]);
     assert!(env.ok(&["check"]).contains("no problems"));
 }
+
+#[test]
+fn regression_two_paths_with_one_name_back_up_and_paths_are_stored_normalised() {
+    let env = Env::new();
+    let (a, b) = (env.path("data/a/x"), env.path("data/b/x"));
+    for (d, body) in [(&a, "from a"), (&b, "from b")] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("f"), body).unwrap();
+    }
+    let unnormalised = format!("{}/../b/./x", env.path("data/a").display());
+    let done = env.json(&["backup", a.to_str().unwrap(), &unnormalised]);
+    let stored: Vec<&str> = done["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(stored, [a.to_str().unwrap(), b.to_str().unwrap()], "absolute and normalised");
+    // The root holds what tells the two apart; restore puts them below TARGET the same way.
+    let out = env.path("out");
+    env.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(out.join("a/x/f")).unwrap(), "from a");
+    assert_eq!(std::fs::read_to_string(out.join("b/x/f")).unwrap(), "from b");
+    // The next backup of the same paths finds them unchanged through the directories between.
+    let again = env.json(&["backup", b.to_str().unwrap(), a.to_str().unwrap()]);
+    assert_eq!(again["summary"]["files_read"], 0, "{again}");
+    // One path alone is still its own name at the root.
+    let one = env.json(&["backup", a.to_str().unwrap()]);
+    assert!(env.ok(&["ls", one["id"].as_str().unwrap()]).lines().any(|l| l.ends_with(" x/f")));
+}

@@ -11,6 +11,7 @@
 //! after every object below them is stored.
 
 mod filter;
+mod layout;
 mod sparse;
 mod walker;
 
@@ -32,7 +33,9 @@ use crate::store::Store;
 /// What to back up and how.
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
-    /// Paths to back up; each becomes an entry of the snapshot's root under its base name.
+    /// Paths to back up; recorded absolute and normalised. The snapshot's root is the deepest
+    /// directory they share below their parents: one path is its base name there, two named
+    /// alike keep what tells them apart (`a/x`, `b/x`).
     pub paths: Vec<PathBuf>,
     /// Labels for the snapshot.
     pub tags: Vec<String>,
@@ -132,11 +135,7 @@ async fn backup_locked(
     progress: Arc<dyn Progress>,
 ) -> Result<BackupOutcome> {
     let host = options.hostname.clone().unwrap_or_else(crate::machine::hostname);
-    let paths: Vec<String> = options
-        .paths
-        .iter()
-        .map(|p| std::path::absolute(p).map(|a| a.display().to_string()).unwrap_or_default())
-        .collect();
+    let paths: Vec<String> = absolute_paths(&options.paths)?.iter().map(|p| p.display().to_string()).collect();
     let parent = match options.parent {
         Some(id) => Some(repo.find_snapshot(&id.to_hex())?),
         None => repo.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == host && s.paths == paths),
@@ -177,18 +176,19 @@ async fn run(
         ctx.abort.clone(),
     );
     progress.begin("backup", None, None);
-    let scan = walker::spawn_scan(paths.clone(), filter.clone(), progress.clone());
+    let selection = layout::select(&paths);
+    let scan = walker::spawn_scan(layout::wholes(&selection), filter.clone(), progress.clone());
 
     let walk_progress = progress.clone();
     let catalogue = ctx.catalogue.clone();
     let params = ctx.params;
     let keys = ctx.store.keys().clone();
     let abort = ctx.abort.clone();
-    let walk_paths = paths.clone();
+
     let walk_filter = filter.clone();
     let walked = tokio::task::spawn_blocking(move || {
         let mut w = walker::Walker::new(params, keys, catalogue.reader()?, jobs, walk_progress, abort, walk_filter);
-        let walked = w.run(&walk_paths, parent_tree)?;
+        let walked = w.run(&selection, parent_tree)?;
         Ok((walked, w.excluded().to_vec()))
     })
     .await
@@ -257,26 +257,22 @@ async fn commit(ctx: &Context<'_>, snapshot: &Snapshot) -> Result<ObjectId> {
     crate::pipeline::commit_snapshot(ctx.store, ctx.catalogue.clone(), ctx.compression, snapshot).await
 }
 
+/// The paths to back up, absolute, normalised and checked to exist, sorted (as restic
+/// records them, so the same paths in another order find the same parent).
 fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
         return Err(Error::config("nothing to back up: give at least one path"));
     }
-    let mut names = std::collections::HashSet::new();
-    paths
-        .iter()
-        .map(|p| {
-            let abs = std::path::absolute(p).map_err(|e| Error::io(format!("{}", p.display()), e))?;
-            std::fs::symlink_metadata(&abs).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::not_found(format!("{} does not exist", p.display())),
-                _ => Error::io(format!("cannot read {}", p.display()), e),
-            })?;
-            if !names.insert(walker::top_name(&abs)) {
-                return Err(Error::config(format!(
-                    "two paths share the name '{}': back them up in separate snapshots",
-                    String::from_utf8_lossy(&walker::top_name(&abs))
-                )));
-            }
-            Ok(abs)
-        })
-        .collect()
+    let mut out: Vec<PathBuf> = Vec::with_capacity(paths.len());
+    for p in paths {
+        let abs = layout::normalise(p)?;
+        std::fs::symlink_metadata(&abs).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::not_found(format!("{} does not exist", p.display())),
+            _ => Error::io(format!("cannot read {}", p.display()), e),
+        })?;
+        out.push(abs);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::BackupWarning;
 use super::filter::{Filter, Verdict};
+use super::layout::{Selected, Selection};
 use super::sparse;
 use crate::catalogue::{Cached, Reader};
 use crate::chunker::{ChunkerParams, StreamChunker};
@@ -79,14 +80,6 @@ pub(crate) struct Walker {
     warnings: Vec<BackupWarning>,
 }
 
-/// The name a top-level path gets in the snapshot's root tree.
-pub(crate) fn top_name(path: &Path) -> Vec<u8> {
-    match path.file_name() {
-        Some(n) => n.as_bytes().to_vec(),
-        None => b"root".to_vec(),
-    }
-}
-
 impl Walker {
     pub fn new(
         params: ChunkerParams,
@@ -117,19 +110,15 @@ impl Walker {
         }
     }
 
-    /// Walk `paths` into one root tree; `parent` is the parent snapshot's root tree.
-    pub fn run(&mut self, paths: &[PathBuf], parent: Option<ObjectId>) -> Result<Walked> {
+    /// Walk the selected paths into one root tree; `parent` is the parent snapshot's root
+    /// tree.
+    pub fn run(&mut self, selection: &Selection, parent: Option<ObjectId>) -> Result<Walked> {
         let parent = match parent {
             Some(id) => self.load_tree(&id)?,
             None => None,
         };
         let mut root = self.new_dir();
-        for path in paths {
-            let name = top_name(path);
-            let before = parent.as_ref().and_then(|t| t.get(&name));
-            self.top_dev = std::fs::symlink_metadata(path).map(|m| m.dev()).unwrap_or(0);
-            self.add_entry(&mut root, path, name, before)?;
-        }
+        self.add_selected(&mut root, selection, parent.as_ref())?;
         let slot = root.slot;
         self.queue_dir(root)?;
         self.pack.flush(&mut |c| self.out.chunk(c));
@@ -137,6 +126,55 @@ impl Walker {
         let (id, group) = self.built.remove(&slot).expect("root built after flush");
         let pack = self.emit_pack(group)?;
         Ok((TreeRef { id, pack }, std::mem::take(&mut self.summary), std::mem::take(&mut self.warnings)))
+    }
+
+    /// Add the names of `selection` to `dir`, whose parent snapshot's tree is `before`.
+    fn add_selected(&mut self, dir: &mut DirBuild, selection: &Selection, before: Option<&Tree>) -> Result<()> {
+        for (name, selected) in &selection.children {
+            let was = before.and_then(|t| t.get(name));
+            match selected {
+                Selected::Whole(path) => {
+                    self.top_dev = std::fs::symlink_metadata(path).map(|m| m.dev()).unwrap_or(0);
+                    self.add_entry(dir, path, name.clone(), was)?;
+                }
+                Selected::Part(path, inner) => self.add_way(dir, path, name, inner, was)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A directory on the way to selected paths: its metadata, and only what leads to them.
+    fn add_way(
+        &mut self,
+        dir: &mut DirBuild,
+        path: &Path,
+        name: &[u8],
+        inner: &Selection,
+        before: Option<&Node>,
+    ) -> Result<()> {
+        // Followed: the way to a path may pass through a symlink (`/home` -> `/usr/home`).
+        let md = match std::fs::metadata(path) {
+            Ok(md) if md.is_dir() => md,
+            Ok(_) => {
+                self.skip(path, "not a directory");
+                return Ok(());
+            }
+            Err(e) => {
+                self.skip(path, e);
+                return Ok(());
+            }
+        };
+        let was = match before.map(|n| &n.kind) {
+            Some(NodeKind::Dir { tree, .. }) => self.load_tree(tree)?,
+            _ => None,
+        };
+        let mut sub = self.new_dir();
+        self.add_selected(&mut sub, inner, was.as_ref())?;
+        self.summary.dirs += 1;
+        let slot = sub.slot;
+        self.queue_dir(sub)?;
+        dir.entries.push(Entry { name: name.to_vec(), meta: meta::from_std(&md), content: Content::Subdir(slot) });
+        Ok(())
     }
 
     /// Entries each rule of the filter left out, in the filter's order.
