@@ -326,3 +326,44 @@ fn regression_two_paths_with_one_name_back_up_and_paths_are_stored_normalised() 
     let one = env.json(&["backup", a.to_str().unwrap()]);
     assert!(env.ok(&["ls", one["id"].as_str().unwrap()]).lines().any(|l| l.ends_with(" x/f")));
 }
+
+/// What a restore tells its progress: the item total and the byte total up front, so a bar
+/// can show "n/N items" and a time left, and every item counted up to it.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<(Vec<Begun>, u64, u64)>);
+
+/// A phase's name, item total and byte total.
+type Begun = (String, Option<u64>, Option<u64>);
+
+impl cuckoo::Progress for Recorded {
+    fn begin(&self, phase: &str, items: Option<u64>, bytes: Option<u64>) {
+        self.0.lock().unwrap().0.push((phase.to_string(), items, bytes));
+    }
+    fn advance(&self, items: u64, bytes: u64) {
+        let mut r = self.0.lock().unwrap();
+        r.1 += items;
+        r.2 += bytes;
+    }
+}
+
+#[tokio::test]
+async fn regression_restore_progress_knows_its_item_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::init_library_pool(dir.path(), 2, "copies=2").await;
+    let repo = cuckoo::Repository::open(config, &cuckoo::NoPassphrase, &cuckoo::NoProgress).await.unwrap();
+    let src = dir.path().join("src");
+    for i in 0..25 {
+        std::fs::create_dir_all(src.join(format!("d{}", i % 4))).unwrap();
+        std::fs::write(src.join(format!("d{}/f{i}", i % 4)), common::text(1000 + i * 100, i as u64)).unwrap();
+    }
+    common::backup_with(&repo, &src).await;
+    let (_, snapshot) = repo.find_snapshot("latest").unwrap();
+    let seen = std::sync::Arc::new(Recorded::default());
+    let options = cuckoo::RestoreOptions { target: dir.path().join("out"), path: None };
+    repo.restore(&snapshot, options, seen.clone()).await.unwrap();
+    let (begun, items, bytes) = &*seen.0.lock().unwrap();
+    let restore = begun.iter().find(|(phase, ..)| phase == "restore").unwrap();
+    assert_eq!(restore.1, Some(25), "the item total is known up front");
+    assert_eq!(restore.2, Some(snapshot.summary.bytes));
+    assert_eq!((*items, *bytes), (25, snapshot.summary.bytes), "and reached exactly");
+}

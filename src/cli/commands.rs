@@ -176,6 +176,7 @@ async fn backup(
     force: bool,
     select: &Select,
 ) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
     let mut paths = paths.to_vec();
     paths.extend(listed_paths(select)?);
     let repo = open(cli, config).await?;
@@ -197,7 +198,7 @@ async fn backup(
     interrupt_on_ctrl_c(&repo);
     let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json));
     let done = repo.backup(options, bar).await?;
-    output::backup(&done, cli.json);
+    output::backup(&done, started.elapsed(), cli.json);
     let skipped = done.snapshot.summary.skipped > 0;
     Ok(if skipped { ExitCode::from(EXIT_PARTIAL) } else { ExitCode::SUCCESS })
 }
@@ -251,30 +252,33 @@ async fn restore(
     target: &std::path::Path,
     path: Option<String>,
 ) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
     let repo = open(cli, config).await?;
     let (id, snap) = repo.find_snapshot(snapshot)?;
     interrupt_on_ctrl_c(&repo);
     let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json));
     let options = RestoreOptions { target: target.to_path_buf(), path };
     let done = repo.restore(&snap, options, bar).await.with_context(|| format!("restore of {}", id.short()))?;
-    output::restore(&id, &done, cli.json);
+    output::restore(&id, &done, started.elapsed(), cli.json);
     Ok(if done.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn check(cli: &Cli, config: Config, read_data: Option<f64>) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
     let repo = open(cli, config).await?;
     let bar = progress::Bar::new(cli.json);
     let report = repo.check(cuckoo::CheckOptions { read_data }, &bar).await?;
-    output::check(&report, cli.json);
+    output::check(&report, started.elapsed(), cli.json);
     Ok(if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn prune(cli: &Cli, config: Config, options: cuckoo::PruneOptions) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
     let repo = open(cli, config).await?;
     interrupt_on_ctrl_c(&repo);
     let bar = progress::Bar::new(cli.json);
     let report = repo.prune(options, &bar).await?;
-    output::prune(&report, cli.json);
+    output::prune(&report, started.elapsed(), cli.json);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -21,6 +21,15 @@ fn rfc3339(ns: i64) -> String {
     local(ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
 
+/// How long a run took: "2.4 s", "3m 12s".
+fn took(d: std::time::Duration) -> String {
+    if d.as_secs() < 60 {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+    }
+}
+
 fn size(n: u64) -> String {
     format_size(n, BINARY)
 }
@@ -94,10 +103,11 @@ fn snapshot_json(id: &ObjectId, s: &Snapshot) -> serde_json::Value {
     })
 }
 
-pub fn backup(done: &BackupOutcome, json: bool) {
+pub fn backup(done: &BackupOutcome, elapsed: std::time::Duration, json: bool) {
     let s = &done.snapshot.summary;
     if json {
         let mut v = snapshot_json(&done.id, &done.snapshot);
+        v["duration_s"] = json!(elapsed.as_secs_f64());
         v["warnings"] = json!(done.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>());
         v["excluded"] = json!(done.excluded);
         say!("{v}");
@@ -127,7 +137,13 @@ pub fn backup(done: &BackupOutcome, json: bool) {
         let total: u64 = done.excluded.iter().map(|e| e.entries).sum();
         say!("excluded {}: {}", count(total, "entry", "entries"), left_out.join(", "));
     }
-    say!("snapshot {} saved ({} in {})", done.id.short(), size(s.bytes), count(s.files, "file", "files"));
+    say!(
+        "snapshot {} saved ({} in {}) in {}",
+        done.id.short(),
+        size(s.bytes),
+        count(s.files, "file", "files"),
+        took(elapsed)
+    );
 }
 
 pub fn snapshots(list: &[(ObjectId, Snapshot)], json: bool) {
@@ -209,10 +225,11 @@ fn mode_string(mode: u32) -> String {
     s
 }
 
-pub fn restore(id: &ObjectId, done: &RestoreOutcome, json: bool) {
+pub fn restore(id: &ObjectId, done: &RestoreOutcome, elapsed: std::time::Duration, json: bool) {
     if json {
         let mut v = serde_json::to_value(done).expect("serialisable");
         v["snapshot"] = json!(id.to_hex());
+        v["duration_s"] = json!(elapsed.as_secs_f64());
         say!("{v}");
         return;
     }
@@ -229,12 +246,13 @@ pub fn restore(id: &ObjectId, done: &RestoreOutcome, json: bool) {
         );
     }
     say!(
-        "restored snapshot {}: {} ({}), {}, {}",
+        "restored snapshot {}: {} ({}), {}, {} in {}",
         id.short(),
         count(done.files, "file", "files"),
         size(done.bytes),
         count(done.dirs, "directory", "directories"),
-        count(done.others, "link or special file", "links and special files")
+        count(done.others, "link or special file", "links and special files"),
+        took(elapsed)
     );
 }
 
@@ -306,9 +324,11 @@ pub fn probe(report: &cuckoo::probe::ProbeReport, json: bool) {
     }
 }
 
-pub fn check(report: &cuckoo::CheckReport, json: bool) {
+pub fn check(report: &cuckoo::CheckReport, elapsed: std::time::Duration, json: bool) {
     if json {
-        say!("{}", serde_json::to_value(report).expect("serialisable"));
+        let mut v = serde_json::to_value(report).expect("serialisable");
+        v["duration_s"] = json!(elapsed.as_secs_f64());
+        say!("{v}");
         return;
     }
     for f in &report.findings {
@@ -342,9 +362,10 @@ pub fn check(report: &cuckoo::CheckReport, json: bool) {
         );
     }
     say!(
-        "checked {}, {}{read}: {verdict}",
+        "checked {}, {}{read}: {verdict} ({})",
         count(report.snapshots, "snapshot", "snapshots"),
-        count(report.objects, "object", "objects")
+        count(report.objects, "object", "objects"),
+        took(elapsed)
     );
 }
 
@@ -405,9 +426,11 @@ pub fn keys(slots: &[cuckoo::KeyInfo], json: bool) {
     }
 }
 
-pub fn prune(r: &cuckoo::PruneReport, json: bool) {
+pub fn prune(r: &cuckoo::PruneReport, elapsed: std::time::Duration, json: bool) {
     if json {
-        say!("{}", serde_json::to_value(r).expect("prune report serialises"));
+        let mut v = serde_json::to_value(r).expect("prune report serialises");
+        v["duration_s"] = json!(elapsed.as_secs_f64());
+        say!("{v}");
         return;
     }
     let size = |b: u64| format_size(b, BINARY);
@@ -420,9 +443,20 @@ pub fn prune(r: &cuckoo::PruneReport, json: bool) {
             say!("snapshot {} {verb} as {}", &old[..8], &new[..8]);
         }
     }
-    say!("{} snapshots reference {} objects ({} stored)", r.snapshots, r.live_objects, size(r.live_stored_bytes));
+    say!(
+        "{} {} {} ({} stored)",
+        count(r.snapshots, "snapshot", "snapshots"),
+        if r.snapshots == 1 { "references" } else { "reference" },
+        count(r.live_objects, "object", "objects"),
+        size(r.live_stored_bytes)
+    );
     let verb = if r.dry_run { "would delete" } else { "deleted" };
-    say!("{verb} {} unreferenced objects ({} stored)", r.unused_objects, size(r.unused_stored_bytes));
+    say!(
+        "{verb} {} ({} stored) in {}",
+        count(r.unused_objects, "unreferenced object", "unreferenced objects"),
+        size(r.unused_stored_bytes),
+        took(elapsed)
+    );
     if r.partly_used_chunks > 0 {
         say!(
             "{} still partly used: {} of them no snapshot references",

@@ -98,11 +98,13 @@ async fn run(
         Some((Node { kind: NodeKind::File { size, .. }, .. }, _)) => *size,
         _ => 0,
     };
-    progress.begin(
-        "restore",
-        None,
-        if sub.is_empty() { Some(snapshot.summary.bytes) } else { Some(total).filter(|t| *t > 0) },
-    );
+    // Totals are known for a whole snapshot (its summary) or one file; a sub-tree counts up.
+    let (items, bytes) = match (&start, sub.is_empty()) {
+        (_, true) => (Some(snapshot.summary.files), Some(snapshot.summary.bytes)),
+        (Some((Node { kind: NodeKind::File { .. }, .. }, _)), _) => (Some(1), Some(total)),
+        _ => (None, None),
+    };
+    progress.begin("restore", items, bytes.filter(|b| *b > 0));
 
     let mut walker = TreeWalker {
         out: RestoreOutcome::default(),
