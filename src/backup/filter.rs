@@ -289,6 +289,10 @@ mod tests {
         assert!(out(&f, "/x/logs/") && !out(&f, "/x/logs"), "a trailing / is for directories only");
         assert!(out(&f, "/p/node_modules/a/b.js"));
         assert!(!out(&f, "/home/u/a/b/c.py"));
+        let f = filter(&["node_modules", "**/target", "/abs/**/tmp"]);
+        assert!(out(&f, "/w/app/node_modules/") && out(&f, "/w/crate/target/") && out(&f, "/w/a/b/target"));
+        assert!(out(&f, "/abs/x/y/tmp") && out(&f, "/abs/tmp") && !out(&f, "/other/abs/x/tmp"));
+        assert!(!out(&f, "/w/targets") && !out(&f, "/w/node_modules2"));
         // `*` stays within a component.
         let f = filter(&["/home/*/secret"]);
         assert!(out(&f, "/home/u/secret") && !out(&f, "/home/u/deep/secret"));
