@@ -55,6 +55,8 @@ pub(crate) use internals::{
 pub use backup::{BackupOptions, BackupOutcome, BackupWarning, ExcludeCount, Excludes};
 pub use catalogue::BackendUsage;
 pub use check::{BackendReport, CheckOptions, CheckReport, Finding};
+/// The object format version this build writes (docs/format.md).
+pub use codec::FORMAT_VERSION;
 pub use config::Config;
 pub use crypto::{KdfParams, NoPassphrase, Passphrase, PassphraseSource};
 pub use diff::{Change, diff};

@@ -367,3 +367,29 @@ async fn regression_restore_progress_knows_its_item_total() {
     assert_eq!(restore.2, Some(snapshot.summary.bytes));
     assert_eq!((*items, *bytes), (25, snapshot.summary.bytes), "and reached exactly");
 }
+
+#[test]
+fn version_completions_and_man_pages_need_no_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuckoo"))
+            .args(args)
+            .env_remove("CUCKOO_CONFIG")
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .env("XDG_DATA_HOME", dir.path().join("data"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(run(&["version"]).starts_with(&format!("cuckoo {}", env!("CARGO_PKG_VERSION"))));
+    let v: serde_json::Value = serde_json::from_str(&run(&["version", "--json"])).unwrap();
+    assert_eq!(v["format"], cuckoo::FORMAT_VERSION);
+    let man = dir.path().join("man");
+    let bash = run(&["generate", "--bash-completion", "-", "--man", man.to_str().unwrap()]);
+    assert!(bash.contains("_cuckoo") && bash.contains("--exclude-caches"));
+    for page in ["cuckoo.1", "cuckoo-backup.1", "cuckoo-backend-add.1"] {
+        assert!(std::fs::read_to_string(man.join(page)).unwrap().contains(".TH"), "{page}");
+    }
+    assert!(!dir.path().join("config/cuckoo").exists(), "no default pool was made");
+}

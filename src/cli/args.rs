@@ -238,6 +238,27 @@ pub enum Command {
         #[command(subcommand)]
         command: BackendCommand,
     },
+    /// Print the version of cuckoo, of the formats it writes, and the platform
+    Version,
+    /// Write shell completions and man pages (FILE `-` is standard output)
+    #[command(arg_required_else_help = true)]
+    Generate {
+        /// Bash completion script
+        #[arg(long, value_name = "FILE")]
+        bash_completion: Option<PathBuf>,
+        /// Zsh completion script
+        #[arg(long, value_name = "FILE")]
+        zsh_completion: Option<PathBuf>,
+        /// Fish completion script
+        #[arg(long, value_name = "FILE")]
+        fish_completion: Option<PathBuf>,
+        /// PowerShell completion script
+        #[arg(long, value_name = "FILE")]
+        powershell_completion: Option<PathBuf>,
+        /// Man pages, one per command, into DIR
+        #[arg(long, value_name = "DIR")]
+        man: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]

@@ -93,6 +93,34 @@ async fn open(cli: &Cli, config: Config) -> Result<Repository> {
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
+    // These need no pool: answered before a config is read (or a default one made).
+    match &cli.command {
+        Command::Version => {
+            output::version(cli.json);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Generate { bash_completion, zsh_completion, fish_completion, powershell_completion, man } => {
+            use clap_complete::Shell;
+            for (shell, file) in [
+                (Shell::Bash, bash_completion),
+                (Shell::Zsh, zsh_completion),
+                (Shell::Fish, fish_completion),
+                (Shell::PowerShell, powershell_completion),
+            ] {
+                if let Some(file) = file {
+                    write_to(file, &mut |w| {
+                        clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "cuckoo", w);
+                        Ok(())
+                    })?;
+                }
+            }
+            if let Some(dir) = man {
+                man_pages(dir)?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let config = load_config(&cli).await?;
     match &cli.command {
         Command::Init { no_encrypt, kdf, redundancy, .. } => {
@@ -164,7 +192,36 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Backend { command } => backend(&cli, config, command).await,
+        Command::Version | Command::Generate { .. } => unreachable!("answered above"),
     }
+}
+
+/// Write through `write` to `file`, or to standard output for `-`.
+fn write_to(
+    file: &std::path::Path,
+    write: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<()> {
+    if file.as_os_str() == "-" {
+        return Ok(write(&mut std::io::stdout().lock())?);
+    }
+    let mut out = std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?;
+    write(&mut out).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(())
+}
+
+/// `cuckoo.1` and one page per command (`cuckoo-backup.1`, `cuckoo-backend-add.1`…) in `dir`.
+fn man_pages(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut stack = vec![(String::from("cuckoo"), <Cli as clap::CommandFactory>::command())];
+    while let Some((name, command)) = stack.pop() {
+        for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+            let sub_name = format!("{name}-{}", sub.get_name());
+            stack.push((sub_name.clone(), sub.clone().name(sub_name)));
+        }
+        let page = dir.join(format!("{name}.1"));
+        write_to(&page, &mut |w| clap_mangen::Man::new(command.clone()).render(w))?;
+    }
+    Ok(())
 }
 
 async fn backup(

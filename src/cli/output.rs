@@ -256,6 +256,16 @@ pub fn restore(id: &ObjectId, done: &RestoreOutcome, elapsed: std::time::Duratio
     );
 }
 
+pub fn version(json: bool) {
+    let (version, format) = (env!("CARGO_PKG_VERSION"), cuckoo::FORMAT_VERSION);
+    let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
+    if json {
+        say!("{}", json!({"version": version, "format": format, "os": os, "arch": arch}));
+    } else {
+        say!("cuckoo {version} (object format {format}) on {os}/{arch}");
+    }
+}
+
 pub fn stats(s: &Stats, json: bool) {
     if json {
         say!("{}", serde_json::to_value(s).expect("serialisable"));
