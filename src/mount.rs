@@ -562,7 +562,8 @@ impl fuser::Filesystem for Adapter {
         let open = reply_err!(reply, self.get_open(fh));
         let (content, pool) = open.handle.content();
         let size = size as usize;
-        let first = reply_err!(reply, content.read_shared(pool, offset, size));
+        let ahead = open.handle.read_ahead(offset, size);
+        let first = reply_err!(reply, content.read_shared(pool, offset, size, ahead));
         // FUSE wants the whole range unless at end of file. Most reads lie within one chunk
         // and go out straight from the cache; the others are put together here.
         if first.len() == size || first.is_empty() {
@@ -571,7 +572,7 @@ impl fuser::Filesystem for Adapter {
         let mut out = Vec::with_capacity(size);
         out.extend_from_slice(&first);
         while out.len() < size {
-            let next = reply_err!(reply, content.read_shared(pool, offset + out.len() as u64, size - out.len()));
+            let next = reply_err!(reply, content.read_shared(pool, offset + out.len() as u64, size - out.len(), ahead));
             if next.is_empty() {
                 break;
             }

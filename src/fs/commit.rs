@@ -330,7 +330,7 @@ fn read_all(pool: &Pool, file: &DriveFile, len: u64) -> Result<Vec<u8>> {
     let mut data = vec![0u8; len as usize];
     let mut at = 0;
     while at < data.len() {
-        match file.read_at(pool, &mut data[at..], at as u64)? {
+        match file.read_at(pool, &mut data[at..], at as u64, 0)? {
             0 => break,
             n => at += n,
         }

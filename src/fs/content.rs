@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::pool::{Pool, Shared, Slices};
+use super::readahead::MAX_AHEAD;
 use super::stream::{At, Stream};
 use crate::error::{Error, Result};
 
@@ -86,8 +87,9 @@ impl DriveFile {
         self.len.store(len, Ordering::Release);
     }
 
-    /// Read up to `buf.len()` bytes at `offset`; a short count stops at a slice's end.
-    pub fn read_at(&self, pool: &Pool, buf: &mut [u8], offset: u64) -> Result<usize> {
+    /// Read up to `buf.len()` bytes at `offset`, fetching `ahead` chunks beyond; a short
+    /// count stops at a slice's end.
+    pub fn read_at(&self, pool: &Pool, buf: &mut [u8], offset: u64, ahead: usize) -> Result<usize> {
         let len = self.len();
         if offset >= len || buf.is_empty() {
             return Ok(0);
@@ -100,7 +102,7 @@ impl DriveFile {
             drop(state);
             // Stored chunks are read without the file's lock: readers do not wait on each other.
             let n = want.min((head.len - offset) as usize);
-            return pool.read_slices(&head, &mut buf[..n], offset);
+            return pool.read_slices(&head, &mut buf[..n], offset, ahead);
         }
         match &state.tail {
             Tail::None => Ok(0),
@@ -113,7 +115,7 @@ impl DriveFile {
                 }
                 At::Chunk(r, start) => {
                     drop(state);
-                    pool.read_slices(&Slices::new(vec![r]), buf, offset - start).map(|n| n.min(want))
+                    pool.read_slices(&Slices::new(vec![r]), buf, offset - start, 0).map(|n| n.min(want))
                 }
             },
         }
@@ -121,7 +123,7 @@ impl DriveFile {
 
     /// Up to `max` bytes at `offset`, fewer at a slice's end: for stored bytes a view of
     /// the cached chunk, so the FUSE mount answers most reads without a copy.
-    pub fn read_shared(&self, pool: &Pool, offset: u64, max: usize) -> Result<Shared> {
+    pub fn read_shared(&self, pool: &Pool, offset: u64, max: usize, ahead: usize) -> Result<Shared> {
         let len = self.len();
         if offset >= len || max == 0 {
             return Ok(Shared::default());
@@ -129,10 +131,10 @@ impl DriveFile {
         let max = max.min((len - offset) as usize);
         let head = self.state.lock().expect("poisoned").head.clone();
         if offset < head.len {
-            return pool.slice_at(&head, offset, max);
+            return pool.slice_at(&head, offset, max, ahead);
         }
         let mut buf = vec![0u8; max];
-        let n = self.read_at(pool, &mut buf, offset)?;
+        let n = self.read_at(pool, &mut buf, offset, ahead)?;
         buf.truncate(n);
         Ok(Shared::owned(buf))
     }
@@ -219,7 +221,7 @@ fn cut_head(pool: &Pool, state: &mut FileState, offset: u64) -> Result<()> {
     let mut at = head.start(i);
     while at < head.len {
         let want = ((head.len - at) as usize).min(buf.len());
-        let n = pool.read_slices(&head, &mut buf[..want], at)?;
+        let n = pool.read_slices(&head, &mut buf[..want], at, MAX_AHEAD)?;
         if n == 0 {
             return Err(Error::corrupt("a stored file is shorter than its slices"));
         }

@@ -313,8 +313,8 @@ impl Backing for Pool {
         c.len()
     }
 
-    fn read_at(&self, c: &DriveFile, buf: &mut [u8], offset: u64) -> Result<usize> {
-        c.read_at(self, buf, offset)
+    fn read_at(&self, c: &DriveFile, buf: &mut [u8], offset: u64, ahead: usize) -> Result<usize> {
+        c.read_at(self, buf, offset, ahead)
     }
 
     fn write_at(&self, c: &DriveFile, data: &[u8], offset: u64) -> Result<()> {

@@ -65,7 +65,7 @@ impl Backing for Memory {
         c.read().expect("poisoned").len() as u64
     }
 
-    fn read_at(&self, c: &Self::Content, buf: &mut [u8], offset: u64) -> Result<usize> {
+    fn read_at(&self, c: &Self::Content, buf: &mut [u8], offset: u64, _ahead: usize) -> Result<usize> {
         let data = c.read().expect("poisoned");
         let start = (offset.min(data.len() as u64)) as usize;
         let n = buf.len().min(data.len() - start);

@@ -23,6 +23,7 @@ mod local;
 mod memory;
 pub(crate) mod ns;
 pub(crate) mod pool;
+pub(crate) mod readahead;
 mod stream;
 
 pub use drive::{DRIVE_HEAD_TAG, DRIVE_TAG, Drive, DriveOptions, SnapshotFs};

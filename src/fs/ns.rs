@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::inode::{Attr, Body, Dir, Namespace, Source};
+use super::readahead::ReadAhead;
 use super::{Capabilities, DirEntry, File, FileHandle, FileType, Fs, Metadata, OpenOptions, normalize, pretty};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{ChunkRef, NodeKind, Tree, TreeRef};
@@ -33,8 +34,9 @@ pub(crate) trait Backing: Send + Sync + Sized + 'static {
     fn new_file(&self) -> Result<Self::Content>;
     /// Current length.
     fn len(&self, c: &Self::Content) -> u64;
-    /// Positioned read; 0 at end of file.
-    fn read_at(&self, c: &Self::Content, buf: &mut [u8], offset: u64) -> Result<usize>;
+    /// Positioned read; 0 at end of file. `ahead`: chunks the reader will likely want next
+    /// (`readahead`), for a backing that fetches.
+    fn read_at(&self, c: &Self::Content, buf: &mut [u8], offset: u64, ahead: usize) -> Result<usize>;
     /// Positioned write, zero-filling any gap.
     fn write_at(&self, c: &Self::Content, data: &[u8], offset: u64) -> Result<()>;
     /// Cut or zero-extend.
@@ -261,7 +263,7 @@ impl<B: Backing> NsFs<B> {
     }
 
     pub fn handle(&self, ino: u64, content: Arc<B::Content>) -> NsHandle<B> {
-        NsHandle { fs: self.clone(), ino, content }
+        NsHandle { fs: self.clone(), ino, content, reads: ReadAhead::default() }
     }
 
     /// A file's content changed: new mtime and ctime, and the change mark on every
@@ -347,9 +349,16 @@ pub(crate) struct NsHandle<B: Backing> {
     fs: NsFs<B>,
     ino: u64,
     content: Arc<B::Content>,
+    /// How this handle reads: in order (fetch ahead) or not.
+    reads: ReadAhead,
 }
 
 impl<B: Backing> NsHandle<B> {
+    /// Note a read of `len` bytes at `offset` through this handle; chunks to fetch ahead.
+    pub fn read_ahead(&self, offset: u64, len: usize) -> usize {
+        self.reads.on_read(offset, len)
+    }
+
     /// The file's content and the store it lives in, for reads that bypass `FileHandle`.
     pub fn content(&self) -> (&B::Content, &B) {
         (&self.content, self.fs.backing())
@@ -358,7 +367,8 @@ impl<B: Backing> NsHandle<B> {
 
 impl<B: Backing> FileHandle for NsHandle<B> {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
-        self.fs.0.backing.read_at(&self.content, buf, offset)
+        let ahead = self.reads.on_read(offset, buf.len());
+        self.fs.0.backing.read_at(&self.content, buf, offset, ahead)
     }
 
     fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {

@@ -1,5 +1,5 @@
 //! The pool side of the live drive and snapshot views: chunks read through a small cache
-//! with read-ahead, a stored file's chunk slices, and spool files (a file's layout of
+//! with read-ahead for readers that want it, a stored file's chunk slices, and spool files (a file's layout of
 //! chunks, stream and spool is `content`'s; the `Backing` the namespace calls is `drive`'s).
 //!
 //! Owns: reading chunk slices at any offset (pinned streamed chunks first, then the read
@@ -16,9 +16,6 @@ use crate::error::{Error, Result};
 use crate::id::ObjectId;
 use crate::model::ChunkRef;
 use crate::repository::Repository;
-
-/// Chunks fetched ahead of a sequential reader.
-const READ_AHEAD: usize = 8;
 
 /// Bytes of a file shared with the chunk cache (or owned, for bytes not stored yet).
 #[derive(Default)]
@@ -171,11 +168,11 @@ impl Pool {
         }
     }
 
-    /// Read stored slices at `offset` (and start fetching the next ones).
-    pub fn read_slices(&self, slices: &Slices, buf: &mut [u8], offset: u64) -> Result<usize> {
+    /// Read stored slices at `offset`, fetching the `ahead` chunks after them meanwhile.
+    pub fn read_slices(&self, slices: &Slices, buf: &mut [u8], offset: u64, ahead: usize) -> Result<usize> {
         let mut done = 0usize;
         while done < buf.len() {
-            let piece = self.slice_at(slices, offset + done as u64, buf.len() - done)?;
+            let piece = self.slice_at(slices, offset + done as u64, buf.len() - done, ahead)?;
             if piece.is_empty() {
                 break;
             }
@@ -186,9 +183,9 @@ impl Pool {
     }
 
     /// The bytes at `offset` up to the end of the slice holding it (at most `max`), as a
-    /// view of the cached chunk, not a copy; empty at the end. Starts fetching the next
-    /// slices' chunks.
-    pub fn slice_at(&self, slices: &Slices, offset: u64, max: usize) -> Result<Shared> {
+    /// view of the cached chunk, not a copy; empty at the end. Starts fetching the chunks
+    /// of the `ahead` slices after it (`readahead` says how many a reader wants).
+    pub fn slice_at(&self, slices: &Slices, offset: u64, max: usize, ahead: usize) -> Result<Shared> {
         if offset >= slices.len || max == 0 {
             return Ok(Shared::default());
         }
@@ -200,8 +197,10 @@ impl Pool {
         if to > chunk.len() || from > to {
             return Err(Error::corrupt(format!("chunk {} is shorter than a file's slice of it", r.id.to_hex())));
         }
-        let ahead: Vec<ObjectId> = slices.refs.iter().skip(i + 1).take(READ_AHEAD).map(|r| r.id).collect();
-        self.chunks.fetch_ahead(&ahead);
+        if ahead > 0 {
+            let next: Vec<ObjectId> = slices.refs.iter().skip(i + 1).take(ahead).map(|r| r.id).collect();
+            self.chunks.fetch_ahead(&next);
+        }
         Ok(Shared { bytes: chunk, range: from..from + (to - from).min(max) })
     }
 
