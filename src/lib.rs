@@ -52,7 +52,7 @@ pub(crate) use internals::{
     progress, prune, redundancy, repack, repair, repository, restore, ring, store,
 };
 
-pub use backup::{BackupOptions, BackupOutcome, BackupWarning, ExcludeCount, Excludes};
+pub use backup::{BackupOptions, BackupOutcome, BackupWarning, ExcludeCount, Excludes, normalise_path};
 pub use catalogue::BackendUsage;
 pub use check::{BackendReport, CheckOptions, CheckReport, Finding};
 /// The object format version this build writes (docs/format.md).
@@ -64,6 +64,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use id::ObjectId;
 pub use limit::parse_bytes;
 pub use lock::Found as FoundLock;
+pub use model::SnapshotFilter;
 pub use progress::{NoProgress, Progress};
 pub use prune::{PruneOptions, PruneReport};
 pub use redundancy::Scheme;

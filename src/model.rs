@@ -282,6 +282,26 @@ impl Node {
     }
 }
 
+/// Which snapshots a command considers, as restic's `--host`, `--tag` and `--path` say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotFilter {
+    /// Taken on any of these hosts (none given: any host).
+    pub hosts: Vec<String>,
+    /// Carrying every tag of at least one of these sets (none given: any tags).
+    pub tags: Vec<Vec<String>>,
+    /// Holding every one of these paths (absolute and normalised, as snapshots record them).
+    pub paths: Vec<String>,
+}
+
+impl SnapshotFilter {
+    /// Whether `s` passes.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        (self.hosts.is_empty() || self.hosts.contains(&s.hostname))
+            && (self.tags.is_empty() || self.tags.iter().any(|set| set.iter().all(|t| s.tags.contains(t))))
+            && self.paths.iter().all(|p| s.paths.contains(p))
+    }
+}
+
 impl Tree {
     /// Sort entries into the canonical order.
     pub fn sort(&mut self) {

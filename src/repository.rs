@@ -701,9 +701,20 @@ impl Repository {
 
     /// Resolve `latest`, a full id or a unique id prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<(ObjectId, Snapshot)> {
+        self.find_snapshot_matching(spec, &crate::model::SnapshotFilter::default())
+    }
+
+    /// Like `find_snapshot`, where `latest` is the newest snapshot `filter` passes (an id
+    /// names its snapshot whatever the filter, as in restic).
+    pub fn find_snapshot_matching(
+        &self,
+        spec: &str,
+        filter: &crate::model::SnapshotFilter,
+    ) -> Result<(ObjectId, Snapshot)> {
         let all = self.snapshots()?;
         if spec == "latest" {
-            return all.into_iter().last().ok_or_else(|| Error::not_found("the pool has no snapshots yet"));
+            let none = if all.is_empty() { "the pool has no snapshots yet" } else { "no snapshot matches the filter" };
+            return all.into_iter().rev().find(|(_, s)| filter.matches(s)).ok_or_else(|| Error::not_found(none));
         }
         let spec_l = spec.to_ascii_lowercase();
         let mut matches = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec_l));

@@ -393,3 +393,51 @@ fn version_completions_and_man_pages_need_no_pool() {
     }
     assert!(!dir.path().join("config/cuckoo").exists(), "no default pool was made");
 }
+
+#[test]
+fn snapshot_filters_host_tag_path_and_latest_n() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    for d in [&a, &b] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("f"), d.to_str().unwrap()).unwrap();
+    }
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    env.ok(&["backup", a_s, "--tag", "daily"]);
+    env.ok(&["backup", b_s, "--tag", "daily", "--tag", "important"]);
+    std::fs::write(a.join("g"), b"later").unwrap();
+    env.ok(&["backup", a_s, "--tag", "weekly"]);
+    let count = |args: &[&str]| {
+        let mut all = vec!["snapshots"];
+        all.extend_from_slice(args);
+        env.json(&all).as_array().unwrap().len()
+    };
+    assert_eq!(count(&[]), 3);
+    assert_eq!(count(&["--tag", "daily"]), 2);
+    assert_eq!(count(&["--tag", "daily,important"]), 1, "a comma: every tag of the set");
+    assert_eq!(count(&["--tag", "weekly", "--tag", "important"]), 2, "repeated: any set");
+    assert_eq!(count(&["--path", a_s]), 2);
+    assert_eq!(count(&["--path", &format!("{a_s}/../a")]), 2, "paths are normalised");
+    assert_eq!(count(&["--host", "no-such-host"]), 0);
+    let host = env.json(&["snapshots"])[0]["hostname"].as_str().unwrap().to_string();
+    assert_eq!(count(&["--host", &host]), 3);
+    assert_eq!(count(&["--latest", "1"]), 2, "the newest of each host and paths");
+
+    // `latest` with a filter is the newest snapshot it passes.
+    assert!(!env.ok(&["ls", "latest", "--tag", "daily", "--path", a_s]).contains("a/g"));
+    assert!(env.ok(&["ls", "latest", "--path", a_s]).contains("a/g"));
+    let out = env.path("out");
+    env.ok(&["restore", "latest", "--tag", "important", "--target", out.to_str().unwrap()]);
+    assert!(out.join("b/f").exists() && !out.join("a").exists());
+    let none = env.run(&["restore", "latest", "--tag", "nope", "--target", out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no snapshot matches the filter"));
+
+    // forget applies its policy to the snapshots the filter passes, and --prune follows.
+    let plan = env.json(&["forget", "--keep-last", "1", "--path", a_s, "--dry-run"]);
+    let decided = plan["snapshots"].as_array().unwrap();
+    assert_eq!(decided.len(), 2, "only a's snapshots are considered: {plan}");
+    assert_eq!(decided.iter().filter(|d| d["keep"] == false).count(), 1);
+    let done = env.ok(&["forget", "--keep-last", "1", "--path", a_s, "--prune"]);
+    assert!(done.contains("forgot 1 of 2 snapshots") && done.contains("unreferenced object"), "{done}");
+    assert_eq!(count(&[]), 2);
+}

@@ -257,6 +257,11 @@ async fn commit(ctx: &Context<'_>, snapshot: &Snapshot) -> Result<ObjectId> {
     crate::pipeline::commit_snapshot(ctx.store, ctx.catalogue.clone(), ctx.compression, snapshot).await
 }
 
+/// `path` as snapshots record paths: absolute, with `.` and `..` resolved as written.
+pub fn normalise_path(path: &std::path::Path) -> Result<PathBuf> {
+    layout::normalise(path)
+}
+
 /// The paths to back up, absolute, normalised and checked to exist, sorted (as restic
 /// records them, so the same paths in another order find the same parent).
 fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {

@@ -113,11 +113,25 @@ pub enum Command {
         select: Select,
     },
     /// List snapshots
-    Snapshots,
+    Snapshots {
+        #[command(flatten)]
+        which: Which,
+        /// Only snapshots holding PATH among their paths (repeatable: all of them)
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Only the newest N snapshots of each host and set of paths
+        #[arg(long, value_name = "N")]
+        latest: Option<usize>,
+    },
     /// List the entries of a snapshot: SNAPSHOT or SNAPSHOT:PATH
     Ls {
         /// Snapshot id (or prefix, or `latest`), optionally followed by :PATH
         target: String,
+        #[command(flatten)]
+        which: Which,
+        /// With `latest`: the newest snapshot holding PATH (repeatable: all of them)
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<PathBuf>,
     },
     /// Restore a snapshot into a directory
     Restore {
@@ -129,6 +143,8 @@ pub enum Command {
         /// Restore only this path of the snapshot
         #[arg(long)]
         path: Option<String>,
+        #[command(flatten)]
+        which: Which,
     },
     /// Show sizes, deduplication and compression of the pool
     Stats,
@@ -169,6 +185,14 @@ pub enum Command {
         /// Only show what would be forgotten
         #[arg(long)]
         dry_run: bool,
+        /// Then delete the data no snapshot references any more (as `cuckoo prune`)
+        #[arg(long)]
+        prune: bool,
+        #[command(flatten)]
+        which: Which,
+        /// Only snapshots holding PATH among their paths (repeatable: all of them)
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<PathBuf>,
     },
     /// Delete the data no snapshot references any more (waits for no one: fails if the pool is in use)
     Prune {
@@ -214,6 +238,11 @@ pub enum Command {
     Cat {
         /// Snapshot id (or prefix, or `latest`), a colon, and the file's path
         target: String,
+        #[command(flatten)]
+        which: Which,
+        /// With `latest`: the newest snapshot holding PATH (repeatable: all of them)
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<PathBuf>,
     },
     /// Mount the live drive read-write (snapshots read-only under MOUNTPOINT/.snapshots/);
     /// runs until unmounted (umount, fusermount3 -u) or Ctrl-C, then commits everything
@@ -331,6 +360,17 @@ fn parse_max_unused(text: &str) -> Result<f64, String> {
 
 fn parse_scheme(text: &str) -> Result<cuckoo::Scheme, String> {
     cuckoo::Scheme::parse(text).map_err(|e| e.context().to_string())
+}
+
+/// Which snapshots a command considers (restic's filters; with an id, they are not needed).
+#[derive(clap::Args, Debug, Default)]
+pub struct Which {
+    /// Only snapshots taken on HOST (repeatable: any of them)
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with every tag of TAG[,TAG…] (repeatable: any of the sets)
+    #[arg(long = "tag", value_name = "TAG[,TAG…]")]
+    pub tags: Vec<String>,
 }
 
 /// What a backup takes and leaves out (restic's flags).

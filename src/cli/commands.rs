@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 use cuckoo::config::{self, BackendConfig, Config};
 use cuckoo::{BackupOptions, ErrorKind, InitOutcome, Progress, Repository, RestoreOptions};
 
-use super::args::{BackendCommand, Cli, Command, KeyCommand, Select};
+use super::args::{BackendCommand, Cli, Command, KeyCommand, Select, Which};
 use super::{output, progress, secret};
 
 /// Exit code of a backup that completed but skipped unreadable entries.
@@ -131,13 +131,20 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Backup { paths, tags, parent, force, select } => {
             backup(&cli, config, paths, tags, parent.as_deref(), *force, select).await
         }
-        Command::Snapshots => {
+        Command::Snapshots { which, paths, latest } => {
+            let filter = snapshot_filter(which, paths)?;
             let repo = open(&cli, config).await?;
-            output::snapshots(&repo.snapshots()?, cli.json);
+            let mut list: Vec<_> = repo.snapshots()?.into_iter().filter(|(_, s)| filter.matches(s)).collect();
+            if let Some(n) = latest {
+                list = newest_per_group(list, *n);
+            }
+            output::snapshots(&list, cli.json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ls { target } => ls(&cli, config, target).await,
-        Command::Restore { snapshot, target, path } => restore(&cli, config, snapshot, target, path.clone()).await,
+        Command::Ls { target, which, paths } => ls(&cli, config, target, &snapshot_filter(which, paths)?).await,
+        Command::Restore { snapshot, target, path, which } => {
+            restore(&cli, config, snapshot, target, path.clone(), &snapshot_filter(which, &[])?).await
+        }
         Command::Check { read_data, read_data_subset } => {
             check(&cli, config, if *read_data { Some(1.0) } else { *read_data_subset }).await
         }
@@ -151,6 +158,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             keep_yearly,
             keep_tag,
             dry_run,
+            prune: then_prune,
+            which,
+            paths,
         } => {
             let policy = cuckoo::forget::Policy {
                 last: *keep_last,
@@ -161,7 +171,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 yearly: *keep_yearly,
                 tags: keep_tag.clone(),
             };
-            forget(&cli, config, snapshots, &policy, *dry_run).await
+            let filter = snapshot_filter(which, paths)?;
+            let code = forget(&cli, &config, snapshots, &policy, &filter, *dry_run).await?;
+            if *then_prune {
+                let options = cuckoo::PruneOptions { dry_run: *dry_run, ..Default::default() };
+                return prune(&cli, config, options).await;
+            }
+            Ok(code)
         }
         Command::Prune { dry_run, max_unused } => {
             prune(&cli, config, cuckoo::PruneOptions { dry_run: *dry_run, max_unused: *max_unused }).await
@@ -176,7 +192,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Unlock { all } => unlock(&cli, config, *all).await,
         Command::Diff { a, b } => diff(&cli, config, a, b).await,
-        Command::Cat { target } => cat(&cli, config, target).await,
+        Command::Cat { target, which, paths } => cat(&cli, config, target, &snapshot_filter(which, paths)?).await,
         Command::Mount { mountpoint, commit_interval, allow_non_empty } => {
             let options = cuckoo::mount::MountOptions {
                 commit_interval: std::time::Duration::from_secs((*commit_interval).max(1)),
@@ -293,10 +309,41 @@ fn path_of(bytes: &[u8]) -> PathBuf {
     PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
 }
 
-async fn ls(cli: &Cli, config: Config, target: &str) -> Result<ExitCode> {
+/// The filter `--host`, `--tag` and `--path` give.
+fn snapshot_filter(which: &Which, paths: &[PathBuf]) -> Result<cuckoo::SnapshotFilter> {
+    Ok(cuckoo::SnapshotFilter {
+        hosts: which.hosts.clone(),
+        tags: which.tags.iter().map(|set| set.split(',').map(|t| t.trim().to_string()).collect()).collect(),
+        paths: paths
+            .iter()
+            .map(|p| cuckoo::normalise_path(p).map(|p| p.display().to_string()))
+            .collect::<cuckoo::Result<_>>()?,
+    })
+}
+
+/// The newest `n` snapshots of each host and set of paths, oldest first (`snapshots --latest`).
+fn newest_per_group(
+    list: Vec<(cuckoo::ObjectId, cuckoo::model::Snapshot)>,
+    n: usize,
+) -> Vec<(cuckoo::ObjectId, cuckoo::model::Snapshot)> {
+    let mut seen: std::collections::HashMap<(String, Vec<String>), usize> = std::collections::HashMap::new();
+    let mut kept: Vec<_> = list
+        .into_iter()
+        .rev()
+        .filter(|(_, s)| {
+            let count = seen.entry((s.hostname.clone(), s.paths.clone())).or_default();
+            *count += 1;
+            *count <= n
+        })
+        .collect();
+    kept.reverse();
+    kept
+}
+
+async fn ls(cli: &Cli, config: Config, target: &str, filter: &cuckoo::SnapshotFilter) -> Result<ExitCode> {
     let repo = open(cli, config).await?;
     let (spec, path) = target.split_once(':').unwrap_or((target, ""));
-    let (_, snapshot) = repo.find_snapshot(spec)?;
+    let (_, snapshot) = repo.find_snapshot_matching(spec, filter)?;
     let mut out = output::Listing::new(cli.json);
     repo.walk(&snapshot, path, &mut |p, node| out.entry(p, node)).await?;
     Ok(ExitCode::SUCCESS)
@@ -308,10 +355,11 @@ async fn restore(
     snapshot: &str,
     target: &std::path::Path,
     path: Option<String>,
+    filter: &cuckoo::SnapshotFilter,
 ) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let repo = open(cli, config).await?;
-    let (id, snap) = repo.find_snapshot(snapshot)?;
+    let (id, snap) = repo.find_snapshot_matching(snapshot, filter)?;
     interrupt_on_ctrl_c(&repo);
     let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json));
     let options = RestoreOptions { target: target.to_path_buf(), path };
@@ -357,10 +405,10 @@ async fn diff(cli: &Cli, config: Config, a: &str, b: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn cat(cli: &Cli, config: Config, target: &str) -> Result<ExitCode> {
+async fn cat(cli: &Cli, config: Config, target: &str, filter: &cuckoo::SnapshotFilter) -> Result<ExitCode> {
     let repo = open(cli, config).await?;
     let (spec, path) = target.split_once(':').context("give SNAPSHOT:PATH")?;
-    let (_, snapshot) = repo.find_snapshot(spec)?;
+    let (_, snapshot) = repo.find_snapshot_matching(spec, filter)?;
     repo.cat(&snapshot, path, &mut tokio::io::stdout()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -469,13 +517,16 @@ async fn backend_list(cli: &Cli, config: Config) -> Result<ExitCode> {
 
 async fn forget(
     cli: &Cli,
-    config: Config,
+    config: &Config,
     ids: &[String],
     policy: &cuckoo::forget::Policy,
+    filter: &cuckoo::SnapshotFilter,
     dry_run: bool,
 ) -> Result<ExitCode> {
-    let repo = open(cli, config).await?;
-    let all = repo.snapshots()?;
+    let repo = open(cli, config.clone()).await?;
+    // With a policy, snapshots the filter leaves out are neither kept nor forgotten: not
+    // considered. Named snapshots are named whatever the filter (as in restic).
+    let all: Vec<_> = repo.snapshots()?.into_iter().filter(|(_, s)| !ids.is_empty() || filter.matches(s)).collect();
     let decisions: Vec<(cuckoo::ObjectId, Vec<String>)> = match (ids.is_empty(), policy.is_empty()) {
         (false, true) => {
             let chosen: Vec<cuckoo::ObjectId> =
