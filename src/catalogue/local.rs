@@ -688,7 +688,7 @@ fn backend_number(table: &mut redb::Table<&str, u16>, name: &str) -> Result<u16>
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::catalogue::Session;
     use crate::model::{ChunkRef, Meta, Node, Summary};
@@ -704,7 +704,7 @@ mod tests {
         (ObjectId::of(&body), body)
     }
 
-    fn snapshot_of(tree: ObjectId, tree_pack: ObjectId) -> Snapshot {
+    pub(crate) fn snapshot_of(tree: ObjectId, tree_pack: ObjectId) -> Snapshot {
         Snapshot {
             time_ns: 1,
             hostname: "h".into(),

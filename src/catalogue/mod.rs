@@ -487,7 +487,7 @@ mod tests {
 
     #[test]
     fn each_session_publishes_only_the_trees_it_staged() {
-        use crate::model::{Summary, TreePack};
+        use crate::model::TreePack;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.redb");
         let (a, _) = Catalogue::open(&path, Keys::plain()).unwrap();
@@ -506,18 +506,7 @@ mod tests {
         // b's run gives up: a's staged trees must survive it.
         b.clear_staged().unwrap();
         assert!(!a.reader().unwrap().has_tree(&tree).unwrap());
-        let snapshot = Snapshot {
-            time_ns: 1,
-            hostname: "h".into(),
-            username: "u".into(),
-            paths: vec![],
-            tags: vec![],
-            tree,
-            tree_pack: ObjectId::of(b"p"),
-            parent: None,
-            summary: Summary::default(),
-            program_version: "t".into(),
-        };
+        let snapshot = super::local::tests::snapshot_of(tree, ObjectId::of(b"p"));
         a.commit_staged(&ObjectId::of(b"s"), &snapshot).unwrap();
         assert!(b.reader().unwrap().has_tree(&tree).unwrap(), "a's commit published its staged tree");
     }
