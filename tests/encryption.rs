@@ -21,7 +21,9 @@ fn secret_tree(env: &Env) -> (PathBuf, Vec<Vec<u8>>) {
         contents.push(body);
     }
     // Incompressible data is stored raw when unencrypted: the strongest case for the grep.
-    let raw = noise(3 << 20, 9);
+    // Over twice the largest chunk (4 MiB), so it is always at least three chunks whatever
+    // the pool's keyed cut points (3 MiB was sometimes one, failing the tamper test).
+    let raw = noise(9 << 20, 9);
     std::fs::write(src.join("photo.raw"), &raw).unwrap();
     contents.push(raw);
     (src, contents)
