@@ -19,6 +19,8 @@ pub mod diff;
 pub mod error;
 #[path = "exec.rs"]
 pub mod exec;
+#[path = "find.rs"]
+pub mod find;
 #[path = "id.rs"]
 pub mod id;
 #[path = "limit.rs"]

@@ -48,8 +48,8 @@ pub mod mount;
 pub mod probe;
 
 pub(crate) use internals::{
-    backup, catalogue, check, chunker, codec, crypto, diff, error, exec, id, limit, lock, machine, meta, pipeline,
-    progress, prune, redundancy, repack, repair, repository, restore, ring, store,
+    backup, catalogue, check, chunker, codec, crypto, diff, error, exec, find, id, limit, lock, machine, meta,
+    pipeline, progress, prune, redundancy, repack, repair, repository, restore, ring, store,
 };
 
 pub use backup::{BackupOptions, BackupOutcome, BackupWarning, ExcludeCount, Excludes, normalise_path};
@@ -61,6 +61,7 @@ pub use config::Config;
 pub use crypto::{KdfParams, NoPassphrase, Passphrase, PassphraseSource};
 pub use diff::{Change, diff};
 pub use error::{Error, ErrorKind, Result};
+pub use find::{FindOptions, Found};
 pub use id::ObjectId;
 pub use limit::parse_bytes;
 pub use lock::Found as FoundLock;

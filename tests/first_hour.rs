@@ -441,3 +441,40 @@ fn snapshot_filters_host_tag_path_and_latest_n() {
     assert!(done.contains("forgot 1 of 2 snapshots") && done.contains("unreferenced object"), "{done}");
     assert_eq!(count(&[]), 2);
 }
+
+#[test]
+fn find_says_which_snapshots_hold_a_file() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("docs/old")).unwrap();
+    std::fs::write(src.join("docs/Report.PDF"), b"v1").unwrap();
+    std::fs::write(src.join("docs/old/notes.txt"), b"n").unwrap();
+    let first = env.json(&["backup", src.to_str().unwrap()]);
+    std::fs::remove_file(src.join("docs/Report.PDF")).unwrap();
+    std::fs::write(src.join("docs/plan.pdf"), b"p").unwrap();
+    let second = env.json(&["backup", src.to_str().unwrap()]);
+    let (a, b) = (first["id"].as_str().unwrap(), second["id"].as_str().unwrap());
+
+    let found = env.json(&["find", "*.pdf"]);
+    let hits: Vec<(String, Vec<String>)> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let paths = f["matches"].as_array().unwrap().iter().map(|m| m["path"].as_str().unwrap().to_string());
+            (f["snapshot"].as_str().unwrap().to_string(), paths.collect())
+        })
+        .collect();
+    assert_eq!(hits, [(b.to_string(), vec!["src/docs/plan.pdf".to_string()])], "case matters by default");
+    let found = env.json(&["find", "-i", "*.pdf"]);
+    assert_eq!(found.as_array().unwrap().len(), 2);
+    assert_eq!(found[0]["snapshot"], a);
+    assert_eq!(found[0]["matches"][0]["path"], "src/docs/Report.PDF");
+    // A pattern with a slash is a path; --snapshot narrows; text names snapshots and counts.
+    let text = env.ok(&["find", "src/*/old/notes.txt", "--snapshot", a]);
+    assert!(text.contains(&format!("found in snapshot {}", &a[..8])) && text.contains("src/docs/old/notes.txt"));
+    assert!(text.contains("1 entry in 1 snapshot"), "{text}");
+    assert!(env.ok(&["find", "notes.txt", "--older", "1999-01-01"]).contains("0 entries in 0 snapshots"));
+    let bad = env.run(&["find", "x", "--newer", "yesterday-ish"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a time"));
+}

@@ -15,7 +15,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("the repository handle", &["repository"]),
     ("the shared write pipeline", &["pipeline"]),
-    ("operations", &["backup", "restore", "check", "prune", "repack", "repair", "forget", "diff", "membership"]),
+    (
+        "operations",
+        &["backup", "restore", "check", "prune", "repack", "repair", "forget", "find", "diff", "membership"],
+    ),
     ("filesystem API and mount", &["fs", "mount"]),
     ("front ends", &["cli", "main", "lib", "internals"]),
 ];

@@ -133,6 +133,29 @@ pub enum Command {
         #[arg(long = "path", value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Find which snapshots hold entries matching PATTERN (a name, or with a `/` a path)
+    Find {
+        /// Patterns: `*.pdf`, `notes.txt`, `home/*/todo.md` (with a `/`: the path in the snapshot)
+        #[arg(required = true)]
+        patterns: Vec<String>,
+        /// Only in this snapshot (id, prefix or `latest`; repeatable)
+        #[arg(long = "snapshot", short = 's', value_name = "ID")]
+        snapshots: Vec<String>,
+        #[command(flatten)]
+        which: Which,
+        /// Only snapshots holding PATH among their paths (repeatable: all of them)
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Only entries modified at or after this time (2026-12-01, "2026-12-01 14:00" or RFC 3339)
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        newer: Option<i64>,
+        /// Only entries modified at or before this time
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        older: Option<i64>,
+        /// Match ignoring case
+        #[arg(long, short = 'i')]
+        ignore_case: bool,
+    },
     /// Restore a snapshot into a directory
     Restore {
         /// Snapshot id, id prefix, or `latest`
@@ -411,6 +434,24 @@ pub struct Select {
     /// Back up the paths listed in FILE, separated by NUL bytes (`find -print0`)
     #[arg(long, value_name = "FILE")]
     pub files_from_raw: Vec<PathBuf>,
+}
+
+/// A time as people write it, in local time unless it says its offset; ns since the epoch.
+fn parse_time(text: &str) -> Result<i64, String> {
+    use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone};
+    let local = |naive: NaiveDateTime| Local.from_local_datetime(&naive).earliest();
+    let at = DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Local))
+        .or_else(|| {
+            ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+                .and_then(local)
+        })
+        .or_else(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| local(d.and_hms_opt(0, 0, 0)?)));
+    at.and_then(|t| t.timestamp_nanos_opt())
+        .ok_or_else(|| format!("'{text}' is not a time such as 2026-12-01, \"2026-12-01 14:00\" or RFC 3339"))
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {

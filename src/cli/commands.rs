@@ -192,6 +192,24 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Unlock { all } => unlock(&cli, config, *all).await,
         Command::Diff { a, b } => diff(&cli, config, a, b).await,
+        Command::Find { patterns, snapshots, which, paths, newer, older, ignore_case } => {
+            let filter = snapshot_filter(which, paths)?;
+            let repo = open(&cli, config).await?;
+            let chosen = if snapshots.is_empty() {
+                repo.snapshots()?.into_iter().filter(|(_, s)| filter.matches(s)).collect()
+            } else {
+                snapshots.iter().map(|s| repo.find_snapshot_matching(s, &filter)).collect::<cuckoo::Result<Vec<_>>>()?
+            };
+            let options = cuckoo::FindOptions {
+                patterns: patterns.clone(),
+                ignore_case: *ignore_case,
+                newer_ns: *newer,
+                older_ns: *older,
+            };
+            let found = repo.find(&chosen, &options).await?;
+            output::find(&found, cli.json);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cat { target, which, paths } => cat(&cli, config, target, &snapshot_filter(which, paths)?).await,
         Command::Mount { mountpoint, commit_interval, allow_non_empty } => {
             let options = cuckoo::mount::MountOptions {

@@ -172,30 +172,39 @@ pub struct Listing {
     json: bool,
 }
 
+/// An entry's kind name, size and what else it has (a link's target, a device number).
+fn kind_size_extra(node: &Node) -> (&'static str, u64, String) {
+    match &node.kind {
+        NodeKind::File { size, .. } => ("file", *size, String::new()),
+        NodeKind::Dir { .. } => ("dir", 0, String::new()),
+        NodeKind::Symlink { target } => ("symlink", 0, String::from_utf8_lossy(target).into_owned()),
+        NodeKind::Fifo => ("fifo", 0, String::new()),
+        NodeKind::Socket => ("socket", 0, String::new()),
+        NodeKind::CharDevice { rdev } => ("chardev", 0, rdev.to_string()),
+        NodeKind::BlockDevice { rdev } => ("blockdev", 0, rdev.to_string()),
+    }
+}
+
+/// An entry as `ls --json` and `find --json` print it.
+fn entry_json(path: &str, node: &Node) -> serde_json::Value {
+    let (kind, size, extra) = kind_size_extra(node);
+    let m = &node.meta;
+    json!({"path": path, "type": kind, "size": size, "mode": format!("{:o}", m.mode), "uid": m.uid,
+           "gid": m.gid, "mtime": rfc3339(m.mtime_ns), "mtime_ns": m.mtime_ns, "link_target": extra})
+}
+
 impl Listing {
     pub fn new(json: bool) -> Listing {
         Listing { json }
     }
 
     pub fn entry(&mut self, path: &str, node: &Node) {
-        let (kind, size, extra) = match &node.kind {
-            NodeKind::File { size, .. } => ("file", *size, String::new()),
-            NodeKind::Dir { .. } => ("dir", 0, String::new()),
-            NodeKind::Symlink { target } => ("symlink", 0, String::from_utf8_lossy(target).into_owned()),
-            NodeKind::Fifo => ("fifo", 0, String::new()),
-            NodeKind::Socket => ("socket", 0, String::new()),
-            NodeKind::CharDevice { rdev } => ("chardev", 0, rdev.to_string()),
-            NodeKind::BlockDevice { rdev } => ("blockdev", 0, rdev.to_string()),
-        };
-        let m = &node.meta;
         if self.json {
-            say!(
-                "{}",
-                json!({"path": path, "type": kind, "size": size, "mode": format!("{:o}", m.mode), "uid": m.uid,
-                       "gid": m.gid, "mtime": rfc3339(m.mtime_ns), "mtime_ns": m.mtime_ns, "link_target": extra})
-            );
+            say!("{}", entry_json(path, node));
             return;
         }
+        let (kind, size, extra) = kind_size_extra(node);
+        let m = &node.meta;
         let letter = match kind {
             "dir" => 'd',
             "symlink" => 'l',
@@ -377,6 +386,30 @@ pub fn check(report: &cuckoo::CheckReport, elapsed: std::time::Duration, json: b
         count(report.objects, "object", "objects"),
         took(elapsed)
     );
+}
+
+pub fn find(found: &[cuckoo::Found], json: bool) {
+    if json {
+        let v: Vec<_> = found
+            .iter()
+            .map(|f| {
+                let matches: Vec<_> = f.entries.iter().map(|(path, node)| entry_json(path, node)).collect();
+                json!({"snapshot": f.id.to_hex(), "time": rfc3339(f.snapshot.time_ns), "hits": matches.len(), "matches": matches})
+            })
+            .collect();
+        say!("{}", serde_json::Value::Array(v));
+        return;
+    }
+    for f in found {
+        say!("found in snapshot {} of {}:", f.id.short(), time(f.snapshot.time_ns));
+        let mut listing = Listing::new(false);
+        for (path, node) in &f.entries {
+            listing.entry(path, node);
+        }
+        say!("");
+    }
+    let hits: usize = found.iter().map(|f| f.entries.len()).sum();
+    say!("{} in {}", count(hits, "entry", "entries"), count(found.len(), "snapshot", "snapshots"));
 }
 
 pub fn diff(changes: &[(String, cuckoo::Change)], json: bool) {
