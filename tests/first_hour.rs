@@ -478,3 +478,22 @@ fn find_says_which_snapshots_hold_a_file() {
     let bad = env.run(&["find", "x", "--newer", "yesterday-ish"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a time"));
 }
+
+/// A backup of a directory that holds the pool itself (its local backends and catalogue)
+/// leaves them out, even when the config names them through `.` or `..`.
+#[test]
+fn regression_a_backup_leaves_out_the_pool_however_the_config_spells_its_paths() {
+    let env = Env::new();
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let dir = env.dir.path().display().to_string();
+    // Every path in the config through a detour: `<dir>/backend-0` as `<dir>/./x/../backend-0`.
+    std::fs::write(&env.config, config.replace(&format!("{dir}/"), &format!("{dir}/./x/../"))).unwrap();
+    std::fs::create_dir_all(env.path("x")).unwrap();
+    std::fs::write(env.path("mine.txt"), b"mine").unwrap();
+    let done = env.json(&["backup", env.dir.path().to_str().unwrap()]);
+    let listing = env.ok(&["ls", done["id"].as_str().unwrap()]);
+    assert!(listing.contains("mine.txt"), "{listing}");
+    for pool_part in ["backend-0", "backend-1", "backend-2", "catalogue.redb"] {
+        assert!(!listing.contains(pool_part), "{pool_part} left out: {listing}");
+    }
+}

@@ -141,8 +141,10 @@ async fn backup_locked(
         None => repo.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == host && s.paths == paths),
     };
     options.hostname = Some(host);
+    // Compared with the walked paths, which are normalised: so must these be.
     let mut never = vec![repo.catalogue_path().to_path_buf()];
     never.extend(repo.config().backends.iter().filter_map(|b| b.local_root()));
+    let never = never.iter().map(|p| layout::normalise(p)).collect::<Result<Vec<_>>>()?;
     let filter = Arc::new(filter::Filter::new(&options.exclude, never)?);
     let ctx = Context {
         store: repo.store(),
