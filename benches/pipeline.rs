@@ -91,10 +91,15 @@ fn placement(c: &mut Criterion) {
     g.throughput(Throughput::Elements(ids.len() as u64));
     for n in [3usize, 10, 50] {
         let names: Vec<String> = (0..n).map(|i| format!("backend-{i}")).collect();
-        let ring = Ring::new(names.iter().map(String::as_str).zip((0..n).map(|i| 1.0 + (i % 4) as f64))).unwrap();
-        g.bench_with_input(BenchmarkId::from_parameter(n), &ring, |b, ring| {
-            b.iter(|| ids.iter().map(|id| ring.owner(id)).sum::<usize>())
-        });
+        let weights = (0..n).map(|i| 1.0 + (i * 7 % 10) as f64);
+        let ring = Ring::new(names.iter().map(String::as_str).zip(weights)).unwrap();
+        // One copy, copies=2, erasure 4+2: the weight set is computed once, outside the loop.
+        for pieces in [1usize, 2, 6].into_iter().filter(|p| *p < n) {
+            ring.set(pieces);
+            g.bench_with_input(BenchmarkId::new(format!("{pieces}_pieces"), n), &ring, |b, ring| {
+                b.iter(|| ids.iter().map(|id| ring.order(id, pieces)[0]).sum::<usize>())
+            });
+        }
     }
     g.finish();
 }

@@ -47,7 +47,7 @@ pub mod repair;
 pub mod repository;
 #[path = "restore/mod.rs"]
 pub mod restore;
-#[path = "ring.rs"]
+#[path = "ring/mod.rs"]
 pub mod ring;
 #[path = "store/mod.rs"]
 pub mod store;

@@ -83,15 +83,73 @@ async fn run(repo: &Repository, options: RepairOptions, progress: &dyn Progress)
     copy_shared(repo.store(), options, &mut report).await?;
     let objects = list_all(repo.store()).await?;
     report.objects = objects.len() as u64;
-    progress.begin(if options.rebalance { "rebalance" } else { "repair" }, Some(objects.len() as u64), None);
+    let (_, mut planned) = pass(repo, &objects, options, Pass::Place, progress, &mut report).await?;
+    if options.rebalance {
+        // Balancing moves come after every piece is inside its window: before, they would
+        // fill backends the first pass still had to move pieces to, and move bytes twice.
+        for _ in 0..crate::ring::BALANCE_PASSES {
+            let objects = if options.dry_run { planned } else { list_all(repo.store()).await? };
+            let moved;
+            (moved, planned) = pass(repo, &objects, options, Pass::Balance, progress, &mut report).await?;
+            if moved == 0 {
+                break;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// What a pass over the objects does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Write missing pieces; with rebalance, move pieces outside their window into it.
+    Place,
+    /// Move pieces within their window from backends over their share to ones under it.
+    Balance,
+}
+
+/// Objects and their pieces, as listed (or, in a dry run, as they would be).
+type Listing = HashMap<(ObjectKind, ObjectId), Vec<Piece>>;
+
+/// One pass over `objects`; returns how many had pieces moved and, in a dry run, where every
+/// object's pieces would be afterwards.
+async fn pass(
+    repo: &Repository,
+    objects: &Listing,
+    options: RepairOptions,
+    which: Pass,
+    progress: &dyn Progress,
+    report: &mut RepairReport,
+) -> Result<(u64, Listing)> {
+    let label = match which {
+        Pass::Balance => "rebalance: balancing",
+        Pass::Place if options.rebalance => "rebalance",
+        Pass::Place => "repair",
+    };
+    progress.begin(label, Some(objects.len() as u64), None);
     let abort = repo.interrupt_flag();
-    let mut outcomes = futures::stream::iter(objects)
-        .map(|((kind, id), pieces)| async move { (id, fix_object(repo, kind, id, pieces, options).await) })
-        .buffer_unordered(8);
-    while let Some((id, outcome)) = outcomes.next().await {
+    let mut outcomes = futures::stream::iter(objects.iter())
+        .map(|((kind, id), pieces)| async move {
+            ((*kind, *id), pieces, fix_object(repo, *kind, *id, pieces.clone(), options, which).await)
+        })
+        // A balancing move is decided on the loads the previous one left: eight decided at
+        // once would all pick the same backend under its share and overshoot it.
+        .buffer_unordered(if which == Pass::Balance { 1 } else { 8 });
+    let mut moved = 0;
+    let mut planned = Listing::new();
+    while let Some((key, pieces, mut outcome)) = outcomes.next().await {
         progress.advance(1, 0);
+        if options.dry_run {
+            let after = outcome.as_mut().ok().and_then(|o| o.planned.take());
+            planned.insert(key, after.unwrap_or_else(|| pieces.clone()));
+        }
+        let id = key.1;
         match outcome {
-            Ok(o) => o.add_to(&mut report),
+            Ok(o) if which == Pass::Balance => {
+                moved += u64::from(o.moved);
+                o.add_moves_to(report);
+            }
+            Ok(o) => o.add_to(report),
             Err(e) if e.kind() == crate::ErrorKind::Corrupt || e.kind() == crate::ErrorKind::NotFound => {
                 report.unrecoverable.push((id.to_hex(), e.to_string()))
             }
@@ -103,7 +161,7 @@ async fn run(repo: &Repository, options: RepairOptions, progress: &dyn Progress)
         }
     }
     progress.end();
-    Ok(report)
+    Ok((moved, planned))
 }
 
 /// Every chunk and tree pack listed anywhere, with its pieces. Every backend must answer:
@@ -217,9 +275,22 @@ struct Outcome {
     deleted: Vec<u64>,
     corrupt: u64,
     moved: bool,
+    /// In a dry run, the pieces the object would have afterwards (for the next pass).
+    planned: Option<Vec<Piece>>,
 }
 
 impl Outcome {
+    /// Count a balancing pass's moves (the object itself was counted by the first pass).
+    fn add_moves_to(self, r: &mut RepairReport) {
+        if self.moved {
+            r.moved += 1;
+        }
+        r.pieces_written += self.written.len() as u64;
+        r.bytes_written += self.written.iter().sum::<u64>();
+        r.pieces_deleted += self.deleted.len() as u64;
+        r.bytes_deleted += self.deleted.iter().sum::<u64>();
+    }
+
     fn add_to(self, r: &mut RepairReport) {
         if self.written.is_empty() && self.deleted.is_empty() {
             r.healthy += 1;
@@ -245,6 +316,7 @@ async fn fix_object(
     id: ObjectId,
     mut pieces: Vec<Piece>,
     options: RepairOptions,
+    which: Pass,
 ) -> Result<Outcome> {
     let store = repo.store();
     let mut out = Outcome::default();
@@ -281,20 +353,31 @@ async fn fix_object(
     let len = mine.first().map(|p| p.stored_len).unwrap_or(0);
     let targets = targets(store, &id, scheme, len);
     let on_target: Vec<&Piece> = mine.iter().filter(|p| targets.contains(&p.backend)).collect();
-    let mut lacking: Vec<usize> = if scheme == Scheme::NONE {
-        if on_target.is_empty() { targets.iter().take(1).copied().collect() } else { vec![] }
-    } else {
-        targets.iter().filter(|t| !mine.iter().any(|p| p.backend == **t)).copied().collect()
-    };
+    let free: Vec<usize> = targets.iter().filter(|t| !mine.iter().any(|p| p.backend == **t)).copied().collect();
+    let want = scheme.pieces().min(targets.len());
+    let mut lacking = store.pick(scheme.pieces(), &free, want.saturating_sub(on_target.len()));
     if sharded {
         // A target holding a shard another target also holds gets a missing one instead.
         lacking.extend(duplicate_holders(&id, &on_target, &verified));
     }
-    let surplus: Vec<Piece> = if options.rebalance {
+    let mut surplus: Vec<Piece> = if options.rebalance {
         mine.iter().filter(|p| !targets.contains(&p.backend)).copied().collect()
     } else {
         vec![]
     };
+    if which == Pass::Balance {
+        // Only objects the first pass left whole and in place; the rest wait for a repair.
+        if !(lacking.is_empty() && surplus.is_empty() && corrupt.is_empty()) {
+            return Ok(out);
+        }
+        match store.balancing_move(&on_target, &free, len) {
+            Some((from, to)) => {
+                lacking.push(to);
+                surplus.push(*from);
+            }
+            None => return Ok(out),
+        }
+    }
     if lacking.is_empty() && surplus.is_empty() {
         // Every target holds a verified piece: corrupt extras can go.
         if !corrupt.is_empty() && !options.dry_run {
@@ -308,12 +391,19 @@ async fn fix_object(
     }
     out.moved = !surplus.is_empty();
     if options.dry_run {
+        // Later objects' decisions see this one's, as in a real run.
+        store.plan(&lacking.iter().map(|i| (*i, len)).collect::<Vec<_>>(), &surplus);
         out.written.extend(lacking.iter().map(|_| len));
         out.deleted.extend(surplus.iter().chain(&corrupt).map(|p| p.stored_len));
+        let mut planned: Vec<Piece> = mine.iter().filter(|p| !surplus.contains(p)).copied().collect();
+        planned.extend(lacking.iter().map(|i| Piece { backend: *i, shard: sharded, stored_len: len }));
+        out.planned = Some(planned);
         return Ok(out);
     }
     let new_pieces = if sharded {
-        write_shards(store, kind, &id, scheme, &mine, &targets, &lacking, &mut verified).await?
+        // A shard moved for balance counts as missing, so its index is what is written.
+        let kept: Vec<usize> = targets.iter().copied().filter(|t| !surplus.iter().any(|p| p.backend == *t)).collect();
+        write_shards(store, kind, &id, scheme, &mine, &kept, &lacking, &mut verified).await?
     } else {
         write_copies(store, kind, &id, &mine, &lacking, &mut verified).await?
     };
@@ -366,11 +456,11 @@ fn duplicate_holders(id: &ObjectId, on_target: &[&Piece], verified: &HashMap<(us
         .collect()
 }
 
-/// Where the pieces of `id` should be now: the first backends in ring order that are up and
-/// have room, as many as the scheme wants (either of the first two for a single copy).
+/// Where the pieces of `id` may be now: the first backends in its order that are up and
+/// have room, one more than the scheme wants (any of them are right: see `Store`).
 fn targets(store: &Store, id: &ObjectId, scheme: Scheme, len: u64) -> Vec<usize> {
-    let want = if scheme == Scheme::NONE { 2 } else { scheme.pieces() };
-    store.placement_order(id, len).into_iter().filter(|i| store.health().is_up(*i)).take(want).collect()
+    let window = scheme.pieces() + 1;
+    store.placement_order(id, scheme, len).into_iter().filter(|i| store.health().is_up(*i)).take(window).collect()
 }
 
 fn record(repo: &Repository, kind: ObjectKind, id: &ObjectId, pieces: &[Piece]) -> Result<()> {

@@ -116,11 +116,14 @@ impl Stored {
 
 /// The backends of one pool, the placement over them and their health.
 ///
-/// Placement: an object's pieces go to the first eligible backends in the ring's order for
-/// its id (eligible: not draining, not down, not full). With one copy, the object goes to
-/// the less loaded (stored bytes / weight) of the first two: the ring alone leaves sampling
-/// noise of several percent when a pool holds a few thousand objects, while two choices keep
-/// every backend at its weight share whatever the object count.
+/// The backends of one pool, the placement over them and their health.
+///
+/// Placement: an object of n pieces (copies or shards) is placed over the first n + 1
+/// eligible backends in the ring's order for its id and piece count (eligible: not draining,
+/// not down, not full), leaving out the one fullest for its weight (`Ring::pick`). The
+/// ring's weight sets give each backend its weight share in expectation; the choice of n of
+/// n + 1 holds it there whatever the object count, where the ring alone leaves sampling noise
+/// of several percent in a pool of a few thousand objects.
 #[derive(Debug, Clone)]
 pub struct Store {
     backends: Vec<Backend>,
@@ -197,42 +200,62 @@ impl Store {
         !b.drain && !self.health.is_full(i) && b.capacity.is_none_or(|cap| self.load(i) + len <= cap)
     }
 
-    /// The backends that may take a new piece of `id`, in ring order.
-    fn eligible(&self, id: &ObjectId, len: u64, include_down: bool) -> Vec<usize> {
+    /// The backends that may take a new piece of `id`, an object of `pieces` pieces, in ring
+    /// order.
+    fn eligible(&self, id: &ObjectId, pieces: usize, len: u64, include_down: bool) -> Vec<usize> {
         self.ring
-            .order(id)
+            .order(id, pieces)
             .into_iter()
             .filter(|i| self.has_room(*i, len) && (include_down || self.health.is_up(*i)))
             .collect()
     }
 
-    /// Every backend that may take a new piece of `id` (not draining, with room), in ring
-    /// order, whether up or down.
-    pub fn placement_order(&self, id: &ObjectId, len: u64) -> Vec<usize> {
-        self.eligible(id, len, true)
+    /// Every backend that may take a new piece of `id` under `scheme` (not draining, with
+    /// room), in ring order, whether up or down.
+    pub fn placement_order(&self, id: &ObjectId, scheme: Scheme, len: u64) -> Vec<usize> {
+        self.eligible(id, scheme.pieces(), len, true)
     }
 
-    /// Where `scheme` wants the pieces of `id` when every backend is up: the backends a
-    /// healthy pool would hold them on (`repair` and `rebalance` move pieces there). With one
-    /// copy either of the first two is right (see the type's doc).
+    /// Where `scheme` may put the pieces of `id` when every backend is up: the first
+    /// pieces + 1 backends of its order, any `pieces` of which are right (see the type's
+    /// doc); `repair` and `rebalance` move pieces there.
     pub fn intended(&self, id: &ObjectId, scheme: Scheme, len: u64) -> Vec<usize> {
-        let mut order = self.eligible(id, len, true);
-        order.truncate(match scheme {
-            Scheme::Copies(1) => 2,
-            s => s.pieces(),
-        });
+        let mut order = self.placement_order(id, scheme, len);
+        order.truncate(scheme.pieces() + 1);
         order
     }
 
-    fn less_loaded(&self, candidates: &[usize]) -> usize {
-        let fill = |i: usize| self.load(i) as f64 / self.backends[i].weight;
-        let mut best = candidates[0];
-        for &c in &candidates[1..] {
-            if fill(c) < fill(best) {
-                best = c;
-            }
-        }
-        best
+    /// Which `take` of `candidates` (from an object's window) get a piece of an object of
+    /// `pieces` pieces: those least full for their weight.
+    pub fn pick(&self, pieces: usize, candidates: &[usize], take: usize) -> Vec<usize> {
+        self.ring.pick(pieces, candidates, take, |i| self.load(i) as f64 / self.backends[i].weight)
+    }
+
+    /// A piece of an object to move within its window for balance (`ring::balancing_move`):
+    /// which of `held` goes, and where among `free`.
+    pub fn balancing_move<'a>(&self, held: &[&'a Piece], free: &[usize], len: u64) -> Option<(&'a Piece, usize)> {
+        let loads: Vec<u64> = (0..self.backends.len()).map(|i| self.load(i)).collect();
+        let holders: Vec<usize> = held.iter().map(|p| p.backend).collect();
+        let (from, to) = crate::ring::balancing_move(&self.shares(), &loads, &holders, free, len)?;
+        Some((held.iter().copied().find(|p| p.backend == from)?, to))
+    }
+
+    /// Count a dry run's planned writes and deletes in the loads, so that placement decisions
+    /// after them see them.
+    pub fn plan(&self, written: &[(usize, u64)], deleted: &[Piece]) {
+        written.iter().for_each(|(i, len)| self.add_load(*i, *len));
+        deleted.iter().for_each(|p| self.sub_load(p.backend, p.stored_len));
+    }
+
+    /// Each backend's expected share of the pieces the pool's scheme writes: its weight
+    /// share, or less where that is more than one piece of every object.
+    pub fn shares(&self) -> Vec<f64> {
+        self.ring.shares(self.scheme.pieces())
+    }
+
+    /// Whether every backend can get its weight share under the pool's scheme.
+    pub fn feasible(&self) -> bool {
+        self.ring.feasible(self.scheme.pieces())
     }
 
     fn add_load(&self, i: usize, len: u64) {

@@ -26,8 +26,8 @@ impl Store {
     }
 
     /// The backends that can take a piece of `len` bytes now, or an error saying why none can.
-    fn order_for(&self, id: &ObjectId, len: u64, needed: usize) -> Result<Vec<usize>> {
-        let order = self.eligible(id, len, false);
+    fn order_for(&self, id: &ObjectId, pieces: usize, len: u64, needed: usize) -> Result<Vec<usize>> {
+        let order = self.eligible(id, pieces, len, false);
         if order.len() < needed {
             let down: Vec<&str> = self.health.down().iter().map(|i| self.backends[*i].name.as_str()).collect();
             let full: Vec<&str> = (0..self.backends.len())
@@ -62,10 +62,10 @@ impl Store {
     async fn put_copies(&self, kind: ObjectKind, id: &ObjectId, envelope: Bytes, n: usize) -> Result<Stored> {
         let len = envelope.len() as u64;
         let path = piece_path(kind, id, false);
-        let order = self.order_for(id, len, 1)?;
-        let probe: Vec<usize> = order.iter().take(if n == 1 { 2 } else { n }).copied().collect();
-        let present = self.present(&path, &probe, len).await;
-        let have: Vec<Piece> = probe
+        let order = self.order_for(id, n, len, 1)?;
+        let window: Vec<usize> = order.iter().take(n + 1).copied().collect();
+        let present = self.present(&path, &window, len).await;
+        let have: Vec<Piece> = window
             .iter()
             .zip(&present)
             .filter(|(_, p)| **p)
@@ -74,13 +74,12 @@ impl Store {
         if have.len() >= n {
             return Ok(Stored { pieces: have, written: false, degraded: false });
         }
-        let mut queue: VecDeque<usize> =
-            order.iter().copied().filter(|i| !have.iter().any(|p| p.backend == *i)).collect();
-        if n == 1 {
-            let best = self.less_loaded(&probe);
-            queue.retain(|i| *i != best);
-            queue.push_front(best);
-        }
+        let held = |i: &usize| have.iter().any(|p| p.backend == *i);
+        let free: Vec<usize> = window.iter().copied().filter(|i| !held(i)).collect();
+        let chosen = self.pick(n, &free, n - have.len());
+        // The chosen first; the rest of the order takes over from any that fails.
+        let queue: VecDeque<usize> =
+            chosen.iter().copied().chain(order.iter().copied().filter(|i| !held(i) && !chosen.contains(i))).collect();
         let queue = Mutex::new(queue);
         let slots = (0..n - have.len()).map(|_| self.write_with_failover(&path, &queue, false, envelope.clone()));
         let (written, failure) = gather(join_all(slots).await);
@@ -97,17 +96,23 @@ impl Store {
     async fn put_shards(&self, kind: ObjectKind, id: &ObjectId, envelope: Vec<u8>, k: u8, m: u8) -> Result<Stored> {
         let len = redundancy::shard_object_len(envelope.len(), k) as u64;
         let path = piece_path(kind, id, true);
-        let order = self.order_for(id, len, k as usize)?;
         let total = (k + m) as usize;
-        let targets: Vec<usize> = order.iter().take(total).copied().collect();
-        let present = self.present(&path, &targets, len).await;
-        if targets.len() == total && present.iter().all(|p| *p) {
-            let pieces = targets.iter().map(|i| Piece { backend: *i, shard: true, stored_len: len }).collect();
+        let order = self.order_for(id, total, len, k as usize)?;
+        let window: Vec<usize> = order.iter().take(total + 1).copied().collect();
+        let present = self.present(&path, &window, len).await;
+        if present.iter().filter(|p| **p).count() >= total {
+            let pieces = window
+                .iter()
+                .zip(&present)
+                .filter(|(_, p)| **p)
+                .map(|(i, _)| Piece { backend: *i, shard: true, stored_len: len })
+                .collect();
             return Ok(Stored { pieces, written: false, degraded: false });
         }
+        let targets = self.pick(total, &window, total);
         let id_owned = *id;
         let shards = cpu(move || redundancy::split(&id_owned, &envelope, k, m)).await?;
-        let spares = Mutex::new(order.iter().skip(total).copied().collect::<VecDeque<usize>>());
+        let spares = Mutex::new(order.iter().copied().filter(|i| !targets.contains(i)).collect::<VecDeque<usize>>());
         let writes = shards.into_iter().enumerate().map(|(i, shard)| {
             let first = targets.get(i).copied();
             let (spares, path, shard) = (&spares, &path, Bytes::from(shard));
@@ -236,7 +241,8 @@ impl Store {
             }
         } else if let Scheme::Copies(n) = self.scheme {
             // Where a copy most likely is, before asking every backend.
-            let likely = self.ring.order(id).into_iter().take(n.max(2) as usize).filter(|i| self.health.is_up(*i));
+            let likely =
+                self.ring.order(id, n as usize).into_iter().take(n as usize + 1).filter(|i| self.health.is_up(*i));
             for backend in likely {
                 let mut piece = Piece { backend, shard: false, stored_len: 0 };
                 match self.read_piece(kind, id, &piece).await {
