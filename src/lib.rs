@@ -71,7 +71,7 @@ pub use prune::{PruneOptions, PruneReport};
 pub use redundancy::Scheme;
 pub use repack::RepackReport;
 pub use repair::{RepairOptions, RepairReport};
-pub use repository::{InitOptions, InitOutcome, KeyInfo, Repository, Stats, init};
+pub use repository::{InitOptions, InitOutcome, KeyInfo, Repository, Stats, init, placement_note};
 pub use restore::{RestoreOptions, RestoreOutcome};
 
 /// The crate's inner modules: its own tests, benchmarks and fuzz targets reach them here.

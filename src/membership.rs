@@ -12,6 +12,7 @@ use crate::config::{self, BackendConfig, Config};
 use crate::crypto::PassphraseSource;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
+use crate::redundancy::Scheme;
 use crate::repair::{RepairOptions, RepairReport};
 use crate::repository::{InitOptions, InitOutcome, Repository, init};
 
@@ -21,6 +22,8 @@ pub struct Added {
     /// The pool's id (hex) as written to the backend; `None` if it already carried the
     /// pool's record (added before, then dropped from the config) and nothing was written.
     pub pool: Option<String>,
+    /// The pool's redundancy, when its record was read.
+    pub redundancy: Option<Scheme>,
 }
 
 /// Add `backend` to the pool of `config`: check its settings, write the pool record (and
@@ -43,8 +46,10 @@ pub async fn add(config: &mut Config, backend: BackendConfig, passphrase: &dyn P
     let mut trial = config.clone();
     trial.backends.push(backend.clone());
     let added = match init(&trial, &InitOptions::default(), passphrase).await {
-        Ok(InitOutcome::Created(r) | InitOutcome::Adopted(r, _)) => Added { pool: Some(r.pool_id_hex()) },
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Added { pool: None },
+        Ok(InitOutcome::Created(r) | InitOutcome::Adopted(r, _)) => {
+            Added { pool: Some(r.pool_id_hex()), redundancy: Some(r.redundancy) }
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Added { pool: None, redundancy: None },
         Err(e) => return Err(e),
     };
     config.append_backend(backend)?;

@@ -21,6 +21,7 @@ use crate::id::ObjectId;
 use crate::model::{self, Node, PoolRecord, PruneRecord, Snapshot, Tree, TreePack, TreeRef};
 use crate::progress::Progress;
 use crate::redundancy::Scheme;
+use crate::ring::Ring;
 use crate::store::{Piece, Store};
 
 /// An open pool.
@@ -92,6 +93,11 @@ pub struct Stats {
     pub redundancy: Scheme,
     /// Per backend name.
     pub backends: std::collections::BTreeMap<String, BackendUsage>,
+    /// Per backend name, its share of the stored bytes under the pool's redundancy: its
+    /// weight share where feasible (see `placement_note`).
+    pub target_shares: std::collections::BTreeMap<String, f64>,
+    /// What the weights cannot give under the pool's redundancy, if anything.
+    pub placement_note: Option<String>,
 }
 
 /// How `init` creates a new pool.
@@ -821,6 +827,8 @@ impl Repository {
             compression_ratio: ratio(totals.plain_bytes, once),
             redundancy: self.pool.redundancy,
             backends,
+            target_shares: self.config.backends.iter().map(|b| b.name.clone()).zip(self.store.shares()).collect(),
+            placement_note: placement_note(&self.config.backends, self.pool.redundancy),
         })
     }
 
@@ -829,6 +837,31 @@ impl Repository {
         let (usage, _) = self.catalogue.usage()?;
         Ok(self.config.backends.iter().map(|b| (b.clone(), usage.get(&b.name).cloned().unwrap_or_default())).collect())
     }
+}
+
+/// What the weights of `backends` cannot give under `scheme`, in words, or `None` if every
+/// backend gets its weight share. A backend can hold at most one piece of each object, so
+/// with n pieces per object none holds more than 1/n of the stored bytes; one weighted above
+/// that holds exactly 1/n and the others share the rest by weight.
+pub fn placement_note(backends: &[BackendConfig], scheme: Scheme) -> Option<String> {
+    let ring = Ring::new(backends.iter().map(|b| (b.name.as_str(), b.weight))).ok()?;
+    let pieces = scheme.pieces();
+    if ring.feasible(pieces) {
+        return None;
+    }
+    let total: f64 = backends.iter().map(|b| b.weight).sum();
+    let shares = ring.shares(pieces);
+    let capped: Vec<String> = backends
+        .iter()
+        .zip(&shares)
+        .filter(|(b, s)| b.weight / total > **s + 1e-9)
+        .map(|(b, s)| format!("'{}' gets {:.1} % instead of {:.1} %", b.name, 100.0 * s, 100.0 * b.weight / total))
+        .collect();
+    Some(format!(
+        "with {scheme} each object has {pieces} pieces on distinct backends, so no backend can hold more than {:.1} % of the stored bytes: {}; the others share the rest by weight",
+        100.0 / pieces as f64,
+        capped.join(", ")
+    ))
 }
 
 /// The catalogue's record of pieces stored by `store`.

@@ -571,7 +571,12 @@ async fn forget(
 }
 
 async fn init(cli: &Cli, config: &Config, options: &cuckoo::InitOptions) -> Result<ExitCode> {
-    match cuckoo::init(config, options, &passphrase(cli)).await? {
+    let outcome = cuckoo::init(config, options, &passphrase(cli)).await?;
+    let (InitOutcome::Created(record) | InitOutcome::Adopted(record, _)) = &outcome;
+    if let Some(note) = cuckoo::placement_note(&config.backends, record.redundancy) {
+        output::warning(&note);
+    }
+    match outcome {
         InitOutcome::Created(record) => output::message(
             cli.json,
             &format!(
@@ -645,7 +650,10 @@ async fn key(cli: &Cli, config: Config, command: &KeyCommand) -> Result<ExitCode
 async fn backend_add(cli: &Cli, mut config: Config, backend: BackendConfig) -> Result<ExitCode> {
     let (name, scheme, weight) = (backend.name.clone(), backend.scheme.clone(), backend.weight);
     let added = cuckoo::membership::add(&mut config, backend, &passphrase(cli)).await?;
-    let pool = added.pool.unwrap_or_else(|| "(existing)".to_string());
+    let pool = added.pool.clone().unwrap_or_else(|| "(existing)".to_string());
+    if let Some(note) = added.redundancy.and_then(|r| cuckoo::placement_note(&config.backends, r)) {
+        output::warning(&note);
+    }
     output::message(
         cli.json,
         &format!(
@@ -676,7 +684,7 @@ fn backend_set(
     output::message(
         cli.json,
         &format!(
-            "backend '{name}' updated; `cuckoo rebalance --dry-run` shows what would move, `cuckoo rebalance` moves it"
+            "backend '{name}' updated; `cuckoo rebalance --dry-run` shows what would move, `cuckoo rebalance` moves it, and `cuckoo stats` each backend's target share (and whether the weights can all be met)"
         ),
         serde_json::json!({"backend": name, "weight": weight, "capacity": capacity}),
     );

@@ -286,10 +286,14 @@ pub fn stats(s: &Stats, json: bool) {
     say!("stored:             {} (all copies or shards; redundancy {})", size(s.stored_bytes), s.redundancy);
     say!("dedup ratio:        {:.2}x", s.dedup_ratio);
     say!("compression ratio:  {:.2}x", s.compression_ratio);
-    say!("{:<16} {:>10} {:>12} {:>7}", "backend", "objects", "stored", "share");
+    say!("{:<16} {:>10} {:>12} {:>7} {:>7}", "backend", "objects", "stored", "share", "target");
     for (name, u) in &s.backends {
         let share = if s.stored_bytes > 0 { 100.0 * u.stored_bytes as f64 / s.stored_bytes as f64 } else { 0.0 };
-        say!("{name:<16} {:>10} {:>12} {share:>6.1}%", u.objects, size(u.stored_bytes));
+        let target = s.target_shares.get(name).map_or("-".to_string(), |t| format!("{:.1}%", 100.0 * t));
+        say!("{name:<16} {:>10} {:>12} {share:>6.1}% {target:>7}", u.objects, size(u.stored_bytes));
+    }
+    if let Some(note) = &s.placement_note {
+        say!("note: {note}");
     }
 }
 
