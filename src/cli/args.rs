@@ -205,6 +205,27 @@ pub enum Command {
         /// Keep snapshots with this tag (repeatable)
         #[arg(long)]
         keep_tag: Vec<String>,
+        /// Keep every snapshot made within this duration of the newest (e.g. 7d, 1y6m, 12h)
+        #[arg(long, value_name = "DURATION")]
+        keep_within: Option<cuckoo::forget::Span>,
+        /// Keep the newest snapshot of each hour within this duration of the newest
+        #[arg(long, value_name = "DURATION")]
+        keep_within_hourly: Option<cuckoo::forget::Span>,
+        /// … of each day
+        #[arg(long, value_name = "DURATION")]
+        keep_within_daily: Option<cuckoo::forget::Span>,
+        /// … of each ISO week
+        #[arg(long, value_name = "DURATION")]
+        keep_within_weekly: Option<cuckoo::forget::Span>,
+        /// … of each month
+        #[arg(long, value_name = "DURATION")]
+        keep_within_monthly: Option<cuckoo::forget::Span>,
+        /// … of each year
+        #[arg(long, value_name = "DURATION")]
+        keep_within_yearly: Option<cuckoo::forget::Span>,
+        /// Apply the policy to groups of snapshots with the same host, paths and/or tags
+        #[arg(long, short = 'g', value_name = "host,paths,tags", default_value = "host,paths")]
+        group_by: cuckoo::forget::GroupBy,
         /// Only show what would be forgotten
         #[arg(long)]
         dry_run: bool,

@@ -157,6 +157,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             keep_monthly,
             keep_yearly,
             keep_tag,
+            keep_within,
+            keep_within_hourly,
+            keep_within_daily,
+            keep_within_weekly,
+            keep_within_monthly,
+            keep_within_yearly,
+            group_by,
             dry_run,
             prune: then_prune,
             which,
@@ -170,6 +177,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 monthly: *keep_monthly,
                 yearly: *keep_yearly,
                 tags: keep_tag.clone(),
+                within: *keep_within,
+                within_hourly: *keep_within_hourly,
+                within_daily: *keep_within_daily,
+                within_weekly: *keep_within_weekly,
+                within_monthly: *keep_within_monthly,
+                within_yearly: *keep_within_yearly,
+                group_by: *group_by,
             };
             let filter = snapshot_filter(which, paths)?;
             let code = forget(&cli, &config, snapshots, &policy, &filter, *dry_run).await?;
