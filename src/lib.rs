@@ -19,7 +19,7 @@
 //!     .await?;
 //! println!("snapshot {}", done.id);
 //! let (_, snapshot) = repo.find_snapshot("latest")?;
-//! repo.restore(&snapshot, RestoreOptions { target: "/tmp/back".into(), path: None }, Arc::new(NoProgress)).await?;
+//! repo.restore(&snapshot, RestoreOptions { target: "/tmp/back".into(), path: None, ..Default::default() }, Arc::new(NoProgress)).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -72,7 +72,7 @@ pub use redundancy::Scheme;
 pub use repack::RepackReport;
 pub use repair::{RepairOptions, RepairReport};
 pub use repository::{InitOptions, InitOutcome, KeyInfo, Repository, Stats, init, placement_note};
-pub use restore::{RestoreOptions, RestoreOutcome};
+pub use restore::{RestoreOptions, RestoreOutcome, Select as RestoreSelect};
 
 /// The crate's inner modules: its own tests, benchmarks and fuzz targets reach them here.
 /// Not part of the API: anything in them may change in any release. A program using

@@ -190,7 +190,7 @@ async fn pool_round_trip(backends: Vec<BackendConfig>, scratch: &Path) {
     let repo = Repository::open(config, &passphrase, &NoProgress).await.unwrap();
     let (_, snapshot) = repo.find_snapshot("latest").unwrap();
     let out = scratch.join("out");
-    let options = RestoreOptions { target: out.clone(), path: None };
+    let options = RestoreOptions { target: out.clone(), path: None, ..Default::default() };
     repo.restore(&snapshot, options, Arc::new(NoProgress)).await.unwrap();
     common::assert_same_tree(&src, &out.join("tree"));
     let usage = repo.usage().unwrap();

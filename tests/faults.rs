@@ -180,7 +180,11 @@ async fn restores_run_correctly_during_a_rebalance_and_an_interrupted_rebalance_
     let (_, snapshot) = repo.find_snapshot("latest").unwrap();
     let (moved, restored) = tokio::join!(
         repo.repair(RepairOptions { rebalance: true, ..Default::default() }, &NoProgress),
-        repo.restore(&snapshot, RestoreOptions { target: target.clone(), path: None }, Arc::new(NoProgress)),
+        repo.restore(
+            &snapshot,
+            RestoreOptions { target: target.clone(), path: None, ..Default::default() },
+            Arc::new(NoProgress)
+        ),
     );
     let moved = moved.unwrap();
     assert!(restored.unwrap().failed.is_empty());

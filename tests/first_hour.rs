@@ -359,7 +359,7 @@ async fn regression_restore_progress_knows_its_item_total() {
     common::backup_with(&repo, &src).await;
     let (_, snapshot) = repo.find_snapshot("latest").unwrap();
     let seen = std::sync::Arc::new(Recorded::default());
-    let options = cuckoo::RestoreOptions { target: dir.path().join("out"), path: None };
+    let options = cuckoo::RestoreOptions { target: dir.path().join("out"), path: None, ..Default::default() };
     repo.restore(&snapshot, options, seen.clone()).await.unwrap();
     let (begun, items, bytes) = &*seen.0.lock().unwrap();
     let restore = begun.iter().find(|(phase, ..)| phase == "restore").unwrap();
@@ -496,4 +496,46 @@ fn regression_a_backup_leaves_out_the_pool_however_the_config_spells_its_paths()
     for pool_part in ["backend-0", "backend-1", "backend-2", "catalogue.redb"] {
         assert!(!listing.contains(pool_part), "{pool_part} left out: {listing}");
     }
+}
+
+#[test]
+fn restore_picks_entries_by_include_and_exclude_patterns() {
+    let env = Env::new();
+    let etc = env.path("etc");
+    for (path, body) in [
+        ("nginx/nginx.conf", "n"),
+        ("nginx/mime.types", "m"),
+        ("ssh/sshd_config", "s"),
+        ("app.conf", "a"),
+        ("empty/deep/none.txt", "x"),
+        ("secret/keys.conf", "k"),
+    ] {
+        let file = etc.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, body).unwrap();
+    }
+    env.ok(&["backup", etc.to_str().unwrap()]);
+    let out = env.path("out");
+    let o = out.to_str().unwrap();
+    env.ok(&["restore", "latest", "--target", o, "--include", "*.conf", "--exclude", "secret"]);
+    let mut got: Vec<String> =
+        common::walk_files(&out).iter().map(|p| p.strip_prefix(&out).unwrap().display().to_string()).collect();
+    got.sort();
+    assert_eq!(got, ["etc/app.conf", "etc/nginx/nginx.conf"], "only *.conf, and not below secret");
+    assert!(!out.join("etc/empty").exists(), "directories that led to nothing are not left behind");
+    assert!(!out.join("etc/ssh").exists());
+    assert_eq!(std::fs::read(out.join("etc/nginx/nginx.conf")).unwrap(), b"n");
+
+    // An anchored directory restores whole; an exclude still applies inside it.
+    let out2 = env.path("out2");
+    let anchored = format!("{}/nginx", etc.display());
+    env.ok(&["restore", "latest", "--target", out2.to_str().unwrap(), "-i", &anchored, "-e", "*.types"]);
+    assert!(out2.join("etc/nginx/nginx.conf").exists() && !out2.join("etc/nginx/mime.types").exists());
+    assert!(!out2.join("etc/app.conf").exists());
+    // A directory that was there before is kept even if nothing was restored into it.
+    std::fs::create_dir_all(out2.join("etc/ssh")).unwrap();
+    env.ok(&["restore", "latest", "--target", out2.to_str().unwrap(), "-i", "nothing-matches"]);
+    assert!(out2.join("etc/ssh").is_dir());
+    let bad = env.run(&["restore", "latest", "--target", o, "--include", "a["]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--include 'a['"));
 }

@@ -202,7 +202,7 @@ fn snapshots_of_the_drive_are_read_only_views_and_restore() {
     // `cuckoo restore` of the drive snapshot gives the same tree on disk.
     let target = env.dir.path().join("restored");
     let (_, snapshot) = repo.find_snapshot(&id.to_hex()).unwrap();
-    let options = cuckoo::RestoreOptions { target: target.clone(), path: None };
+    let options = cuckoo::RestoreOptions { target: target.clone(), path: None, ..Default::default() };
     let done = env.rt.block_on(repo.restore(&snapshot, options, Arc::new(NoProgress))).unwrap();
     assert!(done.failed.is_empty(), "{:?}", done.failed);
     assert_same(&expected, &p("/"), &LocalFs::new(&target).unwrap(), &p("/"));

@@ -70,10 +70,70 @@ struct Pattern {
     rule: usize,
 }
 
-/// `Excludes` compiled.
-pub(crate) struct Filter {
+/// Patterns compiled, restic's syntax (see the module doc); the last one that matches a
+/// path decides. Shared by backup's excludes and restore's includes and excludes.
+pub(crate) struct Patterns {
     set: GlobSet,
     patterns: Vec<Pattern>,
+}
+
+impl Patterns {
+    /// Compile `(pattern, label, ignore_case)` triples, numbering their rules from `first`;
+    /// a bad pattern is an error naming its label (option or file and line).
+    pub(crate) fn compile(given: &[(String, String, bool)], first: usize) -> Result<Patterns> {
+        let mut set = GlobSetBuilder::new();
+        let mut patterns = Vec::new();
+        for (i, (pattern, label, ignore_case)) in given.iter().enumerate() {
+            let (glob, negated, dir_only) = to_glob(pattern);
+            let glob = GlobBuilder::new(&glob)
+                .literal_separator(true)
+                .case_insensitive(*ignore_case)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| Error::config(format!("{label}: not a valid pattern: {}", e.kind())))?;
+            set.add(glob);
+            patterns.push(Pattern { negated, dir_only, rule: first + i });
+        }
+        let set = set.build().map_err(|e| Error::config(format!("patterns: {e}")))?;
+        Ok(Patterns { set, patterns })
+    }
+
+    /// True when there are no patterns.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// The rule of the last pattern matching `path` that is not negated; `None` if none
+    /// matches or the last one that does is a `!` pattern.
+    pub(crate) fn matching(&self, path: &Path, is_dir: bool) -> Option<usize> {
+        let last = self.set.matches(path).into_iter().rev().map(|i| &self.patterns[i]).find(|p| is_dir || !p.dir_only);
+        last.filter(|p| !p.negated).map(|p| p.rule)
+    }
+}
+
+/// The patterns of options `option` (as given) and `ioption` (ignoring case) and of pattern
+/// files, as `(pattern, label, ignore_case)` for `Patterns::compile`.
+pub(crate) fn gather(
+    (patterns, option): (&[String], &str),
+    (ipatterns, ioption): (&[String], &str),
+    files: &[PathBuf],
+    ifiles: &[PathBuf],
+) -> Result<Vec<(String, String, bool)>> {
+    let mut given = Vec::new();
+    for (list, ignore_case, option) in [(patterns, false, option), (ipatterns, true, ioption)] {
+        given.extend(list.iter().map(|p| (p.clone(), format!("{option} '{p}'"), ignore_case)));
+    }
+    for (files, ignore_case) in [(files, false), (ifiles, true)] {
+        for file in files {
+            given.extend(read_pattern_file(file)?.into_iter().map(|(p, label)| (p, label, ignore_case)));
+        }
+    }
+    Ok(given)
+}
+
+/// `Excludes` compiled.
+pub(crate) struct Filter {
+    patterns: Patterns,
     markers: Vec<(String, Option<Vec<u8>>, usize)>,
     larger_than: Option<(u64, usize)>,
     one_file_system: Option<usize>,
@@ -85,40 +145,20 @@ pub(crate) struct Filter {
 impl Filter {
     /// Compile `excludes`; a bad pattern is an error naming its option or file and line.
     pub(crate) fn new(excludes: &Excludes, never: Vec<PathBuf>) -> Result<Filter> {
+        let given = gather(
+            (&excludes.patterns, "--exclude"),
+            (&excludes.ipatterns, "--iexclude"),
+            &excludes.files,
+            &excludes.ifiles,
+        )?;
         let mut f = Filter {
-            set: GlobSet::empty(),
-            patterns: Vec::new(),
+            patterns: Patterns::compile(&given, 0)?,
             markers: Vec::new(),
             larger_than: None,
             one_file_system: None,
             never: never.into_iter().collect(),
-            rules: Vec::new(),
+            rules: given.into_iter().map(|(_, label, _)| label).collect(),
         };
-        let mut set = GlobSetBuilder::new();
-        let mut given: Vec<(String, String, bool)> = Vec::new();
-        for (list, ignore_case, option) in
-            [(&excludes.patterns, false, "--exclude"), (&excludes.ipatterns, true, "--iexclude")]
-        {
-            given.extend(list.iter().map(|p| (p.clone(), format!("{option} '{p}'"), ignore_case)));
-        }
-        for (files, ignore_case) in [(&excludes.files, false), (&excludes.ifiles, true)] {
-            for file in files {
-                given.extend(read_pattern_file(file)?.into_iter().map(|(p, label)| (p, label, ignore_case)));
-            }
-        }
-        for (pattern, label, ignore_case) in given {
-            let (glob, negated, dir_only) = to_glob(&pattern);
-            let glob = GlobBuilder::new(&glob)
-                .literal_separator(true)
-                .case_insensitive(ignore_case)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| Error::config(format!("{label}: not a valid pattern: {}", e.kind())))?;
-            set.add(glob);
-            f.patterns.push(Pattern { negated, dir_only, rule: f.rules.len() });
-            f.rules.push(label);
-        }
-        f.set = set.build().map_err(|e| Error::config(format!("exclude patterns: {e}")))?;
         for marker in &excludes.if_present {
             let (name, header) = match marker.split_once(':') {
                 Some((name, header)) => (name, Some(header.as_bytes().to_vec())),
@@ -152,7 +192,7 @@ impl Filter {
 
     /// Whether a rule is a pattern or a marker, which the user expects to match something.
     pub(crate) fn expects_a_match(&self, rule: usize) -> bool {
-        self.patterns.iter().any(|p| p.rule == rule) || self.markers.iter().any(|m| m.2 == rule)
+        self.patterns.patterns.iter().any(|p| p.rule == rule) || self.markers.iter().any(|m| m.2 == rule)
     }
 
     /// Decide for the entry at absolute `path`, whose metadata is `md`, below a path given
@@ -162,11 +202,8 @@ impl Filter {
             return Verdict::Excluded(None);
         }
         let is_dir = md.is_dir();
-        let last = self.set.matches(path).into_iter().rev().map(|i| &self.patterns[i]).find(|p| is_dir || !p.dir_only);
-        if let Some(p) = last
-            && !p.negated
-        {
-            return Verdict::Excluded(Some(p.rule));
+        if let Some(rule) = self.patterns.matching(path, is_dir) {
+            return Verdict::Excluded(Some(rule));
         }
         if let Some((limit, rule)) = self.larger_than
             && md.is_file()
@@ -273,8 +310,7 @@ mod tests {
     fn out(f: &Filter, path: &str) -> bool {
         let is_dir = path.ends_with('/');
         let path = Path::new(path.trim_end_matches('/'));
-        let last = f.set.matches(path).into_iter().rev().map(|i| &f.patterns[i]).find(|p| is_dir || !p.dir_only);
-        last.is_some_and(|p| !p.negated)
+        f.patterns.matching(path, is_dir).is_some()
     }
 
     #[test]

@@ -59,13 +59,7 @@ pub(crate) fn select(paths: &[PathBuf]) -> Selection {
         selection.children.insert(b"root".to_vec(), Selected::Whole(PathBuf::from("/")));
         return selection;
     }
-    let base = kept.iter().filter_map(|p| p.parent()).fold(None::<PathBuf>, |acc, parent| match acc {
-        None => Some(parent.to_path_buf()),
-        Some(acc) => {
-            Some(acc.components().zip(parent.components()).take_while(|(a, b)| a == b).map(|(a, _)| a).collect())
-        }
-    });
-    let base = base.unwrap_or_else(|| PathBuf::from("/"));
+    let base = base_of(&kept);
     for path in kept {
         let rel: Vec<&std::ffi::OsStr> = path.strip_prefix(&base).expect("below the shared base").iter().collect();
         let mut at = &mut selection;
@@ -85,6 +79,30 @@ pub(crate) fn select(paths: &[PathBuf]) -> Selection {
         }
     }
     selection
+}
+
+/// The directory a snapshot's root stands for: the deepest one the paths' parents share.
+fn base_of(paths: &[&PathBuf]) -> PathBuf {
+    let base = paths.iter().filter_map(|p| p.parent()).fold(None::<PathBuf>, |acc, parent| match acc {
+        None => Some(parent.to_path_buf()),
+        Some(acc) => {
+            Some(acc.components().zip(parent.components()).take_while(|(a, b)| a == b).map(|(a, _)| a).collect())
+        }
+    });
+    base.unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Where the entry at `tree_path` (slash-separated, below the root) of a snapshot of `paths`
+/// was backed up from: what restore's patterns are matched against, as backup's were.
+pub(crate) fn source_of(paths: &[String], tree_path: &str) -> PathBuf {
+    let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+    let rel = tree_path.trim_matches('/');
+    if paths.iter().any(|p| p.parent().is_none()) {
+        // The whole file system is the root's one entry, `root`.
+        let below = rel.strip_prefix("root").unwrap_or(rel).trim_start_matches('/');
+        return Path::new("/").join(below);
+    }
+    base_of(&paths.iter().collect::<Vec<_>>()).join(rel)
 }
 
 /// Every given path the selection holds.

@@ -10,8 +10,8 @@
 //! uploading them again; trees are staged and become visible only when the snapshot commits,
 //! after every object below them is stored.
 
-mod filter;
-mod layout;
+pub(crate) mod filter;
+pub(crate) mod layout;
 mod sparse;
 mod walker;
 

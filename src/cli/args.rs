@@ -167,6 +167,8 @@ pub enum Command {
         #[arg(long)]
         path: Option<String>,
         #[command(flatten)]
+        select: RestorePatterns,
+        #[command(flatten)]
         which: Which,
     },
     /// Show sizes, deduplication and compression of the pool
@@ -415,6 +417,53 @@ pub struct Which {
     /// Only snapshots with every tag of TAG[,TAG…] (repeatable: any of the sets)
     #[arg(long = "tag", value_name = "TAG[,TAG…]")]
     pub tags: Vec<String>,
+}
+
+/// Which entries a restore writes (restic's flags); patterns are matched against the paths
+/// the entries were backed up from, in backup's syntax.
+#[derive(clap::Args, Debug, Default)]
+pub struct RestorePatterns {
+    /// Restore only entries matching PATTERN, and what is below a matching directory
+    /// (repeatable; e.g. `*.conf`, `/home/u/src`)
+    #[arg(long, short = 'i', value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// Like --include, ignoring case
+    #[arg(long, value_name = "PATTERN")]
+    pub iinclude: Vec<String>,
+    /// Read include patterns from FILE, one per line
+    #[arg(long, value_name = "FILE")]
+    pub include_file: Vec<PathBuf>,
+    /// Like --include-file, ignoring case
+    #[arg(long, value_name = "FILE")]
+    pub iinclude_file: Vec<PathBuf>,
+    /// Do not restore entries matching PATTERN, nor what is below them (repeatable)
+    #[arg(long, short = 'e', value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Like --exclude, ignoring case
+    #[arg(long, value_name = "PATTERN")]
+    pub iexclude: Vec<String>,
+    /// Read exclude patterns from FILE, one per line
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Like --exclude-file, ignoring case
+    #[arg(long, value_name = "FILE")]
+    pub iexclude_file: Vec<PathBuf>,
+}
+
+impl RestorePatterns {
+    /// As the library takes it.
+    pub fn to_select(&self) -> cuckoo::RestoreSelect {
+        cuckoo::RestoreSelect {
+            include: self.include.clone(),
+            iinclude: self.iinclude.clone(),
+            include_files: self.include_file.clone(),
+            iinclude_files: self.iinclude_file.clone(),
+            exclude: self.exclude.clone(),
+            iexclude: self.iexclude.clone(),
+            exclude_files: self.exclude_file.clone(),
+            iexclude_files: self.iexclude_file.clone(),
+        }
+    }
 }
 
 /// What a backup takes and leaves out (restic's flags).

@@ -142,8 +142,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls { target, which, paths } => ls(&cli, config, target, &snapshot_filter(which, paths)?).await,
-        Command::Restore { snapshot, target, path, which } => {
-            restore(&cli, config, snapshot, target, path.clone(), &snapshot_filter(which, &[])?).await
+        Command::Restore { snapshot, target, path, select, which } => {
+            let options = RestoreOptions { target: target.clone(), path: path.clone(), select: select.to_select() };
+            restore(&cli, config, snapshot, options, &snapshot_filter(which, &[])?).await
         }
         Command::Check { read_data, read_data_subset } => {
             check(&cli, config, if *read_data { Some(1.0) } else { *read_data_subset }).await
@@ -385,8 +386,7 @@ async fn restore(
     cli: &Cli,
     config: Config,
     snapshot: &str,
-    target: &std::path::Path,
-    path: Option<String>,
+    options: RestoreOptions,
     filter: &cuckoo::SnapshotFilter,
 ) -> Result<ExitCode> {
     let started = std::time::Instant::now();
@@ -394,7 +394,6 @@ async fn restore(
     let (id, snap) = repo.find_snapshot_matching(snapshot, filter)?;
     interrupt_on_ctrl_c(&repo);
     let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json));
-    let options = RestoreOptions { target: target.to_path_buf(), path };
     let done = repo.restore(&snap, options, bar).await.with_context(|| format!("restore of {}", id.short()))?;
     output::restore(&id, &done, started.elapsed(), cli.json);
     Ok(if done.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

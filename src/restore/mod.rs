@@ -10,9 +10,12 @@
 //! set last, deepest first, because writing into a directory changes its mtime.
 
 mod content;
+mod select;
 
 pub(crate) use content::stream_content;
 use content::{Batch, Batcher, FileJob};
+pub use select::Select;
+use select::{Choice, Chooser};
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
@@ -35,6 +38,8 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Only this path of the snapshot (slash-separated), restored under the same path.
     pub path: Option<String>,
+    /// Which entries (`--include`, `--exclude`).
+    pub select: Select,
 }
 
 /// Counters of a finished restore.
@@ -98,8 +103,10 @@ async fn run(
         Some((Node { kind: NodeKind::File { size, .. }, .. }, _)) => *size,
         _ => 0,
     };
-    // Totals are known for a whole snapshot (its summary) or one file; a sub-tree counts up.
-    let (items, bytes) = match (&start, sub.is_empty()) {
+    let chooser = Chooser::new(&options.select, &snapshot.paths)?;
+    // Totals are known for a whole snapshot (its summary) or one file; a sub-tree or a
+    // selection counts up.
+    let (items, bytes) = match (&start, sub.is_empty() && chooser.all()) {
         (_, true) => (Some(snapshot.summary.files), Some(snapshot.summary.bytes)),
         (Some((Node { kind: NodeKind::File { .. }, .. }, _)), _) => (Some(1), Some(total)),
         _ => (None, None),
@@ -107,6 +114,8 @@ async fn run(
     progress.begin("restore", items, bytes.filter(|b| *b > 0));
 
     let mut walker = TreeWalker {
+        chooser,
+        target: target.clone(),
         out: RestoreOutcome::default(),
         dirs: Vec::new(),
         links: HashMap::new(),
@@ -119,7 +128,7 @@ async fn run(
     for i in 0..parts.len().saturating_sub(1) {
         prefix.push(parts[i]);
         if let Some((node, _)) = repo.lookup(snapshot, &parts[..=i].join("/")).await? {
-            walker.make_dir(&target.join(&prefix), &node.meta)?;
+            walker.make_dir(&target.join(&prefix), &node.meta, false)?;
         }
     }
     let abort = repo.interrupt_flag();
@@ -149,9 +158,12 @@ async fn run(
 
 /// Walks trees, creating everything but regular file content, which it queues.
 struct TreeWalker {
+    chooser: Chooser,
+    target: PathBuf,
     out: RestoreOutcome,
-    /// Directories and their metadata, applied at the end deepest first.
-    dirs: Vec<(PathBuf, Meta)>,
+    /// Directories and their metadata, applied at the end deepest first; the flag marks one
+    /// this restore created only to look for included entries in.
+    dirs: Vec<(PathBuf, Meta, bool)>,
     /// (dev, ino) of hard-linked files already restored -> their path.
     links: HashMap<(u64, u64), PathBuf>,
     jobs: VecDeque<FileJob>,
@@ -168,30 +180,58 @@ impl TreeWalker {
         root: TreeRef,
         tx: &tokio::sync::mpsc::Sender<Batch>,
     ) -> Result<()> {
-        let mut stack: Vec<(PathBuf, TreeRef)> = Vec::new();
+        // Each directory to walk, and whether it was included whole.
+        let mut stack: Vec<(PathBuf, TreeRef, bool)> = Vec::new();
         match start {
-            None => stack.push((target.to_path_buf(), root)),
+            None => stack.push((target.to_path_buf(), root, false)),
             Some((node, parent)) => {
                 let path = target.join(prefix).join(OsStr::from_bytes(&node.name));
-                if self.entry_or_report(&path, &node)? {
-                    stack.push((path, node.subtree(&parent.pack).expect("a directory")));
+                if let Some(whole) = self.chosen_entry(&path, &node, false)? {
+                    stack.push((path, node.subtree(&parent.pack).expect("a directory"), whole));
                 }
                 self.send_jobs(tx).await?;
             }
         }
-        while let Some((dir, tref)) = stack.pop() {
+        while let Some((dir, tref, inside)) = stack.pop() {
             let tree = repo.tree(&tref).await?;
             let mut subdirs = Vec::new();
             for node in &tree.entries {
                 let path = dir.join(OsStr::from_bytes(&node.name));
-                if self.entry_or_report(&path, node)? {
-                    subdirs.push((path, node.subtree(&tref.pack).expect("a directory")));
+                if let Some(whole) = self.chosen_entry(&path, node, inside)? {
+                    subdirs.push((path, node.subtree(&tref.pack).expect("a directory"), whole));
                 }
                 self.send_jobs(tx).await?;
             }
             stack.extend(subdirs.into_iter().rev());
         }
         Ok(())
+    }
+
+    /// Create the entry at `path` if the selection wants it; for a directory to walk next,
+    /// whether it was included whole (else it is only looked into).
+    fn chosen_entry(&mut self, path: &Path, node: &Node, inside: bool) -> Result<Option<bool>> {
+        let is_dir = matches!(node.kind, NodeKind::Dir { .. });
+        let choice = if self.chooser.all() {
+            Choice::Whole
+        } else {
+            let rel = path.strip_prefix(&self.target).unwrap_or(path);
+            self.chooser.choose(&rel.to_string_lossy(), is_dir, inside)
+        };
+        match choice {
+            Choice::Skip => Ok(None),
+            Choice::Whole => Ok(self.entry_or_report(path, node)?.then_some(true)),
+            Choice::Enter => {
+                check_name(&node.name, path)?;
+                match self.make_dir(path, &node.meta, true) {
+                    Ok(()) => Ok(Some(false)),
+                    Err(e) if content::is_entry_fault(&e) => {
+                        self.out.failed.push(format!("{}: {e}", path.display()));
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
     }
 
     async fn send_jobs(&mut self, tx: &tokio::sync::mpsc::Sender<Batch>) -> Result<()> {
@@ -222,7 +262,7 @@ impl TreeWalker {
         let io = |what: &str, e: std::io::Error| Error::from_io(format!("cannot {what} {}", path.display()), e);
         match &node.kind {
             NodeKind::Dir { .. } => {
-                self.make_dir(path, &node.meta)?;
+                self.make_dir(path, &node.meta, false)?;
                 return Ok(true);
             }
             NodeKind::File { size, content } => {
@@ -263,21 +303,23 @@ impl TreeWalker {
     /// Create a directory, or keep one that is there. Anything else in its place (a symlink
     /// above all, which would lead every entry below out of the target) is replaced, so
     /// every directory the restore writes into is a real one inside the target.
-    fn make_dir(&mut self, path: &Path, meta: &Meta) -> Result<()> {
+    /// A `provisional` directory is removed at the end if this restore created it and left
+    /// it empty (it was only looked into for included entries).
+    fn make_dir(&mut self, path: &Path, meta: &Meta, provisional: bool) -> Result<()> {
         let existing = std::fs::symlink_metadata(path).ok().map(|m| m.file_type());
         if existing.is_some_and(|t| !t.is_dir()) {
             std::fs::remove_file(path)
                 .map_err(|e| Error::from_io(format!("cannot replace {} by a directory", path.display()), e))?;
         }
-        match std::fs::create_dir(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && is_real_dir(path) => {}
+        let created = match std::fs::create_dir(path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && is_real_dir(path) => false,
             Err(e) => {
                 return Err(Error::from_io(format!("cannot create directory {}", path.display()), e));
             }
-        }
+        };
         self.out.dirs += 1;
-        self.dirs.push((path.to_path_buf(), meta.clone()));
+        self.dirs.push((path.to_path_buf(), meta.clone(), provisional && created));
         Ok(())
     }
 
@@ -306,7 +348,12 @@ impl TreeWalker {
     }
 
     fn finish(mut self) -> Result<RestoreOutcome> {
-        for (path, meta) in std::mem::take(&mut self.dirs).into_iter().rev() {
+        for (path, meta, provisional) in std::mem::take(&mut self.dirs).into_iter().rev() {
+            // Deepest first, so a chain of empty looked-into directories goes entirely.
+            if provisional && std::fs::remove_dir(&path).is_ok() {
+                self.out.dirs -= 1;
+                continue;
+            }
             self.apply(&path, &meta, false);
         }
         Ok(self.out)

@@ -181,7 +181,7 @@ pub async fn init_library_pool(dir: &Path, n: usize, scheme: &str) -> cuckoo::Co
 /// `src`, byte for byte.
 pub async fn restore_latest_matches(repo: &cuckoo::Repository, src: &Path, target: &Path) {
     let (_, snapshot) = repo.find_snapshot("latest").unwrap();
-    let options = cuckoo::RestoreOptions { target: target.to_path_buf(), path: None };
+    let options = cuckoo::RestoreOptions { target: target.to_path_buf(), path: None, ..Default::default() };
     let done = repo.restore(&snapshot, options, std::sync::Arc::new(cuckoo::NoProgress)).await.unwrap();
     assert!(done.failed.is_empty(), "{:?}", done.failed);
     assert_same_tree(src, &target.join("src"));
