@@ -16,21 +16,20 @@ config() { # names and weights of the pool, one "name weight" per line on stdin
   while read -r n w; do printf '[[backend]]\nname = "%s"\nscheme = "fs"\nweight = %s\nroot = "%s"\n' "$n" "$w" "$work/$n"; done
 }
 bytes() { du -sb "$work/$1" 2>/dev/null | cut -f1; }
-shares() { # stored share per backend, and the worst deviation from the weight shares
-  local total=0 sum=0 worst=0 out="" n w b
+shares() { # stored share per backend
+  local total=0 out="" n
   for n in "$@"; do total=$((total + $(bytes "$n"))); done
-  for n in "$@"; do w=${weight[$n]}; sum=$(echo "$sum + $w" | bc -l); done
-  for n in "$@"; do
-    b=$(bytes "$n"); w=${weight[$n]}
-    out+=$(printf '%.1f/' "$(echo "100 * $b / $total" | bc -l)")
-  done
+  for n in "$@"; do out+=$(printf '%.1f/' "$(echo "100 * $(bytes "$n") / $total" | bc -l)"); done
   echo "${out%/}"
+}
+target() { # the target share of backend $1 (stats' target_shares)
+  "$bin" --json stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_shares"][sys.argv[1]])' "$1"
 }
 moved_since() { # bytes written to backend dirs since the marker file
   find "$work"/b* -type f -newer "$work/mark" -printf '%s\n' | awk '{s+=$1} END{print s+0}'
 }
 
-printf '| scheme | weights | stored %% | weight %% | add one (w=3): moved / ideal | remove b0: moved / ideal |\n|---|---|---|---|---|---|\n'
+printf '| scheme | weights | stored %% | target %% | add one (w=3): moved / ideal | remove b0: moved / ideal |\n|---|---|---|---|---|---|\n'
 for scheme in copies=1 copies=2 copies=3 erasure=3+2 erasure=4+2; do
   rm -rf "$work"/b* "$work"/x "$work/cat.redb"
   declare -A weight=(); names=()
@@ -38,8 +37,8 @@ for scheme in copies=1 copies=2 copies=3 erasure=3+2 erasure=4+2; do
   for n in "${names[@]}"; do echo "$n ${weight[$n]}"; done | config >"$work/pool.toml"
   "$bin" init --no-encrypt --redundancy "$scheme" >/dev/null 2>&1 || { echo "| $scheme | ${weights[*]} | (does not fit) |"; continue; }
   "$bin" backup "$tree" >/dev/null 2>&1
-  total_w=0; for n in "${names[@]}"; do total_w=$((total_w + weight[$n])); done
-  want=""; for n in "${names[@]}"; do want+=$(printf '%.1f/' "$(echo "100 * ${weight[$n]} / $total_w" | bc -l)"); done
+  # The target shares: the weight shares, or what is feasible (stats says which).
+  want=$("$bin" --json stats | python3 -c 'import json,sys; t=json.load(sys.stdin)["target_shares"]; print("/".join("%.1f" % (100*t[n]) for n in sys.argv[1:]))' "${names[@]}")
   stored=$(shares "${names[@]}")
   all=0; for n in "${names[@]}"; do all=$((all + $(bytes "$n"))); done
   # Add one of weight 3, rebalance, count bytes written.
@@ -48,13 +47,13 @@ for scheme in copies=1 copies=2 copies=3 erasure=3+2 erasure=4+2; do
   "$bin" rebalance >/dev/null 2>&1
   weight[bnew]=3
   added=$(moved_since)
-  ideal_add=$(echo "$all * 3 / ($total_w + 3)" | bc -l)
+  ideal_add=$(echo "$all * $(target bnew)" | bc -l)
   # Remove b0 (drain, rebalance, forget).
   held=$(bytes b0)
   touch "$work/mark"; sleep 1
   "$bin" backend remove b0 >/dev/null 2>&1
   removed=$(moved_since)
   "$bin" check >/dev/null 2>&1 || echo "check failed after $scheme" >&2
-  printf '| %s | %s | %s | %s | %.2f × | %.2f × |\n' "$scheme" "${weights[*]}" "$stored" "${want%/}" \
+  printf '| %s | %s | %s | %s | %.2f × | %.2f × |\n' "$scheme" "${weights[*]}" "$stored" "$want" \
     "$(echo "$added / $ideal_add" | bc -l)" "$(echo "$removed / $held" | bc -l)"
 done
