@@ -15,6 +15,8 @@ pub mod codec;
 pub mod crypto;
 #[path = "diff.rs"]
 pub mod diff;
+#[path = "dump.rs"]
+pub mod dump;
 #[path = "error.rs"]
 pub mod error;
 #[path = "exec.rs"]

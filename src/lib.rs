@@ -48,7 +48,7 @@ pub mod mount;
 pub mod probe;
 
 pub(crate) use internals::{
-    backup, catalogue, check, chunker, codec, crypto, diff, error, exec, find, id, limit, lock, machine, meta,
+    backup, catalogue, check, chunker, codec, crypto, diff, dump, error, exec, find, id, limit, lock, machine, meta,
     pipeline, progress, prune, redundancy, repack, repair, repository, restore, ring, store,
 };
 
@@ -60,6 +60,7 @@ pub use codec::FORMAT_VERSION;
 pub use config::Config;
 pub use crypto::{KdfParams, NoPassphrase, Passphrase, PassphraseSource};
 pub use diff::{Change, diff};
+pub use dump::DumpOutcome;
 pub use error::{Error, ErrorKind, Result};
 pub use find::{FindOptions, Found};
 pub use id::ObjectId;

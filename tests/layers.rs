@@ -17,7 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("the shared write pipeline", &["pipeline"]),
     (
         "operations",
-        &["backup", "restore", "check", "prune", "repack", "repair", "forget", "find", "diff", "membership"],
+        &["backup", "restore", "check", "prune", "repack", "repair", "forget", "find", "diff", "dump", "membership"],
     ),
     ("filesystem API and mount", &["fs", "mount"]),
     ("front ends", &["cli", "main", "lib", "internals"]),

@@ -290,6 +290,22 @@ pub enum Command {
         #[arg(long = "path", value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Write a file of a snapshot as itself, or a directory (or everything) as a tar archive
+    Dump {
+        /// Snapshot id (or prefix, or `latest`), a colon, and a path (empty or `/`: everything)
+        spec: String,
+        /// Archive format for directories (tar: modes, owners, mtimes, links and devices kept)
+        #[arg(long, default_value = "tar", value_parser = ["tar"])]
+        archive: String,
+        /// Write to FILE instead of standard output
+        #[arg(long, short = 't', value_name = "FILE")]
+        target: Option<PathBuf>,
+        #[command(flatten)]
+        which: Which,
+        /// With `latest`: the newest snapshot holding PATH (repeatable: all of them)
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Mount the live drive read-write (snapshots read-only under MOUNTPOINT/.snapshots/);
     /// runs until unmounted (umount, fusermount3 -u) or Ctrl-C, then commits everything
     Mount {

@@ -226,6 +226,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cat { target, which, paths } => cat(&cli, config, target, &snapshot_filter(which, paths)?).await,
+        Command::Dump { spec, archive: _, target, which, paths } => {
+            dump(&cli, config, spec, target.as_deref(), &snapshot_filter(which, paths)?).await
+        }
         Command::Mount { mountpoint, commit_interval, allow_non_empty } => {
             let options = cuckoo::mount::MountOptions {
                 commit_interval: std::time::Duration::from_secs((*commit_interval).max(1)),
@@ -441,6 +444,43 @@ async fn cat(cli: &Cli, config: Config, target: &str, filter: &cuckoo::SnapshotF
     let (spec, path) = target.split_once(':').context("give SNAPSHOT:PATH")?;
     let (_, snapshot) = repo.find_snapshot_matching(spec, filter)?;
     repo.cat(&snapshot, path, &mut tokio::io::stdout()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dump(
+    cli: &Cli,
+    config: Config,
+    spec: &str,
+    target: Option<&std::path::Path>,
+    filter: &cuckoo::SnapshotFilter,
+) -> Result<ExitCode> {
+    let (id_spec, path) = spec.split_once(':').unwrap_or((spec, ""));
+    let repo = open(cli, config).await?;
+    let (_, snapshot) = repo.find_snapshot_matching(id_spec, filter)?;
+    let done = match target {
+        Some(file) => {
+            let out =
+                tokio::fs::File::create(file).await.with_context(|| format!("cannot create {}", file.display()))?;
+            repo.dump(&snapshot, path, out).await?
+        }
+        None => {
+            let is_file = matches!(
+                repo.lookup(&snapshot, path.trim_matches('/')).await?,
+                Some((cuckoo::model::Node { kind: cuckoo::model::NodeKind::File { .. }, .. }, _))
+            );
+            if !is_file && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                anyhow::bail!("dump writes a tar archive: redirect it (`> out.tar`, `| tar t`) or give --target FILE");
+            }
+            repo.dump(&snapshot, path, tokio::io::stdout()).await?
+        }
+    };
+    if target.is_some() {
+        output::message(
+            cli.json,
+            &format!("dumped {} entries, {}", done.entries, output::size(done.bytes)),
+            serde_json::to_value(&done).expect("serialisable"),
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -30,7 +30,7 @@ fn took(d: std::time::Duration) -> String {
     }
 }
 
-fn size(n: u64) -> String {
+pub fn size(n: u64) -> String {
     format_size(n, BINARY)
 }
 
