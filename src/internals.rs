@@ -53,3 +53,5 @@ pub mod restore;
 pub mod ring;
 #[path = "store/mod.rs"]
 pub mod store;
+#[path = "tag.rs"]
+pub mod tag;

@@ -49,7 +49,7 @@ pub mod probe;
 
 pub(crate) use internals::{
     backup, catalogue, check, chunker, codec, crypto, diff, dump, error, exec, find, id, limit, lock, machine, meta,
-    pipeline, progress, prune, redundancy, repack, repair, repository, restore, ring, store,
+    pipeline, progress, prune, redundancy, repack, repair, repository, restore, ring, store, tag,
 };
 
 pub use backup::{BackupOptions, BackupOutcome, BackupWarning, ExcludeCount, Excludes, normalise_path};
@@ -74,6 +74,7 @@ pub use repack::RepackReport;
 pub use repair::{RepairOptions, RepairReport};
 pub use repository::{InitOptions, InitOutcome, KeyInfo, Repository, Stats, init, placement_note};
 pub use restore::{RestoreOptions, RestoreOutcome, Select as RestoreSelect};
+pub use tag::TagChange;
 
 /// The crate's inner modules: its own tests, benchmarks and fuzz targets reach them here.
 /// Not part of the API: anything in them may change in any release. A program using

@@ -577,3 +577,32 @@ fn dump_writes_a_file_as_itself_and_a_directory_as_a_tar_that_matches_the_source
     let missing = env.run(&["dump", "latest:src/nope"]);
     assert!(!missing.status.success());
 }
+
+#[test]
+fn tag_adds_removes_and_sets_tags_and_the_snapshot_keeps_its_files() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"data").unwrap();
+    env.ok(&["backup", src.to_str().unwrap(), "--tag", "old"]);
+    let tags = || {
+        let s = env.json(&["snapshots"]);
+        let mut t: Vec<String> = s[0]["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().into()).collect();
+        t.sort();
+        (s.as_array().unwrap().len(), t)
+    };
+    let out = env.ok(&["tag", "latest", "--add", "keep,monthly", "--remove", "old"]);
+    assert!(out.contains("changed the tags of 1 of 1 snapshots"), "{out}");
+    assert_eq!(tags(), (1, vec!["keep".to_string(), "monthly".to_string()]), "the old record is gone");
+    env.ok(&["tag", "--tag", "keep", "--set", "final"]);
+    assert_eq!(tags(), (1, vec!["final".to_string()]));
+    assert!(env.ok(&["tag", "latest", "--add", "final"]).contains("changed the tags of 0 of 1"), "no change, no new record");
+    env.ok(&["tag", "latest", "--set", ""]);
+    assert_eq!(tags(), (1, vec![]));
+    let restored = env.path("out");
+    env.ok(&["restore", "latest", "--target", restored.to_str().unwrap()]);
+    assert_eq!(std::fs::read(restored.join("src/f")).unwrap(), b"data");
+    assert!(env.ok(&["check", "--read-data"]).contains("no problems"));
+    let bad = env.run(&["tag", "latest"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("give --add, --remove or --set"));
+}

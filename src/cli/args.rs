@@ -290,6 +290,25 @@ pub enum Command {
         #[arg(long = "path", value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Change the tags of snapshots (all the filters pass, if no id is given)
+    Tag {
+        /// Snapshots (ids or prefixes, or `latest`)
+        snapshots: Vec<String>,
+        /// Add this tag (repeatable, or comma-separated)
+        #[arg(long, value_delimiter = ',')]
+        add: Vec<String>,
+        /// Remove this tag (repeatable, or comma-separated)
+        #[arg(long, value_delimiter = ',')]
+        remove: Vec<String>,
+        /// Replace all tags by these (repeatable, or comma-separated; `--set ''` clears them)
+        #[arg(long, value_delimiter = ',', num_args = 0..)]
+        set: Option<Vec<String>>,
+        #[command(flatten)]
+        which: Which,
+        /// Only snapshots of this path (repeatable)
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Write a file of a snapshot as itself, or a directory (or everything) as a tar archive
     Dump {
         /// Snapshot id (or prefix, or `latest`), a colon, and a path (empty or `/`: everything)

@@ -226,6 +226,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cat { target, which, paths } => cat(&cli, config, target, &snapshot_filter(which, paths)?).await,
+        Command::Tag { snapshots, add, remove, set, which, paths } => {
+            let set = set.as_ref().map(|s| s.iter().filter(|t| !t.is_empty()).cloned().collect());
+            let change = cuckoo::TagChange { add: add.clone(), remove: remove.clone(), set };
+            tag(&cli, config, snapshots, &change, &snapshot_filter(which, paths)?).await
+        }
         Command::Dump { spec, archive: _, target, which, paths } => {
             dump(&cli, config, spec, target.as_deref(), &snapshot_filter(which, paths)?).await
         }
@@ -444,6 +449,35 @@ async fn cat(cli: &Cli, config: Config, target: &str, filter: &cuckoo::SnapshotF
     let (spec, path) = target.split_once(':').context("give SNAPSHOT:PATH")?;
     let (_, snapshot) = repo.find_snapshot_matching(spec, filter)?;
     repo.cat(&snapshot, path, &mut tokio::io::stdout()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn tag(
+    cli: &Cli,
+    config: Config,
+    specs: &[String],
+    change: &cuckoo::TagChange,
+    filter: &cuckoo::SnapshotFilter,
+) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    let chosen: Vec<_> = if specs.is_empty() {
+        repo.snapshots()?.into_iter().filter(|(_, s)| filter.matches(s)).collect()
+    } else {
+        specs.iter().map(|s| repo.find_snapshot_matching(s, filter)).collect::<cuckoo::Result<_>>()?
+    };
+    let changed = repo.tag(&chosen, change).await?;
+    let lines: Vec<String> = changed.iter().map(|(old, new)| format!("{} -> {}", old.short(), new.short())).collect();
+    output::message(
+        cli.json,
+        &format!(
+            "changed the tags of {} of {} snapshots{}{}",
+            changed.len(),
+            chosen.len(),
+            if lines.is_empty() { "" } else { ": " },
+            lines.join(", ")
+        ),
+        serde_json::json!({"changed": changed.iter().map(|(o, n)| serde_json::json!({"old": o.to_hex(), "new": n.to_hex()})).collect::<Vec<_>>()}),
+    );
     Ok(ExitCode::SUCCESS)
 }
 
