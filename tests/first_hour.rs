@@ -596,7 +596,10 @@ fn tag_adds_removes_and_sets_tags_and_the_snapshot_keeps_its_files() {
     assert_eq!(tags(), (1, vec!["keep".to_string(), "monthly".to_string()]), "the old record is gone");
     env.ok(&["tag", "--tag", "keep", "--set", "final"]);
     assert_eq!(tags(), (1, vec!["final".to_string()]));
-    assert!(env.ok(&["tag", "latest", "--add", "final"]).contains("changed the tags of 0 of 1"), "no change, no new record");
+    assert!(
+        env.ok(&["tag", "latest", "--add", "final"]).contains("changed the tags of 0 of 1"),
+        "no change, no new record"
+    );
     env.ok(&["tag", "latest", "--set", ""]);
     assert_eq!(tags(), (1, vec![]));
     let restored = env.path("out");
@@ -605,4 +608,46 @@ fn tag_adds_removes_and_sets_tags_and_the_snapshot_keeps_its_files() {
     assert!(env.ok(&["check", "--read-data"]).contains("no problems"));
     let bad = env.run(&["tag", "latest"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("give --add, --remove or --set"));
+}
+
+#[test]
+fn backup_stdin_stores_a_piped_stream_as_one_file_with_host_and_time_recorded() {
+    use std::io::Write;
+    let env = Env::new();
+    // 9 MiB: several chunks, read from the pipe as it comes.
+    let dump = common::text(9 << 20, 5);
+    let mut child = env
+        .command(&[
+            "--json",
+            "backup",
+            "--stdin",
+            "--stdin-filename",
+            "db.sql",
+            "--host",
+            "db-server",
+            "--time",
+            "2026-01-02T03:04:05Z",
+            "--tag",
+            "nightly",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let body = dump.clone();
+    let feeder = std::thread::spawn(move || stdin.write_all(&body).unwrap());
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let snaps = env.json(&["snapshots", "--host", "db-server"]);
+    assert_eq!(snaps[0]["paths"][0], "/db.sql");
+    assert!(snaps[0]["time"].as_str().unwrap().starts_with("2026-01-02T"), "{}", snaps[0]["time"]);
+    let cat = env.run(&["dump", "latest:db.sql", "--host", "db-server"]);
+    assert!(cat.stdout == dump, "the stream restores byte for byte");
+    let restored = env.path("out");
+    env.ok(&["restore", "latest", "--target", restored.to_str().unwrap()]);
+    assert_eq!(std::fs::read(restored.join("db.sql")).unwrap(), dump);
+    let bad = env.run(&["backup", "--stdin", "--stdin-filename", "a/b"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("give a file name"), "{}", String::from_utf8_lossy(&bad.stderr));
 }

@@ -17,6 +17,7 @@ mod walker;
 
 pub use filter::{ExcludeCount, Excludes};
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +48,8 @@ pub struct BackupOptions {
     pub exclude: Excludes,
     /// Hostname to record; defaults to this machine's.
     pub hostname: Option<String>,
+    /// Time to record, nanoseconds since the epoch; defaults to now.
+    pub time_ns: Option<i64>,
 }
 
 /// A finished backup.
@@ -120,22 +123,57 @@ struct Context<'a> {
     pub abort: Arc<AtomicBool>,
 }
 
+/// What a backup reads.
+enum Source {
+    /// `BackupOptions::paths`.
+    Paths,
+    /// One stream, stored as a file of this name at the snapshot's root.
+    Stream { name: String, input: Box<dyn Read + Send> },
+}
+
 impl Repository {
     /// Back up `options.paths` as a new snapshot. Unchanged files are taken from the parent:
     /// `options.parent`, or the latest snapshot of the same paths from this host.
     pub async fn backup(&self, options: BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupOutcome> {
         // The parent is chosen under the lock: one chosen before could be pruned meanwhile.
-        self.locked("backup", Need::Shared, backup_locked(self, options, progress)).await
+        self.locked("backup", Need::Shared, backup_locked(self, options, Source::Paths, progress)).await
+    }
+
+    /// Back up what `input` yields, to its end, as one file `name` (restic's `backup --stdin
+    /// --stdin-filename`): a database dump piped in. The snapshot's path is `/NAME`; the file
+    /// is recorded with mode 0644, this user's ids and the time of the backup. `options.paths`
+    /// is ignored. Memory stays bounded whatever the length.
+    pub async fn backup_stream(
+        &self,
+        name: &str,
+        input: Box<dyn Read + Send>,
+        options: BackupOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<BackupOutcome> {
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+            return Err(Error::config(format!("--stdin-filename '{name}': give a file name, without slashes")));
+        }
+        let source = Source::Stream { name: name.to_string(), input };
+        self.locked("backup", Need::Shared, backup_locked(self, options, source, progress)).await
+    }
+}
+
+/// The paths a snapshot of `source` records: absolute, normalised, sorted.
+fn source_paths(options: &BackupOptions, source: &Source) -> Result<Vec<PathBuf>> {
+    match source {
+        Source::Paths => absolute_paths(&options.paths),
+        Source::Stream { name, .. } => Ok(vec![PathBuf::from("/").join(name)]),
     }
 }
 
 async fn backup_locked(
     repo: &Repository,
     mut options: BackupOptions,
+    source: Source,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupOutcome> {
     let host = options.hostname.clone().unwrap_or_else(crate::machine::hostname);
-    let paths: Vec<String> = absolute_paths(&options.paths)?.iter().map(|p| p.display().to_string()).collect();
+    let paths: Vec<String> = source_paths(&options, &source)?.iter().map(|p| p.display().to_string()).collect();
     let parent = match options.parent {
         Some(id) => Some(repo.find_snapshot(&id.to_hex())?),
         None => repo.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == host && s.paths == paths),
@@ -154,19 +192,20 @@ async fn backup_locked(
         upload_concurrency: repo.upload_concurrency(),
         abort: repo.interrupt_flag(),
     };
-    run(ctx, options, filter, parent, &progress).await
+    run(ctx, options, source, filter, parent, &progress).await
 }
 
 /// Run a backup: see the module doc for the pipeline and commit order.
 async fn run(
     ctx: Context<'_>,
     options: BackupOptions,
+    source: Source,
     filter: Arc<filter::Filter>,
     parent: Option<(ObjectId, Snapshot)>,
     progress: &Arc<dyn Progress>,
 ) -> Result<BackupOutcome> {
-    let paths = absolute_paths(&options.paths)?;
-    let time_ns = crate::machine::now_ns();
+    let paths = source_paths(&options, &source)?;
+    let time_ns = options.time_ns.unwrap_or_else(crate::machine::now_ns);
     let parent_tree = if options.force { None } else { parent.as_ref().map(|(_, s)| s.tree) };
 
     ctx.catalogue.clear_staged()?;
@@ -179,7 +218,11 @@ async fn run(
     );
     progress.begin("backup", None, None);
     let selection = layout::select(&paths);
-    let scan = walker::spawn_scan(layout::wholes(&selection), filter.clone(), progress.clone());
+    // A stream's length is not known ahead; paths are counted by a scan beside the walk.
+    let scan = match source {
+        Source::Paths => Some(walker::spawn_scan(layout::wholes(&selection), filter.clone(), progress.clone())),
+        Source::Stream { .. } => None,
+    };
 
     let walk_progress = progress.clone();
     let catalogue = ctx.catalogue.clone();
@@ -190,12 +233,17 @@ async fn run(
     let walk_filter = filter.clone();
     let walked = tokio::task::spawn_blocking(move || {
         let mut w = walker::Walker::new(params, keys, catalogue.reader()?, jobs, walk_progress, abort, walk_filter);
-        let walked = w.run(&selection, parent_tree)?;
+        let walked = match source {
+            Source::Paths => w.run(&selection, parent_tree)?,
+            Source::Stream { name, mut input } => w.run_stream(name.as_bytes(), &mut input, stream_meta(time_ns))?,
+        };
         Ok((walked, w.excluded().to_vec()))
     })
     .await
     .map_err(|e| Error::new(ErrorKind::Io, "backup walker crashed").with_source(e));
-    scan.stop();
+    if let Some(scan) = scan {
+        scan.stop();
+    }
     // Whatever the walker did, wait for uploads in flight so none outlives the backup.
     let uploaded = uploader.finish().await;
     let walked = walked?;
@@ -251,6 +299,21 @@ async fn run(
     };
     let id = commit(&ctx, &snapshot).await?;
     Ok(BackupOutcome { id, snapshot, warnings, excluded })
+}
+
+/// How a stream backed up as a file is recorded: a regular file, 0644, this user's, made at
+/// the time of the backup.
+fn stream_meta(time_ns: i64) -> crate::model::Meta {
+    crate::model::Meta {
+        mode: 0o644,
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        mtime_ns: time_ns,
+        ctime_ns: time_ns,
+        dev: 0,
+        ino: 0,
+        nlink: 1,
+    }
 }
 
 /// Make the snapshot durable: its object on every backend is the commit point; the

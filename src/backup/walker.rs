@@ -128,6 +128,29 @@ impl Walker {
         Ok((TreeRef { id, pack }, std::mem::take(&mut self.summary), std::mem::take(&mut self.warnings)))
     }
 
+    /// A snapshot of one file read from `input` (`backup --stdin`): its root holds `name`,
+    /// with `meta`, and nothing else.
+    pub fn run_stream(&mut self, name: &[u8], input: &mut impl Read, meta: Meta) -> Result<Walked> {
+        let mut root = self.new_dir();
+        let (content, size) = self.chunk_alone(input)?;
+        self.summary.files += 1;
+        self.summary.files_read += 1;
+        self.summary.bytes += size;
+        self.progress.advance(1, 0);
+        root.entries.push(Entry {
+            name: name.to_vec(),
+            meta,
+            content: Content::Ready(NodeKind::File { size, content }),
+        });
+        let slot = root.slot;
+        self.queue_dir(root)?;
+        self.pack.flush(&mut |c| self.out.chunk(c));
+        self.build_ready()?;
+        let (id, group) = self.built.remove(&slot).expect("root built after flush");
+        let pack = self.emit_pack(group)?;
+        Ok((TreeRef { id, pack }, std::mem::take(&mut self.summary), std::mem::take(&mut self.warnings)))
+    }
+
     /// Add the names of `selection` to `dir`, whose parent snapshot's tree is `before`.
     fn add_selected(&mut self, dir: &mut DirBuild, selection: &Selection, before: Option<&Tree>) -> Result<()> {
         for (name, selected) in &selection.children {

@@ -98,17 +98,10 @@ pub enum Command {
     /// Back up files and directories as a new snapshot
     Backup {
         /// Paths to back up
-        #[arg(required_unless_present_any = ["files_from", "files_from_verbatim", "files_from_raw"])]
+        #[arg(required_unless_present_any = ["files_from", "files_from_verbatim", "files_from_raw", "stdin"])]
         paths: Vec<PathBuf>,
-        /// Label the snapshot (repeatable)
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-        /// Compare with this snapshot instead of the latest one of the same paths
-        #[arg(long)]
-        parent: Option<String>,
-        /// Read every file, even those unchanged since the parent snapshot
-        #[arg(long)]
-        force: bool,
+        #[command(flatten)]
+        record: Record,
         #[command(flatten)]
         select: Select,
     },
@@ -452,6 +445,33 @@ pub struct Which {
     /// Only snapshots with every tag of TAG[,TAG…] (repeatable: any of the sets)
     #[arg(long = "tag", value_name = "TAG[,TAG…]")]
     pub tags: Vec<String>,
+}
+
+/// What a backup reads besides paths, what it records about itself, and what it compares
+/// with.
+#[derive(clap::Args, Debug, Default)]
+pub struct Record {
+    /// Label the snapshot (repeatable)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Compare with this snapshot instead of the latest one of the same paths
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Read every file, even those unchanged since the parent snapshot
+    #[arg(long)]
+    pub force: bool,
+    /// Back up standard input, to its end, as one file (a database dump piped in)
+    #[arg(long, conflicts_with_all = ["paths", "files_from", "files_from_verbatim", "files_from_raw"])]
+    pub stdin: bool,
+    /// The name of the file --stdin makes (the snapshot's path is /NAME)
+    #[arg(long, default_value = "stdin", requires = "stdin", value_name = "NAME")]
+    pub stdin_filename: String,
+    /// Record this host name instead of this machine's (it picks the parent snapshot too)
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Record this time instead of now (local time unless it says its offset)
+    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    pub time: Option<i64>,
 }
 
 /// Which entries a restore writes (restic's flags); patterns are matched against the paths

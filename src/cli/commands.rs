@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 use cuckoo::config::{self, BackendConfig, Config};
 use cuckoo::{BackupOptions, ErrorKind, InitOutcome, Progress, Repository, RestoreOptions};
 
-use super::args::{BackendCommand, Cli, Command, KeyCommand, Select, Which};
+use super::args::{BackendCommand, Cli, Command, KeyCommand, Record, Select, Which};
 use super::{output, progress, secret};
 
 /// Exit code of a backup that completed but skipped unreadable entries.
@@ -128,9 +128,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             init(&cli, &config, &options).await
         }
         Command::Key { command } => key(&cli, config, command).await,
-        Command::Backup { paths, tags, parent, force, select } => {
-            backup(&cli, config, paths, tags, parent.as_deref(), *force, select).await
-        }
+        Command::Backup { paths, record, select } => backup(&cli, config, paths, record, select).await,
         Command::Snapshots { which, paths, latest } => {
             let filter = snapshot_filter(which, paths)?;
             let repo = open(&cli, config).await?;
@@ -281,20 +279,12 @@ fn man_pages(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-async fn backup(
-    cli: &Cli,
-    config: Config,
-    paths: &[PathBuf],
-    tags: &[String],
-    parent: Option<&str>,
-    force: bool,
-    select: &Select,
-) -> Result<ExitCode> {
+async fn backup(cli: &Cli, config: Config, paths: &[PathBuf], record: &Record, select: &Select) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let mut paths = paths.to_vec();
     paths.extend(listed_paths(select)?);
     let repo = open(cli, config).await?;
-    let parent = match parent {
+    let parent = match &record.parent {
         Some(p) => Some(repo.find_snapshot(p)?.0),
         None => None,
     };
@@ -308,10 +298,27 @@ async fn backup(
         larger_than: select.exclude_larger_than,
         one_file_system: select.one_file_system,
     };
-    let options = BackupOptions { paths, tags: tags.to_vec(), parent, force, exclude, hostname: None };
+    let options = BackupOptions {
+        paths,
+        tags: record.tags.clone(),
+        parent,
+        force: record.force,
+        exclude,
+        hostname: record.host.clone(),
+        time_ns: record.time,
+    };
     interrupt_on_ctrl_c(&repo);
     let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json));
-    let done = repo.backup(options, bar).await?;
+    let done = if record.stdin {
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            anyhow::bail!(
+                "--stdin reads standard input to its end: pipe something in (`pg_dump db | cuckoo backup --stdin`)"
+            );
+        }
+        repo.backup_stream(&record.stdin_filename, Box::new(std::io::stdin()), options, bar).await?
+    } else {
+        repo.backup(options, bar).await?
+    };
     output::backup(&done, started.elapsed(), cli.json);
     let skipped = done.snapshot.summary.skipped > 0;
     Ok(if skipped { ExitCode::from(EXIT_PARTIAL) } else { ExitCode::SUCCESS })
