@@ -649,5 +649,29 @@ fn backup_stdin_stores_a_piped_stream_as_one_file_with_host_and_time_recorded() 
     env.ok(&["restore", "latest", "--target", restored.to_str().unwrap()]);
     assert_eq!(std::fs::read(restored.join("db.sql")).unwrap(), dump);
     let bad = env.run(&["backup", "--stdin", "--stdin-filename", "a/b"]);
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("give a file name"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("give a file name"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+#[test]
+fn backup_dry_run_says_what_would_be_added_and_stores_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("big"), common::noise(5 << 20, 9)).unwrap();
+    std::fs::write(src.join("small"), b"s").unwrap();
+    let stored = || (0..3).map(|i| common::count_files(&env.path(&format!("backend-{i}")))).sum::<usize>();
+    let files_before = stored();
+    let plan = env.json(&["backup", "--dry-run", src.to_str().unwrap()]);
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0, "no snapshot");
+    assert_eq!(stored(), files_before, "nothing written to the backends");
+    let done = env.json(&["backup", src.to_str().unwrap()]);
+    let (p, d) = (&plan["summary"], &done["summary"]);
+    assert_eq!(p["objects_added"], d["objects_added"], "the dry run counted what the backup added: {p} {d}");
+    assert_eq!(p["bytes_added"], d["bytes_added"]);
+    assert!(env.ok(&["backup", "-n", src.to_str().unwrap()]).contains("would add to the pool: 0 objects"));
 }

@@ -50,6 +50,9 @@ pub struct BackupOptions {
     pub hostname: Option<String>,
     /// Time to record, nanoseconds since the epoch; defaults to now.
     pub time_ns: Option<i64>,
+    /// Read, chunk and compress everything, but store nothing: the outcome says what would
+    /// be added, and its id is the snapshot's that would have been written.
+    pub dry_run: bool,
 }
 
 /// A finished backup.
@@ -208,14 +211,18 @@ async fn run(
     let time_ns = options.time_ns.unwrap_or_else(crate::machine::now_ns);
     let parent_tree = if options.force { None } else { parent.as_ref().map(|(_, s)| s.tree) };
 
-    ctx.catalogue.clear_staged()?;
-    let (uploader, jobs) = crate::pipeline::upload::Uploader::start(
-        ctx.store.clone(),
-        ctx.catalogue.clone(),
-        ctx.compression,
-        ctx.upload_concurrency,
-        ctx.abort.clone(),
-    );
+    let (uploader, jobs) = if options.dry_run {
+        crate::pipeline::upload::Uploader::start_dry(ctx.store.clone(), ctx.compression, ctx.upload_concurrency)
+    } else {
+        ctx.catalogue.clear_staged()?;
+        crate::pipeline::upload::Uploader::start(
+            ctx.store.clone(),
+            ctx.catalogue.clone(),
+            ctx.compression,
+            ctx.upload_concurrency,
+            ctx.abort.clone(),
+        )
+    };
     progress.begin("backup", None, None);
     let selection = layout::select(&paths);
     // A stream's length is not known ahead; paths are counted by a scan beside the walk.
@@ -297,7 +304,11 @@ async fn run(
         summary,
         program_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let id = commit(&ctx, &snapshot).await?;
+    let id = if options.dry_run {
+        ctx.store.keys().id_of(&crate::model::to_body(&snapshot))
+    } else {
+        commit(&ctx, &snapshot).await?
+    };
     Ok(BackupOutcome { id, snapshot, warnings, excluded })
 }
 

@@ -460,6 +460,9 @@ pub struct Record {
     /// Read every file, even those unchanged since the parent snapshot
     #[arg(long)]
     pub force: bool,
+    /// Read and compress everything, store nothing: say what the backup would add
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
     /// Back up standard input, to its end, as one file (a database dump piped in)
     #[arg(long, conflicts_with_all = ["paths", "files_from", "files_from_verbatim", "files_from_raw"])]
     pub stdin: bool,

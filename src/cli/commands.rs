@@ -306,6 +306,7 @@ async fn backup(cli: &Cli, config: Config, paths: &[PathBuf], record: &Record, s
         exclude,
         hostname: record.host.clone(),
         time_ns: record.time,
+        dry_run: record.dry_run,
     };
     interrupt_on_ctrl_c(&repo);
     let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json));
@@ -319,7 +320,7 @@ async fn backup(cli: &Cli, config: Config, paths: &[PathBuf], record: &Record, s
     } else {
         repo.backup(options, bar).await?
     };
-    output::backup(&done, started.elapsed(), cli.json);
+    output::backup(&done, record.dry_run, started.elapsed(), cli.json);
     let skipped = done.snapshot.summary.skipped > 0;
     Ok(if skipped { ExitCode::from(EXIT_PARTIAL) } else { ExitCode::SUCCESS })
 }

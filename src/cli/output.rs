@@ -103,10 +103,11 @@ fn snapshot_json(id: &ObjectId, s: &Snapshot) -> serde_json::Value {
     })
 }
 
-pub fn backup(done: &BackupOutcome, elapsed: std::time::Duration, json: bool) {
+pub fn backup(done: &BackupOutcome, dry_run: bool, elapsed: std::time::Duration, json: bool) {
     let s = &done.snapshot.summary;
     if json {
         let mut v = snapshot_json(&done.id, &done.snapshot);
+        v["dry_run"] = json!(dry_run);
         v["duration_s"] = json!(elapsed.as_secs_f64());
         v["warnings"] = json!(done.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>());
         v["excluded"] = json!(done.excluded);
@@ -123,10 +124,12 @@ pub fn backup(done: &BackupOutcome, elapsed: std::time::Duration, json: bool) {
         count(s.others, "other entry", "other entries")
     );
     say!(
-        "added to the pool: {}, {} ({} stored)",
+        "{}: {}, {} ({} stored{})",
+        if dry_run { "would add to the pool" } else { "added to the pool" },
         count(s.objects_added, "object", "objects"),
         size(s.bytes_added),
-        size(s.stored_bytes_added)
+        size(s.stored_bytes_added),
+        if dry_run { ", estimated" } else { "" }
     );
     if s.skipped > 0 {
         say!("skipped {} (listed above)", count(s.skipped, "unreadable entry", "unreadable entries"));
@@ -136,6 +139,10 @@ pub fn backup(done: &BackupOutcome, elapsed: std::time::Duration, json: bool) {
     if !left_out.is_empty() {
         let total: u64 = done.excluded.iter().map(|e| e.entries).sum();
         say!("excluded {}: {}", count(total, "entry", "entries"), left_out.join(", "));
+    }
+    if dry_run {
+        say!("dry run: nothing stored ({} in {}) in {}", size(s.bytes), count(s.files, "file", "files"), took(elapsed));
+        return;
     }
     say!(
         "snapshot {} saved ({} in {}) in {}",

@@ -75,6 +75,39 @@ impl Uploader {
         (Uploader { task }, tx)
     }
 
+    /// Like `start`, but nothing is stored or recorded: each object is compressed (and
+    /// sealed) only to count what it would take (`backup --dry-run`), its stored size being
+    /// the envelope's times the pool's redundancy overhead.
+    pub fn start_dry(store: Store, level: i32, concurrency: usize) -> (Uploader, mpsc::Sender<Job>) {
+        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
+        let task = tokio::spawn(async move {
+            let seen = Mutex::new(std::collections::HashSet::new());
+            let (objects, plain, stored) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+            let overhead = store.scheme().overhead();
+            let (seen, objects, plain, stored, store) = (&seen, &objects, &plain, &stored, &store);
+            tokio_stream_from(rx)
+                .for_each_concurrent(concurrency, |Job { kind, id, body }| async move {
+                    if !seen.lock().expect("poisoned").insert(id) {
+                        return;
+                    }
+                    let keys = store.keys().clone();
+                    let plain_len = body.len() as u64;
+                    let len = cpu(move || codec::encode(kind, &id, &body, level, &keys).len()).await;
+                    objects.fetch_add(1, Ordering::Relaxed);
+                    plain.fetch_add(plain_len, Ordering::Relaxed);
+                    stored.fetch_add((len as f64 * overhead) as u64, Ordering::Relaxed);
+                })
+                .await;
+            Ok(Uploaded {
+                objects: objects.load(Ordering::Relaxed),
+                plain_bytes: plain.load(Ordering::Relaxed),
+                stored_bytes: stored.load(Ordering::Relaxed),
+                degraded: 0,
+            })
+        });
+        (Uploader { task }, tx)
+    }
+
     /// Wait until every queued job is stored and recorded (the sender must be dropped).
     pub async fn finish(self) -> Result<Uploaded> {
         self.task.await.map_err(|e| Error::new(ErrorKind::Io, "upload task crashed").with_source(e))?
