@@ -675,3 +675,18 @@ fn backup_dry_run_says_what_would_be_added_and_stores_nothing() {
     assert_eq!(p["bytes_added"], d["bytes_added"]);
     assert!(env.ok(&["backup", "-n", src.to_str().unwrap()]).contains("would add to the pool: 0 objects"));
 }
+
+#[test]
+fn password_command_gives_the_passphrase_and_a_failing_one_says_so() {
+    let env = Env::new();
+    let with = |command: &str| {
+        env.command(&["--password-command", command, "snapshots"]).env_remove("CUCKOO_PASSWORD").output().unwrap()
+    };
+    let ok = with(&format!("printf '%s\\n' '{}'", common::PASSPHRASE));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let failed = with("exit 3");
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("--password-command 'exit 3' failed"));
+    let wrong = with("echo not-it");
+    assert!(!wrong.status.success(), "a wrong passphrase opens nothing");
+}

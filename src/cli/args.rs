@@ -21,6 +21,9 @@ pub struct Cli {
     /// Read the pool's passphrase from this file [otherwise CUCKOO_PASSWORD, or a prompt]
     #[arg(long, global = true, env = "CUCKOO_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
+    /// Take the pool's passphrase from what this shell command prints (a password manager)
+    #[arg(long, global = true, env = "CUCKOO_PASSWORD_COMMAND", conflicts_with = "password_file")]
+    pub password_command: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

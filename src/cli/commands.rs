@@ -63,6 +63,7 @@ async fn first_run(cli: &Cli, config: &Config) -> Result<()> {
 
 fn passphrase(cli: &Cli) -> secret::Source {
     secret::Source {
+        command: cli.password_command.clone(),
         file: cli.password_file.clone(),
         env: "CUCKOO_PASSWORD",
         flag: "--password-file",
@@ -72,6 +73,7 @@ fn passphrase(cli: &Cli) -> secret::Source {
 
 fn new_passphrase(file: &Option<PathBuf>) -> secret::Source {
     secret::Source {
+        command: None,
         file: file.clone(),
         env: "CUCKOO_NEW_PASSWORD",
         flag: "--new-password-file",

@@ -1,4 +1,5 @@
-//! Where the CLI gets passphrases: a file, an environment variable, or a terminal prompt.
+//! Where the CLI gets passphrases: a command's output, a file, an environment variable, or
+//! a terminal prompt, in that order.
 
 use std::path::PathBuf;
 
@@ -6,6 +7,8 @@ use cuckoo::{Error, ErrorKind, Passphrase, PassphraseSource};
 
 /// One passphrase role (the pool's, or a new one for `key add`), with its flag and variable.
 pub struct Source {
+    /// A shell command whose standard output is the passphrase (`--password-command`).
+    pub command: Option<String>,
     pub file: Option<PathBuf>,
     pub env: &'static str,
     pub flag: &'static str,
@@ -14,7 +17,9 @@ pub struct Source {
 
 impl PassphraseSource for Source {
     fn passphrase(&self, new: bool) -> cuckoo::Result<Passphrase> {
-        let given = if let Some(path) = &self.file {
+        let given = if let Some(command) = &self.command {
+            run_command(command)?
+        } else if let Some(path) = &self.file {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Error::new(ErrorKind::Io, format!("cannot read passphrase file {}", path.display())).with_source(e)
             })?;
@@ -49,6 +54,25 @@ impl Source {
         }
         Ok(first)
     }
+}
+
+/// The passphrase a password manager prints (`pass show pool`, `secret-tool lookup …`): the
+/// command runs through `sh -c`, its errors go to the terminal, and failing is an error
+/// that names it.
+fn run_command(command: &str) -> cuckoo::Result<Passphrase> {
+    let failed = |why: String| Error::new(ErrorKind::Config, format!("--password-command '{command}' {why}"));
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| failed(format!("could not be run: {e}")))?;
+    if !out.status.success() {
+        return Err(failed(format!("failed ({})", out.status)));
+    }
+    let text = String::from_utf8(out.stdout).map_err(|_| failed("printed something that is not UTF-8".into()))?;
+    Ok(Passphrase::new(text))
 }
 
 fn check(p: Passphrase) -> cuckoo::Result<Passphrase> {
