@@ -690,3 +690,37 @@ fn password_command_gives_the_passphrase_and_a_failing_one_says_so() {
     let wrong = with("echo not-it");
     assert!(!wrong.status.success(), "a wrong passphrase opens nothing");
 }
+
+#[test]
+fn ignore_ctime_and_ignore_inode_tell_unchanged_files_without_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let f = src.join("f");
+    std::fs::write(&f, b"same bytes").unwrap();
+    let s = src.to_str().unwrap();
+    env.ok(&["backup", s]);
+    let read = |extra: &[&str]| {
+        let mut args = vec!["backup", s];
+        args.extend_from_slice(extra);
+        env.json(&args)["summary"]["files_read"].as_u64().unwrap()
+    };
+    // A chmod there and back changes only the ctime.
+    let chmod_twice = || {
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    chmod_twice();
+    assert_eq!(read(&[]), 1, "ctime compared: read again");
+    chmod_twice();
+    assert_eq!(read(&["--ignore-ctime"]), 0, "ctime ignored: unchanged");
+    // A copy over it with the same mtime is a new inode (and a new ctime).
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    std::fs::copy(&f, src.join("tmp")).unwrap();
+    std::fs::File::options().write(true).open(src.join("tmp")).unwrap().set_modified(mtime).unwrap();
+    std::fs::set_permissions(src.join("tmp"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(src.join("tmp"), &f).unwrap();
+    assert_eq!(read(&["--ignore-inode"]), 1, "the ctime still differs");
+    assert_eq!(read(&["--ignore-inode", "--ignore-ctime"]), 0, "size and mtime alone: unchanged");
+}

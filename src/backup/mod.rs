@@ -44,6 +44,10 @@ pub struct BackupOptions {
     pub parent: Option<ObjectId>,
     /// Read every file even if the parent says it is unchanged.
     pub force: bool,
+    /// Tell unchanged files by size and mtime without their ctime (`--ignore-ctime`).
+    pub ignore_ctime: bool,
+    /// … without their inode number (`--ignore-inode`).
+    pub ignore_inode: bool,
     /// What to leave out (the catalogue and local backends' directories always are).
     pub exclude: Excludes,
     /// Hostname to record; defaults to this machine's.
@@ -238,8 +242,10 @@ async fn run(
     let abort = ctx.abort.clone();
 
     let walk_filter = filter.clone();
+    let (ignore_ctime, ignore_inode) = (options.ignore_ctime, options.ignore_inode);
     let walked = tokio::task::spawn_blocking(move || {
-        let mut w = walker::Walker::new(params, keys, catalogue.reader()?, jobs, walk_progress, abort, walk_filter);
+        let mut w = walker::Walker::new(params, keys, catalogue.reader()?, jobs, walk_progress, abort, walk_filter)
+            .ignoring(ignore_ctime, ignore_inode);
         let walked = match source {
             Source::Paths => w.run(&selection, parent_tree)?,
             Source::Stream { name, mut input } => w.run_stream(name.as_bytes(), &mut input, stream_meta(time_ns))?,

@@ -78,9 +78,18 @@ pub(crate) struct Walker {
     zero_chunk: Option<ObjectId>,
     summary: Summary,
     warnings: Vec<BackupWarning>,
+    ignore_ctime: bool,
+    ignore_inode: bool,
 }
 
 impl Walker {
+    /// Tell unchanged files without comparing ctimes and/or inode numbers, which some file
+    /// systems (FUSE, network mounts) do not keep stable (`--ignore-ctime`, `--ignore-inode`).
+    pub fn ignoring(mut self, ctime: bool, inode: bool) -> Self {
+        (self.ignore_ctime, self.ignore_inode) = (ctime, inode);
+        self
+    }
+
     pub fn new(
         params: ChunkerParams,
         keys: Keys,
@@ -105,6 +114,8 @@ impl Walker {
             hardlinks: HashMap::new(),
             buf: vec![0; 1 << 20],
             zero_chunk: None,
+            ignore_ctime: false,
+            ignore_inode: false,
             summary: Summary::default(),
             warnings: Vec::new(),
         }
@@ -341,8 +352,8 @@ impl Walker {
         if let Some(Node { kind: NodeKind::File { size: old_size, content }, meta: old, .. }) = before
             && *old_size == size
             && old.mtime_ns == md.mtime() * 1_000_000_000 + md.mtime_nsec()
-            && old.ctime_ns == md.ctime() * 1_000_000_000 + md.ctime_nsec()
-            && old.ino == md.ino()
+            && (self.ignore_ctime || old.ctime_ns == md.ctime() * 1_000_000_000 + md.ctime_nsec())
+            && (self.ignore_inode || old.ino == md.ino())
         {
             self.progress.advance(1, size);
             return Ok(Content::Ready(NodeKind::File { size, content: content.clone() }));

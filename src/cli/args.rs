@@ -463,6 +463,12 @@ pub struct Record {
     /// Read every file, even those unchanged since the parent snapshot
     #[arg(long)]
     pub force: bool,
+    /// Tell unchanged files without their ctime (file systems that do not keep it)
+    #[arg(long)]
+    pub ignore_ctime: bool,
+    /// Tell unchanged files without their inode number (FUSE and network mounts)
+    #[arg(long)]
+    pub ignore_inode: bool,
     /// Read and compress everything, store nothing: say what the backup would add
     #[arg(long, short = 'n')]
     pub dry_run: bool,

@@ -305,6 +305,8 @@ async fn backup(cli: &Cli, config: Config, paths: &[PathBuf], record: &Record, s
         tags: record.tags.clone(),
         parent,
         force: record.force,
+        ignore_ctime: record.ignore_ctime,
+        ignore_inode: record.ignore_inode,
         exclude,
         hostname: record.host.clone(),
         time_ns: record.time,
