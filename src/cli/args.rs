@@ -162,6 +162,9 @@ pub enum Command {
         /// Restore only this path of the snapshot
         #[arg(long)]
         path: Option<String>,
+        /// Then read every restored file back and compare it with the snapshot
+        #[arg(long)]
+        verify: bool,
         #[command(flatten)]
         select: RestorePatterns,
         #[command(flatten)]

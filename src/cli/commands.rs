@@ -142,8 +142,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls { target, which, paths } => ls(&cli, config, target, &snapshot_filter(which, paths)?).await,
-        Command::Restore { snapshot, target, path, select, which } => {
-            let options = RestoreOptions { target: target.clone(), path: path.clone(), select: select.to_select() };
+        Command::Restore { snapshot, target, path, verify, select, which } => {
+            let options = RestoreOptions {
+                target: target.clone(),
+                path: path.clone(),
+                select: select.to_select(),
+                verify: *verify,
+            };
             restore(&cli, config, snapshot, options, &snapshot_filter(which, &[])?).await
         }
         Command::Check { read_data, read_data_subset } => {

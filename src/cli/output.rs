@@ -270,6 +270,9 @@ pub fn restore(id: &ObjectId, done: &RestoreOutcome, elapsed: std::time::Duratio
         count(done.others, "link or special file", "links and special files"),
         took(elapsed)
     );
+    if done.verified > 0 {
+        say!("verified: {} read back equal to the snapshot", count(done.verified, "file", "files"));
+    }
 }
 
 pub fn version(json: bool) {

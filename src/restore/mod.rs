@@ -11,6 +11,7 @@
 
 mod content;
 mod select;
+mod verify;
 
 pub(crate) use content::stream_content;
 use content::{Batch, Batcher, FileJob};
@@ -40,6 +41,8 @@ pub struct RestoreOptions {
     pub path: Option<String>,
     /// Which entries (`--include`, `--exclude`).
     pub select: Select,
+    /// Read every restored file back and compare it with the snapshot (`--verify`).
+    pub verify: bool,
 }
 
 /// Counters of a finished restore.
@@ -53,6 +56,8 @@ pub struct RestoreOutcome {
     pub others: u64,
     /// File bytes written.
     pub bytes: u64,
+    /// Files read back and found equal to the snapshot (`--verify`).
+    pub verified: u64,
     /// Entries that could not be restored as recorded (e.g. devices without root): one line
     /// each. None is dropped silently.
     pub warnings: Vec<String>,
@@ -115,6 +120,7 @@ async fn run(
 
     let mut walker = TreeWalker {
         chooser,
+        verify: options.verify.then(Vec::new),
         target: target.clone(),
         out: RestoreOutcome::default(),
         dirs: Vec::new(),
@@ -148,17 +154,31 @@ async fn run(
     // A failed write stops the walker with a bare "stopped": report the write's own error.
     let written = restored?;
     walked?;
+    let to_verify = walker.verify.take();
     let mut out = walker.finish()?;
     out.files += written.files;
     out.bytes += written.bytes;
     out.failed.extend(written.failed);
     progress.end();
+    if let Some(list) = to_verify {
+        // Files that failed are reported already; the rest must read back as recorded.
+        let failed: Vec<&str> = out.failed.iter().map(String::as_str).collect();
+        let list =
+            list.into_iter().filter(|w| !failed.iter().any(|f| f.starts_with(&*w.path.to_string_lossy()))).collect();
+        progress.begin("verify", None, None);
+        let (verified, differ) = verify::verify_all(repo, list).await;
+        progress.end();
+        out.verified = verified;
+        out.failed.extend(differ);
+    }
     Ok(out)
 }
 
 /// Walks trees, creating everything but regular file content, which it queues.
 struct TreeWalker {
     chooser: Chooser,
+    /// With `--verify`: every file whose content this restore writes.
+    verify: Option<Vec<verify::Written>>,
     target: PathBuf,
     out: RestoreOutcome,
     /// Directories and their metadata, applied at the end deepest first; the flag marks one
@@ -279,6 +299,9 @@ impl TreeWalker {
                     remove_existing(path);
                     create_new(path).map_err(|e| io("create", e))?;
                     self.links.insert(key, path.to_path_buf());
+                }
+                if let Some(list) = &mut self.verify {
+                    list.push(verify::Written { path: path.to_path_buf(), content: content.clone() });
                 }
                 self.jobs.push_back(FileJob {
                     path: path.to_path_buf(),
