@@ -73,7 +73,7 @@ pub use redundancy::Scheme;
 pub use repack::RepackReport;
 pub use repair::{RepairOptions, RepairReport};
 pub use repository::{InitOptions, InitOutcome, KeyInfo, Repository, Stats, init, placement_note};
-pub use restore::{RestoreOptions, RestoreOutcome, Select as RestoreSelect};
+pub use restore::{Overwrite, RestoreOptions, RestoreOutcome, Select as RestoreSelect};
 pub use tag::TagChange;
 
 /// The crate's inner modules: its own tests, benchmarks and fuzz targets reach them here.

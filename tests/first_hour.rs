@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
 
 use common::Env;
@@ -738,4 +739,36 @@ fn restore_verify_reads_files_back_and_reports_the_ones_that_differ() {
     assert_eq!(done["verified"], 2, "{done}");
     assert!(done["failed"].as_array().unwrap().is_empty());
     // A difference is found and named: restore/verify.rs's unit tests.
+}
+
+#[test]
+fn restore_into_a_restored_tree_writes_only_what_changed_and_delete_makes_it_the_snapshot() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/a"), b"a").unwrap();
+    std::fs::write(src.join("b"), common::noise(2 << 20, 4)).unwrap();
+    std::os::unix::fs::symlink("d/a", src.join("link")).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let out = env.path("out");
+    let o = out.to_str().unwrap();
+    env.ok(&["restore", "latest", "--target", o]);
+
+    // Local changes: one file edited (new mtime), one extra file, one extra directory.
+    std::fs::write(out.join("src/d/a"), b"edited").unwrap();
+    std::fs::write(out.join("src/extra"), b"x").unwrap();
+    std::fs::create_dir_all(out.join("src/d/more/deeper")).unwrap();
+    let b_inode = std::fs::metadata(out.join("src/b")).unwrap().ino();
+
+    let never = env.json(&["restore", "latest", "--target", o, "--overwrite", "never"]);
+    assert_eq!(std::fs::read(out.join("src/d/a")).unwrap(), b"edited", "never: left as it was");
+    assert!(never["unchanged"].as_u64().unwrap() >= 3, "{never}");
+
+    let done = env.json(&["restore", "latest", "--target", o, "--overwrite", "if-changed", "--delete"]);
+    assert_eq!(done["files"], 1, "only the edited file is written again: {done}");
+    assert_eq!(done["deleted"], 2, "the extra file and directory: {done}");
+    assert_eq!(std::fs::metadata(out.join("src/b")).unwrap().ino(), b_inode, "an unchanged file is left in place");
+    common::assert_same_tree(&src, &out.join("src"));
+    let bad = env.run(&["restore", "latest", "--target", o, "--delete", "--include", "*.c"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot be combined"));
 }

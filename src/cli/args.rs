@@ -165,6 +165,14 @@ pub enum Command {
         /// Then read every restored file back and compare it with the snapshot
         #[arg(long)]
         verify: bool,
+        /// What to do with entries the target already has: always, if-changed (files of the
+        /// same size and mtime, and same symlinks, are left) or never
+        #[arg(long, default_value = "always", value_name = "WHEN")]
+        overwrite: cuckoo::Overwrite,
+        /// Remove what the target holds that the snapshot does not (the target becomes the
+        /// snapshot; not with --include/--exclude)
+        #[arg(long)]
+        delete: bool,
         #[command(flatten)]
         select: RestorePatterns,
         #[command(flatten)]

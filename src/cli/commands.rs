@@ -142,12 +142,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls { target, which, paths } => ls(&cli, config, target, &snapshot_filter(which, paths)?).await,
-        Command::Restore { snapshot, target, path, verify, select, which } => {
+        Command::Restore { snapshot, target, path, verify, overwrite, delete, select, which } => {
             let options = RestoreOptions {
                 target: target.clone(),
                 path: path.clone(),
                 select: select.to_select(),
                 verify: *verify,
+                overwrite: *overwrite,
+                delete: *delete,
             };
             restore(&cli, config, snapshot, options, &snapshot_filter(which, &[])?).await
         }

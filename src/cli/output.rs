@@ -270,6 +270,13 @@ pub fn restore(id: &ObjectId, done: &RestoreOutcome, elapsed: std::time::Duratio
         count(done.others, "link or special file", "links and special files"),
         took(elapsed)
     );
+    if done.unchanged > 0 || done.deleted > 0 {
+        say!(
+            "left as they were: {}; removed (not in the snapshot): {}",
+            count(done.unchanged, "entry", "entries"),
+            count(done.deleted, "entry", "entries")
+        );
+    }
     if done.verified > 0 {
         say!("verified: {} read back equal to the snapshot", count(done.verified, "file", "files"));
     }

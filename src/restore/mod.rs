@@ -43,6 +43,38 @@ pub struct RestoreOptions {
     pub select: Select,
     /// Read every restored file back and compare it with the snapshot (`--verify`).
     pub verify: bool,
+    /// What to do with entries already in the target (`--overwrite`).
+    pub overwrite: Overwrite,
+    /// Remove what the target holds that the snapshot does not, in the directories restored
+    /// (`--delete`): the target becomes the snapshot.
+    pub delete: bool,
+}
+
+/// What restore does with an entry the target already has (restic's `--overwrite`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Write every entry again.
+    #[default]
+    Always,
+    /// Leave a regular file whose size and mtime (to the nanosecond) match the snapshot's,
+    /// and a symlink with the same target, and set their metadata: a restore into a tree
+    /// restored before writes only what changed.
+    IfChanged,
+    /// Leave anything already there as it is.
+    Never,
+}
+
+impl std::str::FromStr for Overwrite {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Overwrite, String> {
+        match s {
+            "always" => Ok(Overwrite::Always),
+            "if-changed" => Ok(Overwrite::IfChanged),
+            "never" => Ok(Overwrite::Never),
+            _ => Err(format!("'{s}': give always, if-changed or never")),
+        }
+    }
 }
 
 /// Counters of a finished restore.
@@ -58,6 +90,10 @@ pub struct RestoreOutcome {
     pub bytes: u64,
     /// Files read back and found equal to the snapshot (`--verify`).
     pub verified: u64,
+    /// Entries left as the target had them (`--overwrite if-changed` or `never`).
+    pub unchanged: u64,
+    /// Entries removed from the target because the snapshot lacks them (`--delete`).
+    pub deleted: u64,
     /// Entries that could not be restored as recorded (e.g. devices without root): one line
     /// each. None is dropped silently.
     pub warnings: Vec<String>,
@@ -118,7 +154,14 @@ async fn run(
     };
     progress.begin("restore", items, bytes.filter(|b| *b > 0));
 
+    if options.delete && !chooser.all() {
+        return Err(Error::config(
+            "--delete removes what the snapshot lacks: it cannot be combined with --include or --exclude",
+        ));
+    }
     let mut walker = TreeWalker {
+        overwrite: options.overwrite,
+        delete: options.delete,
         chooser,
         verify: options.verify.then(Vec::new),
         target: target.clone(),
@@ -176,6 +219,8 @@ async fn run(
 
 /// Walks trees, creating everything but regular file content, which it queues.
 struct TreeWalker {
+    overwrite: Overwrite,
+    delete: bool,
     chooser: Chooser,
     /// With `--verify`: every file whose content this restore writes.
     verify: Option<Vec<verify::Written>>,
@@ -214,6 +259,9 @@ impl TreeWalker {
         }
         while let Some((dir, tref, inside)) = stack.pop() {
             let tree = repo.tree(&tref).await?;
+            if self.delete {
+                self.delete_extra(&dir, &tree);
+            }
             let mut subdirs = Vec::new();
             for node in &tree.entries {
                 let path = dir.join(OsStr::from_bytes(&node.name));
@@ -225,6 +273,57 @@ impl TreeWalker {
             stack.extend(subdirs.into_iter().rev());
         }
         Ok(())
+    }
+
+    /// Remove what directory `dir` holds that `tree` does not name (`--delete`). Nothing is
+    /// followed: a symlink is removed as a link, a directory with what is in it.
+    fn delete_extra(&mut self, dir: &Path, tree: &crate::model::Tree) {
+        let Ok(listing) = std::fs::read_dir(dir) else { return };
+        for entry in listing.flatten() {
+            let name = entry.file_name();
+            if tree.get(name.as_bytes()).is_some() {
+                continue;
+            }
+            let path = entry.path();
+            let removed = match entry.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                _ => std::fs::remove_file(&path),
+            };
+            match removed {
+                Ok(()) => self.out.deleted += 1,
+                Err(e) => self.out.failed.push(format!("{}: --delete could not remove it: {e}", path.display())),
+            }
+        }
+    }
+
+    /// Whether the entry at `path` is to be left as the target has it (`--overwrite`).
+    fn keep_existing(&mut self, path: &Path, node: &Node) -> bool {
+        if self.overwrite == Overwrite::Always || matches!(node.kind, NodeKind::Dir { .. }) {
+            return false;
+        }
+        let Ok(md) = std::fs::symlink_metadata(path) else { return false };
+        let same = match (&node.kind, self.overwrite) {
+            (_, Overwrite::Never) => true,
+            (NodeKind::File { size, .. }, _) => {
+                use std::os::unix::fs::MetadataExt;
+                md.is_file()
+                    && md.len() == *size
+                    && md.mtime() * 1_000_000_000 + md.mtime_nsec() == node.meta.mtime_ns
+                    && (node.meta.nlink <= 1 || md.nlink() > 1)
+            }
+            (NodeKind::Symlink { target }, _) => {
+                md.file_type().is_symlink()
+                    && std::fs::read_link(path).is_ok_and(|t| t.as_os_str().as_bytes() == target.as_slice())
+            }
+            _ => false,
+        };
+        if same && self.overwrite == Overwrite::IfChanged {
+            self.apply(path, &node.meta, md.file_type().is_symlink());
+        }
+        if same {
+            self.out.unchanged += 1;
+        }
+        same
     }
 
     /// Create the entry at `path` if the selection wants it; for a directory to walk next,
@@ -279,6 +378,9 @@ impl TreeWalker {
     /// Create one entry; true for a directory, whose tree is to be walked next.
     fn entry(&mut self, path: &Path, node: &Node) -> Result<bool> {
         check_name(&node.name, path)?;
+        if self.keep_existing(path, node) {
+            return Ok(false);
+        }
         let io = |what: &str, e: std::io::Error| Error::from_io(format!("cannot {what} {}", path.display()), e);
         match &node.kind {
             NodeKind::Dir { .. } => {
