@@ -355,7 +355,11 @@ async fn fix_object(
     let on_target: Vec<&Piece> = mine.iter().filter(|p| targets.contains(&p.backend)).collect();
     let free: Vec<usize> = targets.iter().filter(|t| !mine.iter().any(|p| p.backend == **t)).copied().collect();
     let want = scheme.pieces().min(targets.len());
-    let mut lacking = store.pick(scheme.pieces(), &free, want.saturating_sub(on_target.len()));
+    // Repair counts every piece wherever it is: one outside the window (placed before a
+    // backend was added, or by an older placement) still protects the object, and writing
+    // another would only add a copy. Rebalance counts those in the window, and moves the rest.
+    let counted = if options.rebalance { on_target.len() } else { distinct_backends(&mine) };
+    let mut lacking = store.pick(scheme.pieces(), &free, want.saturating_sub(counted));
     if sharded {
         // A target holding a shard another target also holds gets a missing one instead.
         lacking.extend(duplicate_holders(&id, &on_target, &verified));
@@ -401,8 +405,13 @@ async fn fix_object(
         return Ok(out);
     }
     let new_pieces = if sharded {
-        // A shard moved for balance counts as missing, so its index is what is written.
-        let kept: Vec<usize> = targets.iter().copied().filter(|t| !surplus.iter().any(|p| p.backend == *t)).collect();
+        // Shards that stay count as present: those on the window but for one moved for
+        // balance (whose index is then what is written), and in a repair those outside too.
+        let mut kept: Vec<usize> =
+            targets.iter().copied().filter(|t| !surplus.iter().any(|p| p.backend == *t)).collect();
+        if !options.rebalance {
+            kept.extend(mine.iter().map(|p| p.backend).filter(|b| !targets.contains(b)));
+        }
         write_shards(store, kind, &id, scheme, &mine, &kept, &lacking, &mut verified).await?
     } else {
         write_copies(store, kind, &id, &mine, &lacking, &mut verified).await?
@@ -442,6 +451,11 @@ async fn fix_object(
         ));
     }
     Ok(out)
+}
+
+/// How many backends hold `pieces`.
+fn distinct_backends(pieces: &[Piece]) -> usize {
+    pieces.iter().map(|p| p.backend).collect::<HashSet<_>>().len()
 }
 
 /// Backends among `on_target` whose verified shard repeats an index an earlier one holds.
