@@ -193,3 +193,19 @@ fn a_full_backend_is_skipped_not_failed() {
     let check = env.json(&["check"]);
     assert_eq!(check["findings"].as_array().unwrap().len(), 0, "two backends still hold two copies: {check}");
 }
+
+/// Before: repair counted only pieces inside each object's placement window, so after a
+/// backend was added (or placement changed with an upgrade) it wrote a further copy of every
+/// object with one outside, and the pool grew by up to a copy of everything.
+#[test]
+fn regression_repair_after_adding_a_backend_writes_no_extra_copies() {
+    let env = pool(4, "copies=2");
+    let src = tree(&env, 300, 1);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let root = env.path("backend-4");
+    env.ok(&["backend", "add", "b4", "fs", &format!("root={}", root.display())]);
+    let repaired = env.json(&["repair"]);
+    assert_eq!(repaired["pieces_written"], 0, "every object has its two copies: {repaired}");
+    let plan = env.json(&["rebalance", "--dry-run"]);
+    assert!(plan["pieces_written"].as_u64().unwrap() > 0, "rebalance still has pieces to move");
+}
