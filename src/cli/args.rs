@@ -15,6 +15,9 @@ pub struct Cli {
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
     pub json: bool,
+    /// Draw no progress (results, warnings and errors are still printed)
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
     /// Take no lock for restore and check (for read-only credentials; a concurrent prune may make them fail)
     #[arg(long, global = true)]
     pub no_lock: bool,

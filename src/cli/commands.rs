@@ -82,7 +82,7 @@ fn new_passphrase(file: &Option<PathBuf>) -> secret::Source {
 }
 
 async fn open(cli: &Cli, config: Config) -> Result<Repository> {
-    let bar = progress::Bar::new(cli.json);
+    let bar = progress::Bar::new(cli.json || cli.quiet);
     let repo = Repository::open(config, &passphrase(cli), &bar).await?;
     for (name, why) in repo.unavailable() {
         output::warning(&format!(
@@ -320,7 +320,7 @@ async fn backup(cli: &Cli, config: Config, paths: &[PathBuf], record: &Record, s
         dry_run: record.dry_run,
     };
     interrupt_on_ctrl_c(&repo);
-    let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json));
+    let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json || cli.quiet));
     let done = if record.stdin {
         if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
             anyhow::bail!(
@@ -420,7 +420,7 @@ async fn restore(
     let repo = open(cli, config).await?;
     let (id, snap) = repo.find_snapshot_matching(snapshot, filter)?;
     interrupt_on_ctrl_c(&repo);
-    let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json));
+    let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json || cli.quiet));
     let done = repo.restore(&snap, options, bar).await.with_context(|| format!("restore of {}", id.short()))?;
     output::restore(&id, &done, started.elapsed(), cli.json);
     Ok(if done.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -429,7 +429,7 @@ async fn restore(
 async fn check(cli: &Cli, config: Config, read_data: Option<f64>) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let repo = open(cli, config).await?;
-    let bar = progress::Bar::new(cli.json);
+    let bar = progress::Bar::new(cli.json || cli.quiet);
     let report = repo.check(cuckoo::CheckOptions { read_data }, &bar).await?;
     output::check(&report, started.elapsed(), cli.json);
     Ok(if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -439,7 +439,7 @@ async fn prune(cli: &Cli, config: Config, options: cuckoo::PruneOptions) -> Resu
     let started = std::time::Instant::now();
     let repo = open(cli, config).await?;
     interrupt_on_ctrl_c(&repo);
-    let bar = progress::Bar::new(cli.json);
+    let bar = progress::Bar::new(cli.json || cli.quiet);
     let report = repo.prune(options, &bar).await?;
     output::prune(&report, started.elapsed(), cli.json);
     Ok(ExitCode::SUCCESS)
@@ -773,7 +773,7 @@ async fn backend_add(cli: &Cli, mut config: Config, backend: BackendConfig) -> R
 async fn repair(cli: &Cli, config: Config, options: cuckoo::RepairOptions) -> Result<ExitCode> {
     let repo = open(cli, config).await?;
     interrupt_on_ctrl_c(&repo);
-    let bar = progress::Bar::new(cli.json);
+    let bar = progress::Bar::new(cli.json || cli.quiet);
     let report = repo.repair(options, &bar).await?;
     output::repair(&report, options, cli.json);
     Ok(if report.unrecoverable.is_empty() && report.incomplete == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -800,7 +800,7 @@ fn backend_set(
 /// Drain first (the config says so, so an interrupted removal resumes with `rebalance` or
 /// by running this again), then forget the backend once it holds nothing.
 async fn backend_remove(cli: &Cli, mut config: Config, name: &str) -> Result<ExitCode> {
-    let bar = progress::Bar::new(cli.json);
+    let bar = progress::Bar::new(cli.json || cli.quiet);
     let options = cuckoo::RepairOptions { rebalance: true, read_data: false, dry_run: false };
     match cuckoo::membership::remove(&mut config, name, &passphrase(cli), &bar, ctrl_c_flag()).await? {
         cuckoo::membership::Removed::StillDraining { remaining, report } => {
