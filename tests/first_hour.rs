@@ -772,3 +772,24 @@ fn restore_into_a_restored_tree_writes_only_what_changed_and_delete_makes_it_the
     let bad = env.run(&["restore", "latest", "--target", o, "--delete", "--include", "*.c"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot be combined"));
 }
+
+/// Found on the last read of the change: `restore --delete` into a directory that held the
+/// pool's own files (a local backend, the catalogue, the config) would have removed them.
+#[test]
+fn regression_restore_delete_never_removes_the_pools_own_files() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"f").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let root = env.path("");
+    let done = env.json(&["restore", "latest", "--target", root.to_str().unwrap(), "--delete"]);
+    let warnings = done["warnings"].as_array().unwrap();
+    assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("holds the pool's own data")), "{done}");
+    for i in 0..3 {
+        assert!(env.path(&format!("backend-{i}")).is_dir(), "backend-{i} survived");
+    }
+    assert!(env.config.exists(), "the config survived");
+    assert!(env.ok(&["check", "--read-data"]).contains("no problems"));
+    assert_eq!(std::fs::read(src.join("f")).unwrap(), b"f");
+}

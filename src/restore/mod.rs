@@ -159,9 +159,14 @@ async fn run(
             "--delete removes what the snapshot lacks: it cannot be combined with --include or --exclude",
         ));
     }
+    // `--delete` never removes the pool's own files, whatever the target holds.
+    let mut protect = vec![repo.catalogue_path().to_path_buf(), repo.config().path.clone()];
+    protect.extend(repo.config().backends.iter().filter_map(|b| b.local_root()));
+    let protect = protect.iter().map(|p| crate::backup::layout::normalise(p)).collect::<Result<Vec<_>>>()?;
     let mut walker = TreeWalker {
         overwrite: options.overwrite,
         delete: options.delete,
+        protect,
         chooser,
         verify: options.verify.then(Vec::new),
         target: target.clone(),
@@ -221,6 +226,9 @@ async fn run(
 struct TreeWalker {
     overwrite: Overwrite,
     delete: bool,
+    /// Paths `--delete` leaves, with what leads to them: the catalogue, the config file and
+    /// local backends.
+    protect: Vec<PathBuf>,
     chooser: Chooser,
     /// With `--verify`: every file whose content this restore writes.
     verify: Option<Vec<verify::Written>>,
@@ -285,6 +293,13 @@ impl TreeWalker {
                 continue;
             }
             let path = entry.path();
+            let absolute = crate::backup::layout::normalise(&path).unwrap_or_else(|_| path.clone());
+            if self.protect.iter().any(|p| p.starts_with(&absolute)) {
+                self.out
+                    .warnings
+                    .push(format!("{}: kept despite --delete: it holds the pool's own data", path.display()));
+                continue;
+            }
             let removed = match entry.file_type() {
                 Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
                 _ => std::fs::remove_file(&path),
