@@ -5,7 +5,7 @@
 //!
 //! Run: `cargo bench --bench placement_table`
 
-use cuckoo::internals::ring::measure::{place, rebalance, sample};
+use cuckoo::internals::ring::measure::{movement, place, sample};
 use cuckoo::internals::ring::{Ring, inclusion};
 
 const SCHEMES: [(&str, usize); 5] =
@@ -42,15 +42,8 @@ fn exact_deviation(ring: &Ring, pieces: usize) -> f64 {
 /// Bytes a rebalance writes from `before` to `after`, over the ideal (what shrinking
 /// backends lose), and the worst deviation from the shares afterwards.
 fn rebalanced(before: &[(String, f64)], after: &[(String, f64)], pieces: usize) -> String {
-    let objects = sample(20_000, 7);
-    let (from, to) = (build(before), build(after));
-    let renumber = |i: usize| after.iter().position(|(n, _)| *n == before[i].0);
-    let placed = place(&from, pieces, &objects, true);
-    let (result, written) = rebalance(&placed, renumber, &to, pieces, &objects);
-    let total: u64 = placed.bytes.iter().sum();
-    let (old, new) = (from.shares(pieces), to.shares(pieces));
-    let ideal: f64 = (0..before.len()).map(|i| (old[i] - renumber(i).map_or(0.0, |j| new[j])).max(0.0)).sum();
-    format!("{:.2} × ({:.1} %)", written as f64 / total as f64 / ideal, 100.0 * result.deviation(&new))
+    let m = movement(before, after, pieces, &sample(20_000, 7));
+    format!("{:.2} × ({:.1} %)", m.moved / m.ideal, 100.0 * m.deviation)
 }
 
 fn main() {

@@ -280,7 +280,8 @@ struct Outcome {
 }
 
 impl Outcome {
-    /// Count a balancing pass's moves (the object itself was counted by the first pass).
+    /// Count what was moved, written and deleted (alone: a balancing pass's moves, whose
+    /// objects the first pass counted).
     fn add_moves_to(self, r: &mut RepairReport) {
         if self.moved {
             r.moved += 1;
@@ -298,14 +299,8 @@ impl Outcome {
         if !self.written.is_empty() && !self.moved {
             r.repaired += 1;
         }
-        if self.moved {
-            r.moved += 1;
-        }
-        r.pieces_written += self.written.len() as u64;
-        r.bytes_written += self.written.iter().sum::<u64>();
-        r.pieces_deleted += self.deleted.len() as u64;
-        r.bytes_deleted += self.deleted.iter().sum::<u64>();
         r.corrupt_pieces += self.corrupt;
+        self.add_moves_to(r);
     }
 }
 

@@ -130,6 +130,11 @@ impl Walker {
         };
         let mut root = self.new_dir();
         self.add_selected(&mut root, selection, parent.as_ref())?;
+        self.finish(root)
+    }
+
+    /// Build the root and everything still waiting, and hand over what the walk found.
+    fn finish(&mut self, root: DirBuild) -> Result<Walked> {
         let slot = root.slot;
         self.queue_dir(root)?;
         self.pack.flush(&mut |c| self.out.chunk(c));
@@ -153,13 +158,7 @@ impl Walker {
             meta,
             content: Content::Ready(NodeKind::File { size, content }),
         });
-        let slot = root.slot;
-        self.queue_dir(root)?;
-        self.pack.flush(&mut |c| self.out.chunk(c));
-        self.build_ready()?;
-        let (id, group) = self.built.remove(&slot).expect("root built after flush");
-        let pack = self.emit_pack(group)?;
-        Ok((TreeRef { id, pack }, std::mem::take(&mut self.summary), std::mem::take(&mut self.warnings)))
+        self.finish(root)
     }
 
     /// Add the names of `selection` to `dir`, whose parent snapshot's tree is `before`.

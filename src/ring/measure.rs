@@ -121,3 +121,33 @@ fn window(ring: &Ring, id: &ObjectId, pieces: usize) -> Vec<usize> {
     order.truncate(pieces + 1);
     order
 }
+
+/// What a rebalance does after a change of backends.
+#[derive(Debug, Clone, Copy)]
+pub struct Movement {
+    /// Bytes written, as a share of all stored bytes.
+    pub moved: f64,
+    /// The share the change requires to move: what the shrinking backends lose.
+    pub ideal: f64,
+    /// The worst relative deviation from the new shares afterwards.
+    pub deviation: f64,
+}
+
+/// Write `objects` into a pool of `before` backends (names and weights), change it to
+/// `after` (a backend added, removed or reweighted, matched by name) and rebalance.
+pub fn movement(
+    before: &[(String, f64)],
+    after: &[(String, f64)],
+    pieces: usize,
+    objects: &[(ObjectId, u64)],
+) -> Movement {
+    let build = |m: &[(String, f64)]| Ring::new(m.iter().map(|(n, w)| (n.as_str(), *w))).expect("valid weights");
+    let (from, to) = (build(before), build(after));
+    let renumber = |i: usize| after.iter().position(|(n, _)| *n == before[i].0);
+    let placed = place(&from, pieces, objects, true);
+    let (result, written) = rebalance(&placed, renumber, &to, pieces, objects);
+    let total: u64 = placed.bytes.iter().sum();
+    let (old, new) = (from.shares(pieces), to.shares(pieces));
+    let ideal = (0..before.len()).map(|i| (old[i] - renumber(i).map_or(0.0, |j| new[j])).max(0.0)).sum();
+    Movement { moved: written as f64 / total.max(1) as f64, ideal, deviation: result.deviation(&new) }
+}
