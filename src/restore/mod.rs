@@ -211,8 +211,10 @@ async fn run(
     if let Some(list) = to_verify {
         // Files that failed are reported already; the rest must read back as recorded.
         let failed: Vec<&str> = out.failed.iter().map(String::as_str).collect();
-        let list =
-            list.into_iter().filter(|w| !failed.iter().any(|f| f.starts_with(&*w.path.to_string_lossy()))).collect();
+        let list = list
+            .into_iter()
+            .filter(|w| !failed.iter().any(|f| f.starts_with(&format!("{}: ", w.path.display()))))
+            .collect();
         progress.begin("verify", None, None);
         let (verified, differ) = verify::verify_all(repo, list).await;
         progress.end();
