@@ -171,6 +171,16 @@ type Group = (String, Vec<String>, Vec<String>);
 /// Maps seconds since the epoch to an hour, day, week, month or year number.
 type Bucket = fn(i64) -> i64;
 
+/// The calendar buckets of `--keep-hourly`… and `--keep-within-hourly`…, in that order.
+const BUCKETS: [(&str, Bucket); 5] = [
+    ("hourly", |t| t.div_euclid(3_600)),
+    ("daily", |t| t.div_euclid(86_400)),
+    // ISO weeks start on Monday; 1970-01-01 was a Thursday.
+    ("weekly", |t| (t.div_euclid(86_400) + 3).div_euclid(7)),
+    ("monthly", |t| month_index(t.div_euclid(86_400))),
+    ("yearly", |t| month_index(t.div_euclid(86_400)).div_euclid(12)),
+];
+
 /// Apply `policy` to `snapshots`; one decision per snapshot, newest first within groups.
 pub fn apply(snapshots: &[(ObjectId, Snapshot)], policy: &Policy) -> Vec<Decision> {
     let mut groups: BTreeMap<Group, Vec<&(ObjectId, Snapshot)>> = BTreeMap::new();
@@ -195,13 +205,8 @@ pub fn apply(snapshots: &[(ObjectId, Snapshot)], policy: &Policy) -> Vec<Decisio
                 d.reasons.push("last".into());
             }
         }
-        let rules: [(Option<u32>, &str, Bucket); 5] = [
-            (policy.hourly, "hourly", |t| t.div_euclid(3_600)),
-            (policy.daily, "daily", |t| t.div_euclid(86_400)),
-            (policy.weekly, "weekly", |t| (t.div_euclid(86_400) + 3).div_euclid(7)),
-            (policy.monthly, "monthly", |t| month_index(t.div_euclid(86_400))),
-            (policy.yearly, "yearly", |t| month_index(t.div_euclid(86_400)).div_euclid(12)),
-        ];
+        let counts = [policy.hourly, policy.daily, policy.weekly, policy.monthly, policy.yearly];
+        let rules = counts.into_iter().zip(BUCKETS).map(|(n, (name, bucket))| (n, name, bucket));
         for (n, name, bucket) in rules {
             let Some(n) = n else { continue };
             let mut seen = HashSet::new();
@@ -223,20 +228,21 @@ pub fn apply(snapshots: &[(ObjectId, Snapshot)], policy: &Policy) -> Vec<Decisio
                 }
             }
         }
-        let windows: [(Option<Span>, &str, Bucket); 5] = [
-            (policy.within_hourly, "within hourly", |t| t.div_euclid(3_600)),
-            (policy.within_daily, "within daily", |t| t.div_euclid(86_400)),
-            (policy.within_weekly, "within weekly", |t| (t.div_euclid(86_400) + 3).div_euclid(7)),
-            (policy.within_monthly, "within monthly", |t| month_index(t.div_euclid(86_400))),
-            (policy.within_yearly, "within yearly", |t| month_index(t.div_euclid(86_400)).div_euclid(12)),
+        let spans = [
+            policy.within_hourly,
+            policy.within_daily,
+            policy.within_weekly,
+            policy.within_monthly,
+            policy.within_yearly,
         ];
+        let windows = spans.into_iter().zip(BUCKETS).map(|(span, (name, bucket))| (span, name, bucket));
         for (span, name, bucket) in windows {
             let Some(span) = span else { continue };
             let since = span.before(newest);
             let mut seen = HashSet::new();
             for (i, (_, s)) in group.iter().enumerate().take_while(|(_, s)| s.1.time_ns > since) {
                 if seen.insert(bucket(s.time_ns.div_euclid(1_000_000_000))) {
-                    decisions[i].reasons.push(name.into());
+                    decisions[i].reasons.push(format!("within {name}"));
                 }
             }
         }
