@@ -49,6 +49,8 @@ pub mod repair;
 pub mod repository;
 #[path = "restore/mod.rs"]
 pub mod restore;
+#[path = "rewrite.rs"]
+pub mod rewrite;
 #[path = "ring/mod.rs"]
 pub mod ring;
 #[path = "store/mod.rs"]

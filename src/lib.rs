@@ -49,7 +49,7 @@ pub mod probe;
 
 pub(crate) use internals::{
     backup, catalogue, check, chunker, codec, crypto, diff, dump, error, exec, find, id, limit, lock, machine, meta,
-    pipeline, progress, prune, redundancy, repack, repair, repository, restore, ring, store, tag,
+    pipeline, progress, prune, redundancy, repack, repair, repository, restore, rewrite, ring, store, tag,
 };
 
 pub use backup::{BackupOptions, BackupOutcome, BackupWarning, ExcludeCount, Excludes, normalise_path};
@@ -73,7 +73,8 @@ pub use redundancy::Scheme;
 pub use repack::RepackReport;
 pub use repair::{RepairOptions, RepairReport};
 pub use repository::{InitOptions, InitOutcome, KeyInfo, Repository, Stats, init, placement_note};
-pub use restore::{Overwrite, RestoreOptions, RestoreOutcome, Select as RestoreSelect};
+pub use restore::{Overwrite, RestoreOptions, RestoreOutcome, Select};
+pub use rewrite::{Dropped, Outcome as RewriteOutcome, REWRITE_TAG, RewriteOptions, Rewritten};
 pub use tag::TagChange;
 
 /// The crate's inner modules: its own tests, benchmarks and fuzz targets reach them here.

@@ -15,18 +15,14 @@
 //! or run outside prune's exclusive lock.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-
-use tokio::sync::mpsc;
 
 use crate::codec::ObjectKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::model::{ChunkRef, Node, NodeKind, Snapshot, TreeRef};
 use crate::pipeline::pack::Pack;
+use crate::pipeline::rebuild::{BoxFuture, Packs, Uploads, travelling};
 use crate::pipeline::trees::{DirTree, Group};
-use crate::pipeline::upload::{Job, Uploader};
 use crate::progress::Progress;
 use crate::repository::Repository;
 
@@ -162,42 +158,6 @@ fn named(keys: &crate::crypto::Keys, chunk: &[u8], out: &mut Vec<(ObjectId, Vec<
     id
 }
 
-/// New objects on their way to the pool (objects the pool has are skipped).
-struct Uploads {
-    jobs: mpsc::Sender<Job>,
-    uploader: Uploader,
-    reader: crate::catalogue::Reader,
-    queued: HashSet<ObjectId>,
-}
-
-impl Uploads {
-    fn start(repo: &Repository) -> Result<Uploads> {
-        let (uploader, jobs) = Uploader::start(
-            repo.store().clone(),
-            repo.catalogue_arc(),
-            repo.config().compression,
-            repo.upload_concurrency(),
-            Arc::new(AtomicBool::new(false)),
-        );
-        Ok(Uploads { jobs, uploader, reader: repo.catalogue().reader()?, queued: HashSet::new() })
-    }
-
-    async fn send_all(&mut self, kind: ObjectKind, objects: &mut Vec<(ObjectId, Vec<u8>)>) {
-        for (id, body) in objects.drain(..) {
-            if self.reader.has_object(&id).unwrap_or(false) || !self.queued.insert(id) {
-                continue;
-            }
-            // A closed channel means an upload failed: `finish` reports it.
-            let _ = self.jobs.send(Job { kind, id, body: Arc::new(body) }).await;
-        }
-    }
-
-    async fn finish(self) -> Result<()> {
-        drop(self.jobs);
-        self.uploader.finish().await.map(|_| ())
-    }
-}
-
 type Built = (ObjectId, Group);
 
 /// Rewrites trees that name moved chunks or lie in moved packs. Snapshots share most of
@@ -212,12 +172,12 @@ struct Rewriter<'a> {
     /// A rebuilt tree's new id and the bodies travelling up with it.
     built: HashMap<(ObjectId, ObjectId), Built>,
     /// Packs of the snapshot being rewritten, to store before it.
-    packs: Vec<(ObjectId, Vec<u8>)>,
+    packs: Packs,
 }
 
 impl<'a> Rewriter<'a> {
     fn new(repo: &'a Repository, moved: &'a HashSet<ObjectId>, relocated: &'a Relocated) -> Rewriter<'a> {
-        Rewriter { repo, moved, relocated, needs: HashMap::new(), built: HashMap::new(), packs: Vec::new() }
+        Rewriter { repo, moved, relocated, needs: HashMap::new(), built: HashMap::new(), packs: Packs::default() }
     }
 
     /// The snapshot with its trees rewritten, or `None` if it names no moved chunk. Its new
@@ -228,19 +188,9 @@ impl<'a> Rewriter<'a> {
             return Ok(None);
         }
         let (tree, group) = self.build(root).await?;
-        let tree_pack = self.stash(group);
-        let mut uploads = Uploads::start(self.repo)?;
-        uploads.send_all(ObjectKind::Tree, &mut self.packs).await;
-        uploads.finish().await?;
+        let tree_pack = self.packs.stash(self.repo, group);
+        self.packs.store(self.repo).await?;
         Ok(Some(Snapshot { tree, tree_pack, ..snapshot.clone() }))
-    }
-
-    /// Keep a group as a pack to store; its id.
-    fn stash(&mut self, group: Group) -> ObjectId {
-        let body = group.into_pack_body();
-        let id = self.repo.store().keys().id_of(&body);
-        self.packs.push((id, body));
-        id
     }
 
     fn needs(&mut self, tref: TreeRef) -> BoxFuture<'_, Result<bool>> {
@@ -287,9 +237,9 @@ impl<'a> Rewriter<'a> {
                             out.push(node);
                             continue;
                         } else {
-                            (id, self.travelling(child).await?)
+                            (id, travelling(self.repo, child).await?)
                         };
-                        out.push_subtree(node.name, node.meta, id, group, &mut |g| Ok(self.stash(g)))?;
+                        out.push_subtree(node.name, node.meta, id, group, &mut |g| Ok(self.packs.stash(self.repo, g)))?;
                     }
                     _ => out.push(node),
                 }
@@ -297,28 +247,6 @@ impl<'a> Rewriter<'a> {
             let built = out.finish(self.repo.store().keys());
             self.built.insert((tref.id, tref.pack), built.clone());
             Ok(built)
-        })
-    }
-
-    /// An unchanged tree and the subtrees stored in the same pack as it, as they are.
-    fn travelling(&self, tref: TreeRef) -> BoxFuture<'_, Result<Group>> {
-        Box::pin(async move {
-            let tree = self.repo.tree(&tref).await?;
-            let mut group = Group::default();
-            for node in &tree.entries {
-                if let NodeKind::Dir { pack: None, .. } = node.kind {
-                    let sub = self.travelling(node.subtree(&tref.pack).expect("a directory")).await?;
-                    group.size += sub.size;
-                    group.trees.extend(sub.trees);
-                }
-            }
-            let body = crate::model::to_body(&tree);
-            if self.repo.store().keys().id_of(&body) != tref.id {
-                return Err(Error::corrupt(format!("tree {} does not re-encode to its id", tref.id.to_hex())));
-            }
-            group.size += body.len();
-            group.trees.push((tref.id, body));
-            Ok(group)
         })
     }
 
@@ -337,8 +265,6 @@ impl<'a> Rewriter<'a> {
         Ok(out)
     }
 }
-
-type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 #[cfg(test)]
 mod tests {

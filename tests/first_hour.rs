@@ -793,3 +793,69 @@ fn regression_restore_delete_never_removes_the_pools_own_files() {
     assert!(env.ok(&["check", "--read-data"]).contains("no problems"));
     assert_eq!(std::fs::read(src.join("f")).unwrap(), b"f");
 }
+
+#[test]
+fn rewrite_drops_a_file_from_snapshots_and_keeps_everything_else() {
+    let env = Env::new();
+    let src = env.mixed_tree(120, 0);
+    let secret = src.join("d3/e10/secret.env");
+    std::fs::write(&secret, b"TOKEN=hunter2").unwrap();
+    std::fs::write(src.join("d1/app.conf"), b"conf").unwrap();
+    let s = src.to_str().unwrap();
+    env.ok(&["backup", s, "--tag", "daily"]);
+    let original = env.json(&["snapshots"])[0]["short_id"].as_str().unwrap().to_string();
+
+    // A dry run names what would go and changes nothing.
+    let out = env.ok(&["rewrite", "latest", "-e", "*.env", "--dry-run"]);
+    assert!(out.contains("would drop 1 file") && out.contains("src/d3/e10/secret.env"), "{out}");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    let out = env.ok(&["rewrite", "latest", "-e", "*.nothing"]);
+    assert!(out.contains("nothing matches") && out.contains("0 snapshots of 1 rewritten"), "{out}");
+
+    let out = env.ok(&["rewrite", "latest", "-e", "*.env"]);
+    assert!(out.contains("dropped 1 file") && out.contains("1 snapshot of 1 rewritten"), "{out}");
+    let list = env.json(&["snapshots"]);
+    assert_eq!(list.as_array().unwrap().len(), 2, "the original stays without --forget");
+    let new = list.as_array().unwrap().iter().find(|s| s["short_id"] != original.as_str()).unwrap();
+    let new_id = new["short_id"].as_str().unwrap().to_string();
+    assert_eq!(new["tags"], serde_json::json!(["daily", "rewrite"]));
+    assert_eq!(new["time"], list[0]["time"], "the time is kept");
+    let old = list.as_array().unwrap().iter().find(|s| s["short_id"] == original.as_str()).unwrap();
+    assert_eq!(new["summary"]["files"].as_u64().unwrap() + 1, old["summary"]["files"].as_u64().unwrap());
+
+    // The new snapshot is the source without the secret, byte for byte and to the ns.
+    let dir_mtime = std::fs::metadata(secret.parent().unwrap()).unwrap().modified().unwrap();
+    std::fs::remove_file(&secret).unwrap();
+    let dir = std::fs::File::open(secret.parent().unwrap()).unwrap();
+    dir.set_times(std::fs::FileTimes::new().set_modified(dir_mtime)).unwrap();
+    env.restore_matches(&new_id, &src, "out-new");
+    let found = env.json(&["find", "secret.env"]);
+    let holders: Vec<&str> = found.as_array().unwrap().iter().map(|f| &f["snapshot"].as_str().unwrap()[..8]).collect();
+    assert_eq!(holders, [original.as_str()], "only the original still holds it");
+
+    // --forget replaces the original; prune then deletes the secret's data; all checks.
+    env.ok(&["rewrite", &original, "-e", "*.env", "--forget"]);
+    let list = env.json(&["snapshots"]);
+    assert!(list.as_array().unwrap().iter().all(|s| s["short_id"] != original.as_str()));
+    assert!(env.json(&["find", "secret.env"]).as_array().unwrap().is_empty());
+    env.ok(&["forget", &new_id]);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    // Repacking every shared chunk leaves no stored byte of the secret.
+    let pruned = env.json(&["prune", "--max-unused", "0%"]);
+    assert!(pruned["repack"]["freed_bytes"].as_u64().unwrap() >= 13, "{pruned}");
+    assert!(env.ok(&["check", "--read-data"]).contains("no problems"));
+    env.restore_matches("latest", &src, "out-after-prune");
+
+    // --include keeps only what restore with it would write.
+    env.ok(&["rewrite", "latest", "-i", "*.conf", "--forget"]);
+    let out = env.path("out-conf");
+    env.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    let files: Vec<_> = common::walk_files(&out).iter().map(|p| p.strip_prefix(&out).unwrap().to_owned()).collect();
+    assert_eq!(files, [std::path::PathBuf::from("src/d1/app.conf")]);
+
+    // What would leave nothing is kept, and the exit code says not everything was done.
+    let emptied = env.run(&["rewrite", "latest", "-e", s]);
+    assert_eq!(emptied.status.code(), Some(3), "{}", String::from_utf8_lossy(&emptied.stderr));
+    assert!(String::from_utf8_lossy(&emptied.stderr).contains("nothing would be left"));
+    assert!(env.ok(&["check"]).contains("no problems"));
+}

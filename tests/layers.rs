@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "diff",
             "dump",
             "tag",
+            "rewrite",
             "membership",
         ],
     ),

@@ -177,7 +177,7 @@ pub enum Command {
         #[arg(long)]
         delete: bool,
         #[command(flatten)]
-        select: RestorePatterns,
+        select: EntryPatterns,
         #[command(flatten)]
         which: Which,
     },
@@ -313,6 +313,26 @@ pub enum Command {
         /// Replace all tags by these (repeatable, or comma-separated; `--set ''` clears them)
         #[arg(long, value_delimiter = ',', num_args = 0..)]
         set: Option<Vec<String>>,
+        #[command(flatten)]
+        which: Which,
+        /// Only snapshots of this path (repeatable)
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Write new snapshots without entries matching --exclude (or with only those matching
+    /// --include); all the filters pass, if no id is given. The new ones keep time, host,
+    /// paths and tags, and gain the tag `rewrite` unless --forget removes the originals
+    Rewrite {
+        /// Snapshots (ids or prefixes, or `latest`)
+        snapshots: Vec<String>,
+        #[command(flatten)]
+        select: EntryPatterns,
+        /// Forget each original once its new snapshot is written (data goes by a later prune)
+        #[arg(long)]
+        forget: bool,
+        /// Only show what would be dropped
+        #[arg(long, short = 'n')]
+        dry_run: bool,
         #[command(flatten)]
         which: Which,
         /// Only snapshots of this path (repeatable)
@@ -500,11 +520,11 @@ pub struct Record {
     pub time: Option<i64>,
 }
 
-/// Which entries a restore writes (restic's flags); patterns are matched against the paths
-/// the entries were backed up from, in backup's syntax.
+/// Which entries a restore writes or a rewrite keeps (restic's flags); patterns are matched
+/// against the paths the entries were backed up from, in backup's syntax.
 #[derive(clap::Args, Debug, Default)]
-pub struct RestorePatterns {
-    /// Restore only entries matching PATTERN, and what is below a matching directory
+pub struct EntryPatterns {
+    /// Only entries matching PATTERN, and what is below a matching directory
     /// (repeatable; e.g. `*.conf`, `/home/u/src`)
     #[arg(long, short = 'i', value_name = "PATTERN")]
     pub include: Vec<String>,
@@ -517,7 +537,7 @@ pub struct RestorePatterns {
     /// Like --include-file, ignoring case
     #[arg(long, value_name = "FILE")]
     pub iinclude_file: Vec<PathBuf>,
-    /// Do not restore entries matching PATTERN, nor what is below them (repeatable)
+    /// Leave out entries matching PATTERN, and what is below them (repeatable)
     #[arg(long, short = 'e', value_name = "PATTERN")]
     pub exclude: Vec<String>,
     /// Like --exclude, ignoring case
@@ -531,10 +551,10 @@ pub struct RestorePatterns {
     pub iexclude_file: Vec<PathBuf>,
 }
 
-impl RestorePatterns {
+impl EntryPatterns {
     /// As the library takes it.
-    pub fn to_select(&self) -> cuckoo::RestoreSelect {
-        cuckoo::RestoreSelect {
+    pub fn to_select(&self) -> cuckoo::Select {
+        cuckoo::Select {
             include: self.include.clone(),
             iinclude: self.iinclude.clone(),
             include_files: self.include_file.clone(),

@@ -238,6 +238,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let change = cuckoo::TagChange { add: add.clone(), remove: remove.clone(), set };
             tag(&cli, config, snapshots, &change, &snapshot_filter(which, paths)?).await
         }
+        Command::Rewrite { snapshots, select, forget, dry_run, which, paths } => {
+            let options = cuckoo::RewriteOptions { select: select.to_select(), forget: *forget, dry_run: *dry_run };
+            rewrite(&cli, config, snapshots, &options, &snapshot_filter(which, paths)?).await
+        }
         Command::Dump { spec, archive: _, target, which, paths } => {
             dump(&cli, config, spec, target.as_deref(), &snapshot_filter(which, paths)?).await
         }
@@ -479,11 +483,7 @@ async fn tag(
     filter: &cuckoo::SnapshotFilter,
 ) -> Result<ExitCode> {
     let repo = open(cli, config).await?;
-    let chosen: Vec<_> = if specs.is_empty() {
-        repo.snapshots()?.into_iter().filter(|(_, s)| filter.matches(s)).collect()
-    } else {
-        specs.iter().map(|s| repo.find_snapshot_matching(s, filter)).collect::<cuckoo::Result<_>>()?
-    };
+    let chosen = chosen(&repo, specs, filter)?;
     let changed = repo.tag(&chosen, change).await?;
     let lines: Vec<String> = changed.iter().map(|(old, new)| format!("{} -> {}", old.short(), new.short())).collect();
     output::message(
@@ -498,6 +498,38 @@ async fn tag(
         serde_json::json!({"changed": changed.iter().map(|(o, n)| serde_json::json!({"old": o.to_hex(), "new": n.to_hex()})).collect::<Vec<_>>()}),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The snapshots named by `specs`, or with none, all that pass `filter`.
+fn chosen(
+    repo: &Repository,
+    specs: &[String],
+    filter: &cuckoo::SnapshotFilter,
+) -> cuckoo::Result<Vec<(cuckoo::ObjectId, cuckoo::model::Snapshot)>> {
+    if specs.is_empty() {
+        Ok(repo.snapshots()?.into_iter().filter(|(_, s)| filter.matches(s)).collect())
+    } else {
+        specs.iter().map(|s| repo.find_snapshot_matching(s, filter)).collect()
+    }
+}
+
+async fn rewrite(
+    cli: &Cli,
+    config: Config,
+    specs: &[String],
+    options: &cuckoo::RewriteOptions,
+    filter: &cuckoo::SnapshotFilter,
+) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    let mut chosen = chosen(&repo, specs, filter)?;
+    if specs.is_empty() {
+        // Chosen by filters only: the live drive's head is the drive's to change.
+        chosen.retain(|(_, s)| !s.tags.iter().any(|t| t == cuckoo::fs::DRIVE_HEAD_TAG));
+    }
+    let done = repo.rewrite(&chosen, options).await?;
+    output::rewrite(&done, options.dry_run, cli.json);
+    let left_whole = done.iter().any(|r| r.outcome == cuckoo::RewriteOutcome::WouldBeEmpty);
+    Ok(if left_whole { ExitCode::from(EXIT_PARTIAL) } else { ExitCode::SUCCESS })
 }
 
 async fn dump(

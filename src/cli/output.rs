@@ -433,6 +433,55 @@ pub fn find(found: &[cuckoo::Found], json: bool) {
     say!("{} in {}", count(hits, "entry", "entries"), count(found.len(), "snapshot", "snapshots"));
 }
 
+pub fn rewrite(done: &[cuckoo::Rewritten], dry_run: bool, json: bool) {
+    use cuckoo::RewriteOutcome as O;
+    if json {
+        let v: Vec<_> = done
+            .iter()
+            .map(|r| {
+                let (outcome, new) = match &r.outcome {
+                    O::Unchanged => ("unchanged", None),
+                    O::Written(id) => ("written", Some(id.to_hex())),
+                    O::Planned => ("planned", None),
+                    O::WouldBeEmpty => ("would_be_empty", None),
+                };
+                json!({"old": r.old.to_hex(), "outcome": outcome, "new": new, "dropped": r.dropped})
+            })
+            .collect();
+        say!("{}", serde_json::Value::Array(v));
+        return;
+    }
+    for r in done {
+        let d = &r.dropped;
+        let what = format!(
+            "{}, {}, {} ({})",
+            count(d.files as usize, "file", "files"),
+            count(d.dirs as usize, "directory", "directories"),
+            count(d.others as usize, "other entry", "other entries"),
+            size(d.bytes)
+        );
+        match &r.outcome {
+            O::Unchanged => say!("snapshot {}: nothing matches, left as it is", r.old.short()),
+            O::Written(id) => say!("snapshot {} -> {}: dropped {what}", r.old.short(), id.short()),
+            O::Planned => say!("snapshot {}: would drop {what}", r.old.short()),
+            O::WouldBeEmpty => warning(&format!(
+                "snapshot {}: nothing would be left, so it is kept as it is (`cuckoo forget {}` removes it)",
+                r.old.short(),
+                r.old.short()
+            )),
+        }
+        if dry_run || matches!(r.outcome, O::Written(_)) {
+            for path in &d.paths {
+                say!("  - {path}");
+            }
+        }
+    }
+    let written = done.iter().filter(|r| matches!(r.outcome, O::Written(_))).count();
+    if !dry_run {
+        say!("{} of {} rewritten", count(written, "snapshot", "snapshots"), done.len());
+    }
+}
+
 pub fn diff(changes: &[(String, cuckoo::Change)], json: bool) {
     use cuckoo::Change;
     for (path, change) in changes {

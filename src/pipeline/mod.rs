@@ -7,6 +7,7 @@
 //! walk a source tree or the drive's namespace (its callers do), or choose what to store.
 
 pub(crate) mod pack;
+pub(crate) mod rebuild;
 pub(crate) mod trees;
 pub(crate) mod upload;
 

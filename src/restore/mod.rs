@@ -16,7 +16,7 @@ mod verify;
 pub(crate) use content::stream_content;
 use content::{Batch, Batcher, FileJob};
 pub use select::Select;
-use select::{Choice, Chooser};
+pub(crate) use select::{Choice, Chooser};
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;

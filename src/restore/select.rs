@@ -82,6 +82,11 @@ impl Chooser {
         self.include.is_empty() && self.exclude.is_empty()
     }
 
+    /// True when some entry may be excluded below an included directory.
+    pub(crate) fn excludes_any(&self) -> bool {
+        !self.exclude.is_empty()
+    }
+
     /// Decide for the entry at `tree_path` (below the snapshot's root); `inside` when a
     /// directory above it was included.
     pub(crate) fn choose(&self, tree_path: &str, is_dir: bool, inside: bool) -> Choice {
