@@ -11,6 +11,8 @@ pub mod check;
 pub mod chunker;
 #[path = "codec.rs"]
 pub mod codec;
+#[path = "copy.rs"]
+pub mod copy;
 #[path = "crypto.rs"]
 pub mod crypto;
 #[path = "diff.rs"]

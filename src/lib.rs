@@ -48,8 +48,8 @@ pub mod mount;
 pub mod probe;
 
 pub(crate) use internals::{
-    backup, catalogue, check, chunker, codec, crypto, diff, dump, error, exec, find, id, limit, lock, machine, meta,
-    pipeline, progress, prune, redundancy, repack, repair, repository, restore, rewrite, ring, store, tag,
+    backup, catalogue, check, chunker, codec, copy, crypto, diff, dump, error, exec, find, id, limit, lock, machine,
+    meta, pipeline, progress, prune, redundancy, repack, repair, repository, restore, rewrite, ring, store, tag,
 };
 
 pub use backup::{BackupOptions, BackupOutcome, BackupWarning, ExcludeCount, Excludes, normalise_path};
@@ -58,6 +58,7 @@ pub use check::{BackendReport, CheckOptions, CheckReport, Finding};
 /// The object format version this build writes (docs/format.md).
 pub use codec::FORMAT_VERSION;
 pub use config::Config;
+pub use copy::Copied;
 pub use crypto::{KdfParams, NoPassphrase, Passphrase, PassphraseSource};
 pub use diff::{Change, diff};
 pub use dump::DumpOutcome;

@@ -859,3 +859,63 @@ fn rewrite_drops_a_file_from_snapshots_and_keeps_everything_else() {
     assert!(String::from_utf8_lossy(&emptied.stderr).contains("nothing would be left"));
     assert!(env.ok(&["check"]).contains("no problems"));
 }
+
+#[test]
+fn copy_moves_snapshots_to_a_pool_of_other_backends_and_keys_deduplicated() {
+    let (a, b) = (Env::new(), Env::with_redundancy("erasure=2+1"));
+    let src = a.mixed_tree(90, 1);
+    std::fs::hard_link(src.join("big0.bin"), src.join("big0.link")).unwrap();
+    std::os::unix::fs::symlink("d1/e1", src.join("shortcut")).unwrap();
+    std::fs::write(src.join("empty"), b"").unwrap();
+    let s = src.to_str().unwrap();
+    a.ok(&["backup", s, "--host", "h1", "--tag", "weekly"]);
+    a.ok(&["backup", s, "--host", "h2"]);
+    let from = a.config.to_str().unwrap();
+    let copy = |args: &[&str]| {
+        let mut all = vec!["copy", "--from-config", from];
+        all.extend_from_slice(args);
+        common::run_ok(b.command(&all).env("CUCKOO_FROM_PASSWORD", common::PASSPHRASE))
+    };
+
+    let out = copy(&[]);
+    assert!(out.contains("copied 2 snapshots of 2"), "{out}");
+    let list = b.json(&["snapshots"]);
+    let hosts: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["hostname"].as_str().unwrap()).collect();
+    assert_eq!(hosts, ["h1", "h2"]);
+    assert_eq!(list[0]["tags"], serde_json::json!(["weekly"]));
+    assert_eq!(list[0]["time"], a.json(&["snapshots"])[0]["time"], "the time is kept");
+    b.restore_matches("latest", &src, "out-b");
+    // The second copy found every chunk in the target already.
+    let second = b.json(&["snapshots"])[1]["summary"]["objects_added"].as_u64().unwrap();
+    assert!(second <= 2, "the same files again add at most tree objects: {second}");
+
+    let out = copy(&[]);
+    assert!(out.contains("already in this pool") && out.contains("copied 0 snapshots of 2"), "{out}");
+
+    // A later snapshot copies only what changed; unchanged files are not read again.
+    std::fs::write(src.join("d2/e2/f2.dat"), b"changed").unwrap();
+    a.ok(&["backup", s, "--host", "h1"]);
+    let copied = b
+        .command(&["--json", "copy", "--from-config", from, "latest", "--host", "h1"])
+        .env("CUCKOO_FROM_PASSWORD", common::PASSPHRASE)
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+    let done: serde_json::Value = serde_json::from_slice(&copied.stdout).unwrap();
+    assert_eq!(done[0]["copied"], true, "{done}");
+    let newest = b.json(&["snapshots", "--host", "h1", "--latest", "1"]);
+    assert_eq!(newest[0]["summary"]["files_read"], 1, "only the changed file was read: {newest}");
+    b.restore_matches("latest", &src, "out-b2");
+    assert!(b.ok(&["check", "--read-data"]).contains("no problems"));
+
+    let same = b
+        .command(&["copy", "--from-config", b.config.to_str().unwrap()])
+        .env("CUCKOO_FROM_PASSWORD", common::PASSPHRASE)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&same.stderr).contains("the same pool"),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+}

@@ -30,6 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "dump",
             "tag",
             "rewrite",
+            "copy",
             "membership",
         ],
     ),

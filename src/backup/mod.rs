@@ -16,6 +16,7 @@ mod sparse;
 mod walker;
 
 pub use filter::{ExcludeCount, Excludes};
+pub(crate) use walker::TreeSource;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -136,6 +137,8 @@ enum Source {
     Paths,
     /// One stream, stored as a file of this name at the snapshot's root.
     Stream { name: String, input: Box<dyn Read + Send> },
+    /// A snapshot of another pool (`copy`), read through `source`.
+    Tree { source: Box<dyn TreeSource>, snapshot: Box<Snapshot> },
 }
 
 impl Repository {
@@ -170,7 +173,27 @@ fn source_paths(options: &BackupOptions, source: &Source) -> Result<Vec<PathBuf>
     match source {
         Source::Paths => absolute_paths(&options.paths),
         Source::Stream { name, .. } => Ok(vec![PathBuf::from("/").join(name)]),
+        Source::Tree { snapshot, .. } => Ok(snapshot.paths.iter().map(PathBuf::from).collect()),
     }
+}
+
+/// Store `snapshot` of another pool, read through `source`, as a snapshot of this one with
+/// the same time, host, user, paths and tags (`copy`): files are chunked afresh for this
+/// pool, and those a parent here has unchanged are not read. The caller holds the lock.
+pub(crate) async fn backup_tree(
+    repo: &Repository,
+    source: Box<dyn TreeSource>,
+    snapshot: &Snapshot,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupOutcome> {
+    let options = BackupOptions {
+        tags: snapshot.tags.clone(),
+        hostname: Some(snapshot.hostname.clone()),
+        time_ns: Some(snapshot.time_ns),
+        ..BackupOptions::default()
+    };
+    let source = Source::Tree { source, snapshot: Box::new(snapshot.clone()) };
+    backup_locked(repo, options, source, progress).await
 }
 
 async fn backup_locked(
@@ -230,9 +253,17 @@ async fn run(
     progress.begin("backup", None, None);
     let selection = layout::select(&paths);
     // A stream's length is not known ahead; paths are counted by a scan beside the walk.
-    let scan = match source {
+    let scan = match &source {
         Source::Paths => Some(walker::spawn_scan(layout::wholes(&selection), filter.clone(), progress.clone())),
         Source::Stream { .. } => None,
+        Source::Tree { snapshot, .. } => {
+            progress.totals(snapshot.summary.files, snapshot.summary.bytes);
+            None
+        }
+    };
+    let username = match &source {
+        Source::Tree { snapshot, .. } => snapshot.username.clone(),
+        _ => crate::machine::username(),
     };
 
     let walk_progress = progress.clone();
@@ -249,6 +280,9 @@ async fn run(
         let walked = match source {
             Source::Paths => w.run(&selection, parent_tree)?,
             Source::Stream { name, mut input } => w.run_stream(name.as_bytes(), &mut input, stream_meta(time_ns))?,
+            Source::Tree { mut source, snapshot } => {
+                w.run_tree(source.as_mut(), &Repository::root(&snapshot), parent_tree)?
+            }
         };
         Ok((walked, w.excluded().to_vec()))
     })
@@ -301,7 +335,7 @@ async fn run(
     let snapshot = Snapshot {
         time_ns,
         hostname: options.hostname.clone().unwrap_or_else(crate::machine::hostname),
-        username: crate::machine::username(),
+        username,
         paths: paths.iter().map(|p| p.display().to_string()).collect(),
         tags: options.tags.clone(),
         tree: root.id,

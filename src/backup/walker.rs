@@ -33,6 +33,15 @@ use crate::pipeline::trees::{DirTree, Group};
 use crate::pipeline::upload::Job;
 use crate::progress::Progress;
 
+/// Trees and file content of a snapshot in another pool, for `copy`: the walker reads them
+/// instead of a local directory (on its blocking thread, so the calls block).
+pub(crate) trait TreeSource: Send {
+    /// The tree at `tref`, verified against its id.
+    fn tree(&mut self, tref: &TreeRef) -> Result<Tree>;
+    /// A file's bytes, the slices of `content` in order.
+    fn open<'a>(&'a mut self, content: &[ChunkRef]) -> Box<dyn Read + 'a>;
+}
+
 /// An entry's content while its directory is being built.
 enum Content {
     Ready(NodeKind),
@@ -159,6 +168,135 @@ impl Walker {
             content: Content::Ready(NodeKind::File { size, content }),
         });
         self.finish(root)
+    }
+
+    /// A snapshot of another pool's tree at `root` (`copy`): every entry as it is there,
+    /// its files chunked afresh for this pool; `parent` is this pool's snapshot to take
+    /// unchanged files from, as a backup does.
+    pub fn run_tree(&mut self, src: &mut dyn TreeSource, root: &TreeRef, parent: Option<ObjectId>) -> Result<Walked> {
+        let parent = match parent {
+            Some(id) => self.load_tree(&id)?,
+            None => None,
+        };
+        let mut dir = self.new_dir();
+        let tree = src.tree(root)?;
+        self.copy_entries(&mut dir, src, tree, root.pack, parent.as_ref())?;
+        self.finish(dir)
+    }
+
+    fn copy_entries(
+        &mut self,
+        dir: &mut DirBuild,
+        src: &mut dyn TreeSource,
+        tree: Tree,
+        pack: ObjectId,
+        before: Option<&Tree>,
+    ) -> Result<()> {
+        for node in tree.entries {
+            self.check_abort()?;
+            let was = before.and_then(|t| t.get(&node.name));
+            let content = match node.kind {
+                NodeKind::Dir { .. } => {
+                    let sub = node.subtree(&pack).expect("a directory");
+                    let subtree = src.tree(&sub)?;
+                    let parent = match was.map(|n| &n.kind) {
+                        Some(NodeKind::Dir { tree, .. }) => self.load_tree(tree)?,
+                        _ => None,
+                    };
+                    let mut child = self.new_dir();
+                    self.copy_entries(&mut child, src, subtree, sub.pack, parent.as_ref())?;
+                    self.summary.dirs += 1;
+                    let slot = child.slot;
+                    self.queue_dir(child)?;
+                    Content::Subdir(slot)
+                }
+                NodeKind::File { size, content } => {
+                    let copied = self.copy_file(dir, src, &node.meta, size, &content, was)?;
+                    self.summary.files += 1;
+                    self.summary.bytes += size;
+                    copied
+                }
+                other => {
+                    self.summary.others += 1;
+                    Content::Ready(other)
+                }
+            };
+            dir.entries.push(Entry { name: node.name, meta: node.meta, content });
+        }
+        Ok(())
+    }
+
+    fn copy_file(
+        &mut self,
+        dir: &mut DirBuild,
+        src: &mut dyn TreeSource,
+        meta: &Meta,
+        size: u64,
+        content: &[ChunkRef],
+        before: Option<&Node>,
+    ) -> Result<Content> {
+        if let Some(content) = self.reusable(before, size, meta.mtime_ns, meta.ctime_ns, meta.ino) {
+            self.progress.advance(1, size);
+            return Ok(Content::Ready(NodeKind::File { size, content }));
+        }
+        let key = (meta.dev, meta.ino);
+        if meta.nlink > 1
+            && let Some(content) = self.hardlinks.get(&key)
+        {
+            self.progress.advance(1, size);
+            return Ok(Content::Ready(NodeKind::File { size, content: content.clone() }));
+        }
+        let mut input = src.open(content);
+        let (content, read) = if size < self.params.min as u64 && meta.nlink <= 1 {
+            let mut data = Vec::with_capacity(size as usize);
+            input.read_to_end(&mut data).map_err(|e| Error::io("cannot read the source pool", e))?;
+            self.summary.bytes_read += data.len() as u64;
+            self.progress.advance(0, data.len() as u64);
+            if data.is_empty() {
+                (Content::Ready(NodeKind::File { size: 0, content: vec![] }), 0)
+            } else {
+                self.next_slot += 1;
+                let slot = self.next_slot;
+                let end = self.pack.add(slot, &data, &mut |c| self.out.chunk(c));
+                dir.need = dir.need.max(end);
+                (Content::Packed(slot, data.len() as u64), data.len() as u64)
+            }
+        } else {
+            let (refs, read) = self.chunk_alone(&mut input)?;
+            if meta.nlink > 1 {
+                self.hardlinks.insert(key, refs.clone());
+            }
+            (Content::Ready(NodeKind::File { size: read, content: refs }), read)
+        };
+        if read != size {
+            return Err(Error::corrupt(format!("a file of {size} bytes in the source pool read as {read}")));
+        }
+        self.summary.files_read += 1;
+        self.progress.advance(1, 0);
+        Ok(content)
+    }
+
+    /// The parent's content for a file that is unchanged by its size, mtime, and (unless
+    /// ignored) ctime and inode.
+    fn reusable(
+        &self,
+        before: Option<&Node>,
+        size: u64,
+        mtime_ns: i64,
+        ctime_ns: i64,
+        ino: u64,
+    ) -> Option<Vec<ChunkRef>> {
+        match before {
+            Some(Node { kind: NodeKind::File { size: old_size, content }, meta: old, .. })
+                if *old_size == size
+                    && old.mtime_ns == mtime_ns
+                    && (self.ignore_ctime || old.ctime_ns == ctime_ns)
+                    && (self.ignore_inode || old.ino == ino) =>
+            {
+                Some(content.clone())
+            }
+            _ => None,
+        }
     }
 
     /// Add the names of `selection` to `dir`, whose parent snapshot's tree is `before`.
@@ -348,14 +486,11 @@ impl Walker {
         before: Option<&Node>,
     ) -> Result<Content> {
         let size = md.len();
-        if let Some(Node { kind: NodeKind::File { size: old_size, content }, meta: old, .. }) = before
-            && *old_size == size
-            && old.mtime_ns == md.mtime() * 1_000_000_000 + md.mtime_nsec()
-            && (self.ignore_ctime || old.ctime_ns == md.ctime() * 1_000_000_000 + md.ctime_nsec())
-            && (self.ignore_inode || old.ino == md.ino())
-        {
+        let (mtime_ns, ctime_ns) =
+            (md.mtime() * 1_000_000_000 + md.mtime_nsec(), md.ctime() * 1_000_000_000 + md.ctime_nsec());
+        if let Some(content) = self.reusable(before, size, mtime_ns, ctime_ns, md.ino()) {
             self.progress.advance(1, size);
-            return Ok(Content::Ready(NodeKind::File { size, content: content.clone() }));
+            return Ok(Content::Ready(NodeKind::File { size, content }));
         }
         let key = (md.dev(), md.ino());
         if md.nlink() > 1

@@ -319,6 +319,27 @@ pub enum Command {
         #[arg(long = "path", value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Copy snapshots from another pool into this one (all the filters pass, if no id is
+    /// given); files are chunked afresh for this pool, so what it holds is not stored again,
+    /// and snapshots it has already are skipped
+    Copy {
+        /// Snapshots of the source pool (ids or prefixes, or `latest`)
+        snapshots: Vec<String>,
+        /// The source pool's config file
+        #[arg(long, value_name = "FILE")]
+        from_config: PathBuf,
+        /// Read the source pool's passphrase from FILE (else CUCKOO_FROM_PASSWORD, or a prompt)
+        #[arg(long, value_name = "FILE", env = "CUCKOO_FROM_PASSWORD_FILE")]
+        from_password_file: Option<PathBuf>,
+        /// Run CMD for the source pool's passphrase
+        #[arg(long, value_name = "CMD", env = "CUCKOO_FROM_PASSWORD_COMMAND", conflicts_with = "from_password_file")]
+        from_password_command: Option<String>,
+        #[command(flatten)]
+        which: Which,
+        /// Only snapshots of this path (repeatable)
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Write new snapshots without entries matching --exclude (or with only those matching
     /// --include); all the filters pass, if no id is given. The new ones keep time, host,
     /// paths and tags, and gain the tag `rewrite` unless --forget removes the originals

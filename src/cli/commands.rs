@@ -238,6 +238,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let change = cuckoo::TagChange { add: add.clone(), remove: remove.clone(), set };
             tag(&cli, config, snapshots, &change, &snapshot_filter(which, paths)?).await
         }
+        Command::Copy { snapshots, from_config, from_password_file, from_password_command, which, paths } => {
+            let from = secret::Source {
+                command: from_password_command.clone(),
+                file: from_password_file.clone(),
+                env: "CUCKOO_FROM_PASSWORD",
+                flag: "--from-password-file",
+                prompt: "Passphrase of the source pool",
+            };
+            copy(&cli, config, snapshots, from_config, &from, &snapshot_filter(which, paths)?).await
+        }
         Command::Rewrite { snapshots, select, forget, dry_run, which, paths } => {
             let options = cuckoo::RewriteOptions { select: select.to_select(), forget: *forget, dry_run: *dry_run };
             rewrite(&cli, config, snapshots, &options, &snapshot_filter(which, paths)?).await
@@ -511,6 +521,29 @@ fn chosen(
     } else {
         specs.iter().map(|s| repo.find_snapshot_matching(s, filter)).collect()
     }
+}
+
+async fn copy(
+    cli: &Cli,
+    config: Config,
+    specs: &[String],
+    from_config: &std::path::Path,
+    from_passphrase: &secret::Source,
+    filter: &cuckoo::SnapshotFilter,
+) -> Result<ExitCode> {
+    let source_config =
+        Config::load(from_config).with_context(|| format!("the source pool's config {}", from_config.display()))?;
+    let bar = progress::Bar::new(cli.json || cli.quiet);
+    let from = Repository::open(source_config, from_passphrase, &bar)
+        .await
+        .with_context(|| format!("opening the source pool of {}", from_config.display()))?;
+    let repo = open(cli, config).await?;
+    interrupt_on_ctrl_c(&repo);
+    let chosen = chosen(&from, specs, filter)?;
+    let bar = Arc::new(progress::Bar::new(cli.json || cli.quiet));
+    let done = repo.copy(&from, &chosen, bar).await?;
+    output::copy(&done, &chosen, cli.json);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn rewrite(

@@ -433,6 +433,48 @@ pub fn find(found: &[cuckoo::Found], json: bool) {
     say!("{} in {}", count(hits, "entry", "entries"), count(found.len(), "snapshot", "snapshots"));
 }
 
+pub fn copy(done: &[(ObjectId, cuckoo::Copied)], chosen: &[(ObjectId, Snapshot)], json: bool) {
+    use cuckoo::Copied;
+    let of = |id: &ObjectId| chosen.iter().find(|(c, _)| c == id).map(|(_, s)| s).expect("copied from the chosen");
+    if json {
+        let v: Vec<_> = done
+            .iter()
+            .map(|(id, c)| match c {
+                Copied::Written(new, outcome) => json!({
+                    "source": id.to_hex(), "target": new.to_hex(), "copied": true,
+                    "files": outcome.snapshot.summary.files, "bytes": outcome.snapshot.summary.bytes,
+                    "objects_added": outcome.snapshot.summary.objects_added,
+                    "bytes_added": outcome.snapshot.summary.bytes_added,
+                    "stored_bytes_added": outcome.snapshot.summary.stored_bytes_added,
+                }),
+                Copied::Present(there) => json!({"source": id.to_hex(), "target": there.to_hex(), "copied": false}),
+            })
+            .collect();
+        say!("{}", serde_json::Value::Array(v));
+        return;
+    }
+    for (id, c) in done {
+        let s = of(id);
+        let what = format!("snapshot {} of {} at {}", id.short(), s.hostname, time(s.time_ns));
+        match c {
+            Copied::Written(new, outcome) => {
+                let sum = &outcome.snapshot.summary;
+                say!(
+                    "{what} -> {}: {}, {}; added {} ({} stored)",
+                    new.short(),
+                    count(sum.files as usize, "file", "files"),
+                    size(sum.bytes),
+                    size(sum.bytes_added),
+                    size(sum.stored_bytes_added)
+                );
+            }
+            Copied::Present(there) => say!("{what}: already in this pool as {}", there.short()),
+        }
+    }
+    let copied = done.iter().filter(|(_, c)| matches!(c, Copied::Written(..))).count();
+    say!("copied {} of {}", count(copied, "snapshot", "snapshots"), done.len());
+}
+
 pub fn rewrite(done: &[cuckoo::Rewritten], dry_run: bool, json: bool) {
     use cuckoo::RewriteOutcome as O;
     if json {
