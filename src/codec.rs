@@ -17,8 +17,16 @@ use crate::id::ObjectId;
 
 /// First four bytes of every stored object.
 pub const MAGIC: [u8; 4] = *b"CKOO";
-/// The envelope version this build writes and the only one it reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// The newest object format: this build reads it and every older one. Version 2 tree
+/// bodies may carry an extension (extended attributes) after their entries.
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The version written for an object of `kind`: the oldest whose body format it uses, so
+/// an older build keeps reading what did not change (chunks, snapshots, keys) and refuses,
+/// by name, what did (trees).
+fn version_for(kind: ObjectKind) -> u8 {
+    if kind == ObjectKind::Tree { 2 } else { 1 }
+}
 /// Bytes before the payload of an unencrypted envelope.
 pub const HEADER_LEN: usize = 12;
 /// Flags bit: the rest of the envelope is sealed (see the module doc).
@@ -102,7 +110,7 @@ fn encode_with_nonce(
     let start = if sealed { HEAD_LEN } else { HEADER_LEN };
     let mut out = Vec::with_capacity(start + body.len() / 2 + TAG_LEN);
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&[FORMAT_VERSION, kind as u8, CODEC_ZSTD, 0]);
+    out.extend_from_slice(&[version_for(kind), kind as u8, CODEC_ZSTD, 0]);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.resize(start, 0);
     let budget = body.len() - body.len() / 32;
@@ -214,7 +222,7 @@ pub fn read_header(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -
     if bytes.len() < HEADER_LEN || bytes[..4] != MAGIC {
         return Err(Error::corrupt("not a cuckoo object (bad magic)"));
     }
-    if bytes[4] != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&bytes[4]) {
         return Err(Error::new(
             ErrorKind::UnsupportedVersion,
             format!("object format version {} is not supported by this build (reads {FORMAT_VERSION})", bytes[4]),
@@ -401,8 +409,13 @@ mod tests {
         let plain = Keys::plain();
         let enc = encode(ObjectKind::Tree, &ID, b"hello hello hello hello", 3, &plain);
         assert_eq!(decode(ObjectKind::Chunk, &ID, &enc, &plain).unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(enc[4], 2, "trees are written in format 2");
+        assert_eq!(encode(ObjectKind::Chunk, &ID, b"x", 3, &plain)[4], 1, "chunks did not change: format 1");
+        let mut older = enc.clone();
+        older[4] = 1;
+        assert!(decode(ObjectKind::Tree, &ID, &older, &plain).is_ok(), "format 1 trees still read");
         let mut newer = enc.clone();
-        newer[4] = 2;
+        newer[4] = FORMAT_VERSION + 1;
         assert_eq!(decode(ObjectKind::Tree, &ID, &newer, &plain).unwrap_err().kind(), ErrorKind::UnsupportedVersion);
         assert!(decode(ObjectKind::Tree, &ID, &enc[..enc.len() - 1], &plain).is_err());
         assert!(decode(ObjectKind::Tree, &ID, &enc[..5], &plain).is_err());

@@ -95,7 +95,7 @@ async fn compare(repo: &Repository, a: &Node, b: &Node) -> Result<Option<Change>
         (x, y) => x == y,
     };
     let (m, n) = (&a.meta, &b.meta);
-    let same_meta = (m.mode, m.uid, m.gid, m.mtime_ns) == (n.mode, n.uid, n.gid, n.mtime_ns);
+    let same_meta = (m.mode, m.uid, m.gid, m.mtime_ns, &m.xattrs) == (n.mode, n.uid, n.gid, n.mtime_ns, &n.xattrs);
     Ok(match (same_kind && same_content, same_meta) {
         (false, _) => Some(Change::Modified),
         (true, false) => Some(Change::Metadata),

@@ -35,8 +35,9 @@ pub struct DumpOutcome {
 /// arrives through.
 struct Entry {
     header: tar::Header,
-    /// Nanosecond mtime, as a PAX record (a tar header holds whole seconds).
-    mtime: String,
+    /// PAX records: the nanosecond mtime (a tar header holds whole seconds) and extended
+    /// attributes as `SCHILY.xattr.NAME`, which GNU tar and bsdtar restore (`--xattrs`).
+    pax: Vec<(String, Vec<u8>)>,
     path: Vec<u8>,
     link: Option<Vec<u8>>,
     content: Option<tokio::io::DuplexStream>,
@@ -83,7 +84,7 @@ where
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut tar = tar::Builder::new(tokio_util::io::SyncIoBridge::new_with_handle(out, handle.clone()));
         while let Some(mut e) = rx.blocking_recv() {
-            tar.append_pax_extensions([("mtime", e.mtime.as_bytes())])?;
+            tar.append_pax_extensions(e.pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
             match (e.link.take(), e.content.take()) {
                 (Some(target), _) => tar.append_link(&mut e.header, bytes_path(&e.path), bytes_path(&target))?,
                 (None, Some(pipe)) => {
@@ -158,10 +159,13 @@ async fn send(
 ) -> Result<()> {
     let gone = || Error::from_io("cannot write the archive", std::io::ErrorKind::BrokenPipe.into());
     let mut header = header_for(&node.meta);
-    let mtime =
-        format!("{}.{:09}", node.meta.mtime_ns.div_euclid(1_000_000_000), node.meta.mtime_ns.rem_euclid(1_000_000_000));
-    let mut entry =
-        Entry { header: tar::Header::new_gnu(), mtime, path: path.as_bytes().to_vec(), link: None, content: None };
+    let mut entry = Entry {
+        header: tar::Header::new_gnu(),
+        pax: pax(&node.meta),
+        path: path.as_bytes().to_vec(),
+        link: None,
+        content: None,
+    };
     let key = (node.meta.dev, node.meta.ino);
     match &node.kind {
         NodeKind::Dir { .. } => {
@@ -205,6 +209,18 @@ async fn send(
     tx.send(entry).await.map_err(|_| gone())?;
     out.entries += 1;
     Ok(())
+}
+
+/// An entry's PAX records. An attribute whose name is not UTF-8 has no PAX form: left out.
+fn pax(meta: &Meta) -> Vec<(String, Vec<u8>)> {
+    let (secs, ns) = (meta.mtime_ns.div_euclid(1_000_000_000), meta.mtime_ns.rem_euclid(1_000_000_000));
+    let mut records = vec![("mtime".to_string(), format!("{secs}.{ns:09}").into_bytes())];
+    for x in &meta.xattrs {
+        if let Ok(name) = std::str::from_utf8(&x.name) {
+            records.push((format!("SCHILY.xattr.{name}"), x.value.clone()));
+        }
+    }
+    records
 }
 
 fn header_for(meta: &Meta) -> tar::Header {

@@ -108,7 +108,8 @@ mod tests {
     use crate::model::{Meta, NodeKind};
 
     fn node(mtime_ns: i64) -> Node {
-        let meta = Meta { mode: 0o644, uid: 0, gid: 0, mtime_ns, ctime_ns: 0, dev: 0, ino: 0, nlink: 1 };
+        let meta =
+            Meta { mode: 0o644, uid: 0, gid: 0, mtime_ns, ctime_ns: 0, dev: 0, ino: 0, nlink: 1, xattrs: vec![] };
         Node { name: vec![], kind: NodeKind::File { size: 0, content: vec![] }, meta }
     }
 

@@ -23,7 +23,7 @@ pub struct ChunkRef {
 }
 
 /// Metadata kept for every entry; enough to restore it and to tell an unchanged file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     /// Permission and set-id bits (`st_mode & 0o7777`).
     pub mode: u32,
@@ -42,6 +42,20 @@ pub struct Meta {
     /// Hard-link count when backed up; entries with the same (dev, ino) and nlink > 1 are
     /// restored as one file with several names.
     pub nlink: u64,
+    /// Extended attributes, sorted by name; POSIX ACLs are among them
+    /// (`system.posix_acl_access`, `system.posix_acl_default`). Stored in the tree body's
+    /// extension, not with the fields above (docs/format.md, "Tree extension").
+    #[serde(skip)]
+    pub xattrs: Vec<Xattr>,
+}
+
+/// One extended attribute: its full name (`user.x`, `security.selinux`, …) and raw value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    /// Name, namespace prefix included.
+    pub name: Vec<u8>,
+    /// Value bytes.
+    pub value: Vec<u8>,
 }
 
 /// What an entry is, with what each kind needs to be restored.
@@ -272,6 +286,24 @@ pub fn from_body<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<
     Ok(value)
 }
 
+/// Records the catalogue keeps and checks: decoded each by its own rules.
+pub trait Decode: Sized {
+    /// Decode a body.
+    fn decode(bytes: &[u8]) -> Result<Self>;
+}
+
+impl Decode for Tree {
+    fn decode(bytes: &[u8]) -> Result<Tree> {
+        Tree::from_body(bytes)
+    }
+}
+
+impl Decode for Snapshot {
+    fn decode(bytes: &[u8]) -> Result<Snapshot> {
+        from_body("snapshot", bytes)
+    }
+}
+
 impl Node {
     /// Where this directory's tree is, given the pack of the tree listing this node.
     pub fn subtree(&self, parent_pack: &ObjectId) -> Option<TreeRef> {
@@ -302,7 +334,55 @@ impl SnapshotFilter {
     }
 }
 
+/// The first byte of a tree body's extension, after the postcard `Tree`: its version.
+const TREE_EXTENSION_V1: u8 = 1;
+
+/// What a tree body carries after its entries: per entry (by index, increasing), what
+/// the entries' fields leave out. Absent when no entry has any.
+#[derive(Serialize, Deserialize)]
+struct TreeExtensionV1 {
+    xattrs: Vec<(u32, Vec<Xattr>)>,
+}
+
 impl Tree {
+    /// The tree's body: its entries, then the extension if any entry has extended attributes.
+    pub fn to_body(&self) -> Vec<u8> {
+        let mut body = to_body(self);
+        let xattrs: Vec<(u32, Vec<Xattr>)> = (self.entries.iter().enumerate())
+            .filter(|(_, n)| !n.meta.xattrs.is_empty())
+            .map(|(i, n)| (i as u32, n.meta.xattrs.clone()))
+            .collect();
+        if !xattrs.is_empty() {
+            body.push(TREE_EXTENSION_V1);
+            body.extend(to_body(&TreeExtensionV1 { xattrs }));
+        }
+        body
+    }
+
+    /// Decode a tree body, with its extension if it has one.
+    pub fn from_body(bytes: &[u8]) -> Result<Tree> {
+        let (mut tree, rest): (Tree, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|e| Error::corrupt("tree does not decode").with_source(e))?;
+        let Some((&version, rest)) = rest.split_first() else { return Ok(tree) };
+        if version != TREE_EXTENSION_V1 {
+            return Err(Error::new(
+                crate::error::ErrorKind::UnsupportedVersion,
+                format!("tree extension version {version} is newer than this build reads ({TREE_EXTENSION_V1})"),
+            ));
+        }
+        let ext: TreeExtensionV1 = from_body("tree extension", rest)?;
+        let mut last = None;
+        for (i, xattrs) in ext.xattrs {
+            let fits = last.is_none_or(|l| i > l) && (i as usize) < tree.entries.len() && !xattrs.is_empty();
+            if !fits {
+                return Err(Error::corrupt(format!("tree extension names entry {i} out of order or range")));
+            }
+            tree.entries[i as usize].meta.xattrs = xattrs;
+            last = Some(i);
+        }
+        Ok(tree)
+    }
+
     /// Sort entries into the canonical order.
     pub fn sort(&mut self) {
         self.entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -320,7 +400,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn meta() -> Meta {
-        Meta { mode: 0o644, uid: 1, gid: 2, mtime_ns: -5, ctime_ns: 7, dev: 3, ino: 4, nlink: 1 }
+        Meta { mode: 0o644, uid: 1, gid: 2, mtime_ns: -5, ctime_ns: 7, dev: 3, ino: 4, nlink: 1, xattrs: vec![] }
     }
 
     #[test]
@@ -339,20 +419,51 @@ mod tests {
             ],
         };
         t.sort();
-        let body = to_body(&t);
-        let back: Tree = from_body("tree", &body).unwrap();
+        let body = t.to_body();
+        assert_eq!(body, to_body(&t), "no extended attributes: the body of format 1");
+        let back = Tree::from_body(&body).unwrap();
         assert_eq!(back, t);
         assert!(back.get(b"z").is_some());
         assert!(back.get(b"y").is_none());
         let mut longer = body.clone();
         longer.push(0);
-        assert!(from_body::<Tree>("tree", &longer).is_err());
+        assert!(Tree::from_body(&longer).is_err());
+    }
+
+    #[test]
+    fn extended_attributes_round_trip_in_the_extension() {
+        let xattr = |n: &str, v: &[u8]| Xattr { name: n.as_bytes().to_vec(), value: v.to_vec() };
+        let node = |name: &[u8], xattrs: Vec<Xattr>| Node {
+            name: name.to_vec(),
+            kind: NodeKind::Fifo,
+            meta: Meta { xattrs, ..meta() },
+        };
+        let t = Tree {
+            entries: vec![
+                node(b"a", vec![]),
+                node(b"b", vec![xattr("system.posix_acl_access", &[2, 0, 0, 0]), xattr("user.k", b"")]),
+                node(b"c", vec![xattr("user.x", b"1")]),
+            ],
+        };
+        let body = t.to_body();
+        assert_eq!(Tree::from_body(&body).unwrap(), t);
+        // A reader of format 1 sees the entries alone: the extension follows them.
+        let plain: Tree = postcard::take_from_bytes(&body).unwrap().0;
+        assert!(plain.entries.iter().all(|n| n.meta.xattrs.is_empty()));
+        let mut newer = to_body(&Tree { entries: vec![node(b"a", vec![])] });
+        newer.push(9);
+        let e = Tree::from_body(&newer).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::UnsupportedVersion, "{e}");
+        let mut bad = to_body(&Tree { entries: vec![node(b"a", vec![])] });
+        bad.push(TREE_EXTENSION_V1);
+        bad.extend(to_body(&TreeExtensionV1 { xattrs: vec![(5, vec![xattr("user.x", b"")])] }));
+        assert!(Tree::from_body(&bad).is_err(), "an index past the entries is corruption");
     }
 
     proptest! {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let _ = from_body::<Tree>("tree", &bytes);
+            let _ = Tree::from_body(&bytes);
             let _ = from_body::<Snapshot>("snapshot", &bytes);
             let _ = from_body::<PoolRecord>("pool", &bytes);
             let _ = from_body::<TreePack>("tree pack", &bytes);

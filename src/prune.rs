@@ -190,7 +190,7 @@ async fn live_set(repo: &Repository) -> Result<Live> {
             let tree = repo.tree(&tref).await.map_err(|e| {
                 Error::new(e.kind(), format!("prune stopped, nothing deleted: snapshot {}: {e}", sid.short()))
             })?;
-            *live.pack_use.entry(tref.pack).or_default() += model::to_body(&tree).len() as u64;
+            *live.pack_use.entry(tref.pack).or_default() += tree.to_body().len() as u64;
             for node in &tree.entries {
                 match &node.kind {
                     NodeKind::File { content, .. } => {

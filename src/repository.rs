@@ -684,7 +684,7 @@ impl Repository {
                 self.catalogue.record(&[Record::TreePack { id: tref.pack, location, body }])?;
                 slot.insert(pack);
             }
-            let tree: Tree = model::from_body("tree", packs[&tref.pack].body(&tref.id, self.store.keys())?)?;
+            let tree = Tree::from_body(packs[&tref.pack].body(&tref.id, self.store.keys())?)?;
             stack.extend(tree.entries.iter().filter_map(|n| n.subtree(&tref.pack)));
         }
         Ok(())
@@ -746,7 +746,7 @@ impl Repository {
         if cached == Cached::Damaged {
             self.catalogue.replace_damaged(ObjectKind::Tree, &tref.id, body)?;
         }
-        model::from_body("tree", body)
+        Tree::from_body(body)
     }
 
     /// The root tree of a snapshot.

@@ -5,8 +5,8 @@ use cuckoo::model::{self, LockRecord, PruneRecord, Snapshot, Tree, TreePack};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(tree) = model::from_body::<Tree>("tree", data) {
-        let again: Tree = model::from_body("tree", &model::to_body(&tree)).unwrap();
+    if let Ok(tree) = Tree::from_body(data) {
+        let again = Tree::from_body(&tree.to_body()).unwrap();
         assert_eq!(again, tree);
     }
     let _ = model::from_body::<Snapshot>("snapshot", data);

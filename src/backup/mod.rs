@@ -364,6 +364,7 @@ fn stream_meta(time_ns: i64) -> crate::model::Meta {
         dev: 0,
         ino: 0,
         nlink: 1,
+        xattrs: Vec::new(),
     }
 }
 

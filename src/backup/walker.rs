@@ -344,8 +344,23 @@ impl Walker {
         self.summary.dirs += 1;
         let slot = sub.slot;
         self.queue_dir(sub)?;
-        dir.entries.push(Entry { name: name.to_vec(), meta: meta::from_std(&md), content: Content::Subdir(slot) });
+        let meta = self.meta_of(path, &md);
+        dir.entries.push(Entry { name: name.to_vec(), meta, content: Content::Subdir(slot) });
         Ok(())
+    }
+
+    /// An entry's metadata with its extended attributes; ones that cannot be read are a
+    /// warning, and the entry is kept without them.
+    fn meta_of(&mut self, path: &Path, md: &std::fs::Metadata) -> Meta {
+        let mut meta = meta::from_std(md);
+        match meta::read_xattrs(path) {
+            Ok(xattrs) => meta.xattrs = xattrs,
+            Err(e) => self.warn(BackupWarning::Skipped {
+                path: path.to_path_buf(),
+                reason: format!("extended attributes not read ({e}); the entry is kept without them"),
+            }),
+        }
+        meta
     }
 
     /// Entries each rule of the filter left out, in the filter's order.
@@ -396,7 +411,7 @@ impl Walker {
                 false
             }
         };
-        let meta = meta::from_std(&md);
+        let meta = self.meta_of(path, &md);
         let ft = md.file_type();
         let content = if ft.is_dir() {
             match self.walk_dir(path, if enter { before } else { None }, enter) {

@@ -227,7 +227,7 @@ impl Local {
                 for (id, body) in &pack.trees {
                     if trees.get(id.0)?.is_none() {
                         trees.insert(id.0, body.as_slice())?;
-                        let tree: Tree = model::from_body("tree", body)?;
+                        let tree = Tree::from_body(body)?;
                         for child in children(&tree) {
                             increment(&mut refs, &child)?;
                         }
@@ -560,11 +560,11 @@ fn children(tree: &Tree) -> HashSet<ObjectId> {
 }
 
 /// `body` decoded, if it matches `id`.
-fn verified<'a, T: serde::Deserialize<'a>>(keys: &Keys, id: &ObjectId, body: &'a [u8]) -> Cached<T> {
+fn verified<T: model::Decode>(keys: &Keys, id: &ObjectId, body: &[u8]) -> Cached<T> {
     if keys.id_of(body) != *id {
         return Cached::Damaged;
     }
-    match model::from_body("catalogue entry", body) {
+    match T::decode(body) {
         Ok(value) => Cached::Verified(value),
         Err(_) => Cached::Damaged,
     }
@@ -696,11 +696,12 @@ pub(super) mod tests {
     const S: Session = Session(7);
 
     fn tree_with_chunk(chunk: ObjectId, name: &[u8]) -> (ObjectId, Vec<u8>) {
-        let meta = Meta { mode: 0o644, uid: 0, gid: 0, mtime_ns: 0, ctime_ns: 0, dev: 0, ino: 0, nlink: 1 };
+        let meta =
+            Meta { mode: 0o644, uid: 0, gid: 0, mtime_ns: 0, ctime_ns: 0, dev: 0, ino: 0, nlink: 1, xattrs: vec![] };
         let content = vec![ChunkRef { id: chunk, offset: 0, len: 1 }, ChunkRef { id: chunk, offset: 1, len: 1 }];
         let tree =
             Tree { entries: vec![Node { name: name.to_vec(), kind: NodeKind::File { size: 2, content }, meta }] };
-        let body = model::to_body(&tree);
+        let body = tree.to_body();
         (ObjectId::of(&body), body)
     }
 

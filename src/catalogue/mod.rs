@@ -493,7 +493,7 @@ mod tests {
         let (a, _) = Catalogue::open(&path, Keys::plain()).unwrap();
         let (b, _) = Catalogue::open(&path, Keys::plain()).unwrap();
         let staged = |cat: &Catalogue, name: &[u8]| {
-            let tree = crate::model::to_body(&Tree { entries: vec![] });
+            let tree = Tree { entries: vec![] }.to_body();
             let tree_id = ObjectId::of(&tree);
             let pack = crate::model::to_body(&TreePack { trees: vec![(tree_id, tree)] });
             let pack_id = ObjectId::of(&[&pack[..], name].concat());

@@ -75,6 +75,7 @@ impl Attr {
             dev: 0,
             ino: 0,
             nlink: 1,
+            xattrs: Vec::new(),
         }
     }
 }

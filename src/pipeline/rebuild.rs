@@ -98,7 +98,7 @@ pub(crate) fn travelling(repo: &Repository, tref: TreeRef) -> BoxFuture<'_, Resu
                 group.trees.extend(sub.trees);
             }
         }
-        let body = crate::model::to_body(&tree);
+        let body = tree.to_body();
         if repo.store().keys().id_of(&body) != tref.id {
             return Err(Error::corrupt(format!("tree {} does not re-encode to its id", tref.id.to_hex())));
         }

@@ -77,7 +77,7 @@ impl DirTree {
 
     /// The directory's tree id and the group it travels up in (its own body included).
     pub fn finish(self, keys: &Keys) -> (ObjectId, Group) {
-        let body = model::to_body(&self.tree);
+        let body = self.tree.to_body();
         let id = keys.id_of(&body);
         let mut group = self.group;
         group.size += body.len();

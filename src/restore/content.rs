@@ -351,7 +351,7 @@ mod tests {
     use super::*;
 
     fn job(ids: &[u8]) -> FileJob {
-        let meta = Meta { mode: 0, uid: 0, gid: 0, mtime_ns: 0, ctime_ns: 0, dev: 0, ino: 0, nlink: 1 };
+        let meta = Meta { mode: 0, uid: 0, gid: 0, mtime_ns: 0, ctime_ns: 0, dev: 0, ino: 0, nlink: 1, xattrs: vec![] };
         let content = ids.iter().map(|i| ChunkRef { id: ObjectId([*i; 32]), offset: 0, len: 1 }).collect();
         FileJob { path: PathBuf::new(), meta, size: ids.len() as u64, content }
     }
