@@ -61,7 +61,7 @@ pub use config::Config;
 pub use copy::Copied;
 pub use crypto::{KdfParams, NoPassphrase, Passphrase, PassphraseSource};
 pub use diff::{Change, diff};
-pub use dump::DumpOutcome;
+pub use dump::{Archive, DumpOutcome};
 pub use error::{Error, ErrorKind, Result};
 pub use find::{FindOptions, Found};
 pub use id::ObjectId;

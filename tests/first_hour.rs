@@ -542,7 +542,7 @@ fn restore_picks_entries_by_include_and_exclude_patterns() {
 }
 
 #[test]
-fn dump_writes_a_file_as_itself_and_a_directory_as_a_tar_that_matches_the_source() {
+fn dump_writes_a_file_as_itself_and_a_directory_as_a_tar_or_zip_that_matches_the_source() {
     let env = Env::new();
     let src = env.path("src");
     std::fs::create_dir_all(src.join("docs/empty")).unwrap();
@@ -571,6 +571,37 @@ fn dump_writes_a_file_as_itself_and_a_directory_as_a_tar_that_matches_the_source
     use std::os::unix::fs::MetadataExt;
     let (a, b) = (unpacked.join("src/b.bin"), unpacked.join("src/b-link.bin"));
     assert_eq!(std::fs::metadata(a).unwrap().ino(), std::fs::metadata(b).unwrap().ino(), "hard links stay links");
+
+    // As zip, streamed to standard output: Python's zipfile reads every entry back.
+    let zip = env.run(&["dump", "latest:src", "--archive", "zip"]);
+    assert!(zip.status.success(), "{}", String::from_utf8_lossy(&zip.stderr));
+    let zip_file = env.path("src.zip");
+    std::fs::write(&zip_file, &zip.stdout).unwrap();
+    let unzipped = env.path("unzipped");
+    let script = r#"
+import sys, zipfile, json
+z = zipfile.ZipFile(sys.argv[1])
+z.extractall(sys.argv[2])
+print(json.dumps({i.filename: [i.external_attr >> 16, list(i.date_time)] for i in z.infolist()}))
+"#;
+    let listed = std::process::Command::new("python3")
+        .args(["-c", script, zip_file.to_str().unwrap(), unzipped.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let entries: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    for file in ["docs/a.txt", "b.bin", "b-link.bin"] {
+        let got = std::fs::read(unzipped.join("src").join(file)).unwrap();
+        assert_eq!(got, std::fs::read(src.join(file)).unwrap(), "{file}: a hard link's content under each name");
+    }
+    let mode = |name: &str| entries[name][0].as_u64().unwrap() as u32;
+    assert_eq!(mode("src/to-a") & 0o170000, 0o120000, "a symlink: {entries}");
+    assert_eq!(std::fs::read(unzipped.join("src/to-a")).unwrap(), b"docs/a.txt", "its target");
+    assert_eq!(mode("src/docs/a.txt") & 0o7777, std::fs::metadata(src.join("docs/a.txt")).unwrap().mode() & 0o7777);
+    assert!(entries.get("src/docs/empty/").is_some(), "empty directories too: {entries}");
+    let mtime = std::fs::metadata(src.join("b.bin")).unwrap().mtime();
+    let utc = chrono::DateTime::from_timestamp(mtime - mtime % 2, 0).unwrap().format("[%Y, %-m, %-d, %-H, %-M, %-S]");
+    assert_eq!(entries["src/b.bin"][1].to_string().replace(',', ", "), utc.to_string());
 
     // The whole snapshot is `latest` or `latest:/`; a missing path says so.
     let whole = env.run(&["dump", "latest:/", "--target", env.path("all.tar").to_str().unwrap()]);

@@ -364,9 +364,10 @@ pub enum Command {
     Dump {
         /// Snapshot id (or prefix, or `latest`), a colon, and a path (empty or `/`: everything)
         spec: String,
-        /// Archive format for directories (tar: modes, owners, mtimes, links and devices kept)
-        #[arg(long, default_value = "tar", value_parser = ["tar"])]
-        archive: String,
+        /// Archive format for directories: tar (modes, owners, ns mtimes, links, devices,
+        /// extended attributes) or zip (modes, mtimes, symlinks; hard links as copies)
+        #[arg(long, default_value = "tar", value_name = "tar|zip")]
+        archive: cuckoo::Archive,
         /// Write to FILE instead of standard output
         #[arg(long, short = 't', value_name = "FILE")]
         target: Option<PathBuf>,

@@ -252,8 +252,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let options = cuckoo::RewriteOptions { select: select.to_select(), forget: *forget, dry_run: *dry_run };
             rewrite(&cli, config, snapshots, &options, &snapshot_filter(which, paths)?).await
         }
-        Command::Dump { spec, archive: _, target, which, paths } => {
-            dump(&cli, config, spec, target.as_deref(), &snapshot_filter(which, paths)?).await
+        Command::Dump { spec, archive, target, which, paths } => {
+            dump(&cli, config, spec, *archive, target.as_deref(), &snapshot_filter(which, paths)?).await
         }
         Command::Mount { mountpoint, commit_interval, allow_non_empty } => {
             let options = cuckoo::mount::MountOptions {
@@ -569,6 +569,7 @@ async fn dump(
     cli: &Cli,
     config: Config,
     spec: &str,
+    format: cuckoo::Archive,
     target: Option<&std::path::Path>,
     filter: &cuckoo::SnapshotFilter,
 ) -> Result<ExitCode> {
@@ -579,7 +580,7 @@ async fn dump(
         Some(file) => {
             let out =
                 tokio::fs::File::create(file).await.with_context(|| format!("cannot create {}", file.display()))?;
-            repo.dump(&snapshot, path, out).await?
+            repo.dump(&snapshot, path, format, out).await?
         }
         None => {
             let is_file = matches!(
@@ -587,11 +588,18 @@ async fn dump(
                 Some((cuckoo::model::Node { kind: cuckoo::model::NodeKind::File { .. }, .. }, _))
             );
             if !is_file && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                anyhow::bail!("dump writes a tar archive: redirect it (`> out.tar`, `| tar t`) or give --target FILE");
+                anyhow::bail!("dump writes an archive: redirect it (`> out.tar`, `| tar t`) or give --target FILE");
             }
-            repo.dump(&snapshot, path, tokio::io::stdout()).await?
+            repo.dump(&snapshot, path, format, tokio::io::stdout()).await?
         }
     };
+    if done.left_out > 0 {
+        // On standard error, so an archive piped out stays an archive.
+        output::warning(&format!(
+            "{} entries left out: the archive format cannot hold them (sockets; in zip also fifos and devices)",
+            done.left_out
+        ));
+    }
     if target.is_some() {
         output::message(
             cli.json,
