@@ -175,6 +175,10 @@ pub struct Config {
     pub compression: i32,
     /// Backends, in file order.
     pub backends: Vec<BackendConfig>,
+    /// Bandwidth limits of the whole pool, shared by all its backends, on top of each
+    /// backend's own (top-level `limit_upload` / `limit_download`, or the global
+    /// `--limit-upload` / `--limit-download`). `requests_per_second` is per backend only.
+    pub limits: Limits,
 }
 
 /// Default zstd level: level 3 stores text ~25% smaller than level 1 for ~15% more CPU.
@@ -207,12 +211,19 @@ impl Config {
             let at = e.span().map(|s| line_col(text, s.start)).map(|(l, c)| format!("line {l}, column {c}: "));
             bad(format!("{}{}", at.unwrap_or_default(), e.message().trim_end()))
         })?;
-        let mut config =
-            Config { path: path.to_path_buf(), catalogue: None, compression: DEFAULT_COMPRESSION, backends: vec![] };
+        let mut config = Config {
+            path: path.to_path_buf(),
+            catalogue: None,
+            compression: DEFAULT_COMPRESSION,
+            backends: vec![],
+            limits: Limits::default(),
+        };
         for (key, value) in &table {
             match (key.as_str(), value) {
                 ("catalogue", toml::Value::String(s)) => config.catalogue = Some(PathBuf::from(s)),
                 ("compression", toml::Value::Integer(n)) if (0..=22).contains(n) => config.compression = *n as i32,
+                ("limit_upload", v) => config.limits.upload = Some(pool_rate(key, v).map_err(&bad)?),
+                ("limit_download", v) => config.limits.download = Some(pool_rate(key, v).map_err(&bad)?),
                 ("backend", toml::Value::Array(items)) => {
                     for item in items {
                         let t = item.as_table().ok_or_else(|| bad("[[backend]] must be a table".into()))?;
@@ -359,6 +370,17 @@ fn line_of_key(text: &str, name: &str, key: &str) -> Option<usize> {
     let start = lines[..at].iter().rposition(|l| l.trim() == "[[backend]]").unwrap_or(0);
     let end = lines[start + 1..].iter().position(|l| l.trim().starts_with('[')).map_or(lines.len(), |i| start + 1 + i);
     (start..end).find(|&i| lines[i].split_once('=').is_some_and(|(k, _)| k.trim() == key)).map(|i| i + 1)
+}
+
+/// A top-level rate: bytes per second, as a number or a string such as "10MiB".
+fn pool_rate(key: &str, v: &toml::Value) -> std::result::Result<u64, String> {
+    match v {
+        toml::Value::Integer(n) if *n > 0 => Ok(*n as u64),
+        toml::Value::String(s) => {
+            crate::limit::parse_bytes(s).ok_or_else(|| format!("{key} must be a rate such as \"10MiB\", got \"{s}\""))
+        }
+        v => Err(format!("{key} must be a positive rate, got {v}")),
+    }
 }
 
 fn parse_backend(t: &toml::Table, text: &str) -> std::result::Result<BackendConfig, String> {
@@ -597,10 +619,18 @@ mod tests {
             ("backend = [", "config test.toml"),
             ("colour = 'red'\n[[backend]]\nname='a'\nscheme='fs'\n", "unexpected key"),
             ("[[backend]]\nname='a'\nscheme='fs'\nlimit_upload='fast'\n", "rate such as"),
+            ("limit_download = 'slow'\n[[backend]]\nname='a'\nscheme='fs'\n", "limit_download must be a rate"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn pool_limits_are_top_level_keys() {
+        let c = parse("limit_upload = '2MiB'\nlimit_download = 4096\n[[backend]]\nname='a'\nscheme='fs'\n").unwrap();
+        assert_eq!((c.limits.upload, c.limits.download), (Some(2 << 20), Some(4096)));
+        assert_eq!(c.backends[0].limits, Limits::default(), "a backend's own limits are its own");
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! Rate limits per backend: upload and download bandwidth, and requests per second.
+//! Rate limits per backend (upload and download bandwidth, requests per second) and for the
+//! whole pool (bandwidth its backends share).
 //!
 //! Owns: pacing callers so that, over time, no more than `rate` units pass per second, with
 //! bursts of up to one second's worth. Must not: know what the units are; `backend` decides.
 //! (OpenDAL's throttle layer shares one budget between reads and writes, so the directions
 //! could not be limited separately with it.)
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -38,6 +39,25 @@ impl Limiter {
             finish.checked_sub(BURST).unwrap_or(now)
         };
         tokio::time::sleep_until(allowed).await;
+    }
+}
+
+/// Limits several backends share: the pool's upload and download bandwidth.
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    /// Upload bandwidth of all backends together.
+    pub upload: Option<Arc<Limiter>>,
+    /// Download bandwidth of all backends together.
+    pub download: Option<Arc<Limiter>>,
+}
+
+impl Shared {
+    /// Limiters for these rates (bytes per second); none for `None`.
+    pub fn new(upload: Option<u64>, download: Option<u64>) -> Shared {
+        Shared {
+            upload: upload.map(|r| Arc::new(Limiter::new(r))),
+            download: download.map(|r| Arc::new(Limiter::new(r))),
+        }
     }
 }
 

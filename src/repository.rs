@@ -121,7 +121,7 @@ impl Default for InitOptions {
 /// The passphrase is asked for (as a new one) when creating an encrypted pool, and to
 /// unlock an existing encrypted pool before adding backends to it.
 pub async fn init(config: &Config, options: &InitOptions, passphrase: &dyn PassphraseSource) -> Result<InitOutcome> {
-    let store = Store::open(&config.backends)?;
+    let store = Store::open_limited(&config.backends, config.limits)?;
     // Creating or extending a pool needs every backend: a pool record missed now would
     // make a backend look foreign later.
     let raw = store.read_pool_records().await.into_iter().collect::<Result<Vec<_>>>()?;
@@ -251,7 +251,7 @@ impl Repository {
         passphrase: &dyn PassphraseSource,
         progress: &dyn Progress,
     ) -> Result<Repository> {
-        let store = Store::open(&config.backends)?;
+        let store = Store::open_limited(&config.backends, config.limits)?;
         let results = store.read_pool_records().await;
         let mut unreachable = Vec::new();
         let mut raw = Vec::new();

@@ -174,6 +174,7 @@ async fn pool_round_trip(backends: Vec<BackendConfig>, scratch: &Path) {
         catalogue: Some(scratch.join("catalogue.redb")),
         compression: 3,
         backends,
+        limits: Default::default(),
     };
     let passphrase = Passphrase::new("pool passphrase");
     let fast = KdfParams { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
@@ -236,8 +237,13 @@ fn the_live_drive_on_a_pool_of_every_kind_conforms() {
     let scratch = tempfile::tempdir().unwrap();
     let backends = every_kind(scratch.path(), "drive");
     let catalogue = scratch.path().join("catalogue.redb");
-    let config =
-        Config { path: scratch.path().join("pool.toml"), catalogue: Some(catalogue.clone()), compression: 3, backends };
+    let config = Config {
+        path: scratch.path().join("pool.toml"),
+        catalogue: Some(catalogue.clone()),
+        compression: 3,
+        backends,
+        limits: Default::default(),
+    };
     let passphrase = Passphrase::new("pool passphrase");
     let fast = KdfParams { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
     let rt = runtime();

@@ -950,3 +950,27 @@ fn copy_moves_snapshots_to_a_pool_of_other_backends_and_keys_deduplicated() {
         String::from_utf8_lossy(&same.stderr)
     );
 }
+
+#[test]
+fn global_limits_pace_all_backends_together() {
+    // Two copies of 600 KB on three backends: 1.2 MB stored, about 400 KB per backend.
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("noise"), common::noise(600_000, 9)).unwrap();
+    let started = std::time::Instant::now();
+    env.ok(&["--limit-upload", "300k", "backup", src.to_str().unwrap()]);
+    // At 300 KiB/s for the whole pool, after a one-second burst: at least ~2.9 s. Limits
+    // of 300 KiB/s per backend would let it through in about one.
+    let took = started.elapsed().as_secs_f64();
+    assert!(took >= 2.5, "uploads shared the limit: {took:.2} s");
+    let started = std::time::Instant::now();
+    let out = env.path("out");
+    env.ok(&["--limit-download", "200", "restore", "latest", "--target", out.to_str().unwrap()]);
+    // 200 KiB/s (a bare number is KiB/s, as in restic) for 600 KB: at least ~1.9 s.
+    let took = started.elapsed().as_secs_f64();
+    assert!(took >= 1.5, "downloads shared the limit: {took:.2} s");
+    assert_eq!(std::fs::read(out.join("src/noise")).unwrap(), common::noise(600_000, 9));
+    let bad = env.run(&["--limit-upload", "fast", "snapshots"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("give a rate such as"));
+}

@@ -8,23 +8,34 @@ use bytes::Bytes;
 use super::layer::Objects;
 use crate::config::Limits;
 use crate::error::Result;
-use crate::limit::Limiter;
+use crate::limit::{Limiter, Shared};
 
-/// `inner` with the backend's rate limits.
+/// `inner` with the backend's rate limits and the pool's, which all its backends share.
 pub(crate) struct Limited<L> {
     inner: L,
     upload: Option<Limiter>,
     download: Option<Limiter>,
     requests: Option<Limiter>,
+    shared: Shared,
 }
 
 impl<L> Limited<L> {
-    pub fn new(inner: L, limits: Limits) -> Self {
+    pub fn new(inner: L, limits: Limits, shared: &Shared) -> Self {
         Limited {
             inner,
             upload: limits.upload.map(Limiter::new),
             download: limits.download.map(Limiter::new),
             requests: limits.requests_per_second.map(Limiter::new),
+            shared: shared.clone(),
+        }
+    }
+
+    async fn uploading(&self, bytes: u64) {
+        if let Some(l) = &self.upload {
+            l.acquire(bytes).await;
+        }
+        if let Some(l) = &self.shared.upload {
+            l.acquire(bytes).await;
         }
     }
 
@@ -37,7 +48,11 @@ impl<L> Limited<L> {
     /// Paid after the fact: a read's size is known only once it is done. Over many reads the
     /// average stays at the limit.
     async fn downloaded(&self, bytes: Option<&Bytes>) {
-        if let (Some(l), Some(b)) = (&self.download, bytes) {
+        let Some(b) = bytes else { return };
+        if let Some(l) = &self.download {
+            l.acquire(b.len() as u64).await;
+        }
+        if let Some(l) = &self.shared.download {
             l.acquire(b.len() as u64).await;
         }
     }
@@ -46,9 +61,7 @@ impl<L> Limited<L> {
 impl<L: Objects> Objects for Limited<L> {
     async fn write(&self, path: &str, bytes: Bytes) -> Result<()> {
         self.request().await;
-        if let Some(l) = &self.upload {
-            l.acquire(bytes.len() as u64).await;
-        }
+        self.uploading(bytes.len() as u64).await;
         self.inner.write(path, bytes).await
     }
 

@@ -35,11 +35,13 @@ use faults::Faulty;
 use layer::Objects;
 use limits::Limited;
 
+use crate::limit::Shared;
+
 /// The layers every backend has, outermost first.
 type Stack = Deadline<Faulty<Limited<Dal>>>;
 
 /// Put cuckoo's layers and OpenDAL's over the operator `op` built for `cfg`.
-fn stack(cfg: &BackendConfig, op: Operator, faults: &Arc<Faults>) -> (Operator, Arc<Stack>) {
+fn stack(cfg: &BackendConfig, op: Operator, faults: &Arc<Faults>, shared: &Shared) -> (Operator, Arc<Stack>) {
     let op = op
         .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)))
         .layer(RetryLayer::new().with_jitter().with_max_times(4).with_min_delay(Duration::from_millis(200)))
@@ -47,7 +49,7 @@ fn stack(cfg: &BackendConfig, op: Operator, faults: &Arc<Faults>) -> (Operator, 
     let content_type = op.info().capability().write_with_content_type;
     let dal = Dal { name: cfg.name.clone(), scheme: cfg.scheme.clone(), op: op.clone(), content_type };
     let stack = Deadline {
-        inner: Faulty { inner: Limited::new(dal, cfg.limits), faults: faults.clone(), name: cfg.name.clone() },
+        inner: Faulty { inner: Limited::new(dal, cfg.limits, shared), faults: faults.clone(), name: cfg.name.clone() },
         name: cfg.name.clone(),
         scheme: cfg.scheme.clone(),
     };
@@ -84,6 +86,11 @@ impl Backend {
     /// Build the operator for `cfg` and the layers over it. Does no I/O: reachability shows
     /// on first use.
     pub fn open(cfg: &BackendConfig) -> Result<Backend> {
+        Self::open_sharing(cfg, &Shared::default())
+    }
+
+    /// Like `open`, pacing its transfers also by limits other backends share.
+    pub fn open_sharing(cfg: &BackendConfig, shared: &Shared) -> Result<Backend> {
         opendal::init_default_registry();
         let mut options = resolve_secrets(cfg)?;
         if let Some(root) = cfg.local_root()
@@ -94,7 +101,7 @@ impl Backend {
         }
         let faults = Arc::new(Faults::default());
         let opened = match Operator::via_iter(&cfg.scheme, options) {
-            Ok(op) => Ok(stack(cfg, op, &faults)),
+            Ok(op) => Ok(stack(cfg, op, &faults, shared)),
             // Options that cannot work are the user's to fix: say so now.
             Err(e) if e.kind() == opendal::ErrorKind::ConfigInvalid => {
                 return Err(Error::config(format!(

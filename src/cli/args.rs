@@ -27,8 +27,23 @@ pub struct Cli {
     /// Take the pool's passphrase from what this shell command prints (a password manager)
     #[arg(long, global = true, env = "CUCKOO_PASSWORD_COMMAND", conflicts_with = "password_file")]
     pub password_command: Option<String>,
+    /// Limit uploads of the whole pool (all backends together) to RATE, on top of each
+    /// backend's limit: KiB/s as a bare number (as restic's), or with a unit (`10MiB`)
+    #[arg(long, global = true, value_name = "RATE", value_parser = parse_restic_rate)]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads of the whole pool to RATE (as --limit-upload)
+    #[arg(long, global = true, value_name = "RATE", value_parser = parse_restic_rate)]
+    pub limit_download: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// A rate in bytes per second from `10MiB`, `500k` or, as restic reads it, a bare number
+/// of KiB/s.
+fn parse_restic_rate(s: &str) -> Result<u64, String> {
+    let bare = s.trim().chars().all(|c| c.is_ascii_digit());
+    let rate = if bare { s.trim().parse::<u64>().ok().map(|k| k.saturating_mul(1024)) } else { cuckoo::parse_bytes(s) };
+    rate.filter(|r| *r > 0).ok_or_else(|| format!("'{s}': give a rate such as 10MiB, 500k or, in KiB/s, 2048"))
 }
 
 /// Argon2id costs for a new key slot.
@@ -653,4 +668,21 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn parse_rate(text: &str) -> Result<u64, String> {
     cuckoo::parse_bytes(text).ok_or_else(|| format!("'{text}' is not a rate such as 10MiB"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bare_global_rate_is_kib_per_second_as_in_restic() {
+        assert_eq!(parse_restic_rate("2048"), Ok(2 << 20));
+        assert_eq!(parse_restic_rate("10MiB"), Ok(10 << 20));
+        assert!(parse_restic_rate("0").is_err() && parse_restic_rate("fast").is_err());
+    }
 }

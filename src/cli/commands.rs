@@ -18,8 +18,20 @@ use super::{output, progress, secret};
 /// Exit code of a backup that completed but skipped unreadable entries.
 const EXIT_PARTIAL: u8 = 3;
 
-/// Load the config; with none anywhere, create the embedded default pool and say so.
+/// Load the config, with the global limits given on the command line.
 async fn load_config(cli: &Cli) -> Result<Config> {
+    let mut config = find_config(cli).await?;
+    if cli.limit_upload.is_some() {
+        config.limits.upload = cli.limit_upload;
+    }
+    if cli.limit_download.is_some() {
+        config.limits.download = cli.limit_download;
+    }
+    Ok(config)
+}
+
+/// Read the config; with none anywhere, create the embedded default pool and say so.
+async fn find_config(cli: &Cli) -> Result<Config> {
     if let Some(path) = &cli.config {
         if !path.exists() {
             anyhow::bail!("config {} does not exist", path.display());

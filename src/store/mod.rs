@@ -137,7 +137,14 @@ pub struct Store {
 impl Store {
     /// Open every backend of `configs` (no I/O yet).
     pub fn open(configs: &[BackendConfig]) -> Result<Store> {
-        let backends = configs.iter().map(Backend::open).collect::<Result<Vec<_>>>()?;
+        Self::open_limited(configs, crate::config::Limits::default())
+    }
+
+    /// Like `open`, with bandwidth limits the backends share (the pool's, on top of each
+    /// backend's own).
+    pub fn open_limited(configs: &[BackendConfig], pool: crate::config::Limits) -> Result<Store> {
+        let shared = crate::limit::Shared::new(pool.upload, pool.download);
+        let backends = configs.iter().map(|c| Backend::open_sharing(c, &shared)).collect::<Result<Vec<_>>>()?;
         let ring = Ring::new(backends.iter().map(|b| (b.name.as_str(), b.weight)))?;
         let loads = Arc::new(backends.iter().map(|_| AtomicU64::new(0)).collect());
         let health = Arc::new(Health::new(backends.len()));
