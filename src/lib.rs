@@ -68,7 +68,7 @@ pub use id::ObjectId;
 pub use limit::parse_bytes;
 pub use lock::Found as FoundLock;
 pub use model::SnapshotFilter;
-pub use progress::{NoProgress, Progress};
+pub use progress::{EntryEvent, NoProgress, Progress};
 pub use prune::{PruneOptions, PruneReport};
 pub use redundancy::Scheme;
 pub use repack::RepackReport;

@@ -15,6 +15,25 @@ pub trait Progress: Send + Sync {
     fn warn(&self, _message: &str) {}
     /// The phase ended.
     fn end(&self) {}
+    /// Something worth saying when asked for detail (`-v`): which parent a backup compares
+    /// with, where a restore goes.
+    fn note(&self, _message: &str) {}
+    /// What happened to one entry (`-vv`): a backup's file new, modified or unchanged; a
+    /// restore's entry written or left as it was.
+    fn entry(&self, _event: EntryEvent, _path: &std::path::Path) {}
+}
+
+/// What an operation did with one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryEvent {
+    /// Backed up for the first time (no such entry in the parent).
+    New,
+    /// Read again: it changed since the parent.
+    Modified,
+    /// Taken from the parent unread, or (restore) left as the target had it.
+    Unchanged,
+    /// Written by a restore.
+    Restored,
 }
 
 /// Progress that is not shown.

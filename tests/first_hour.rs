@@ -974,3 +974,29 @@ fn global_limits_pace_all_backends_together() {
     let bad = env.run(&["--limit-upload", "fast", "snapshots"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("give a rate such as"));
 }
+
+#[test]
+fn verbose_says_the_parent_and_lists_files_new_modified_and_unchanged() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"a").unwrap();
+    std::fs::write(src.join("b"), b"b").unwrap();
+    let s = src.to_str().unwrap();
+    let out = env.ok(&["-vv", "backup", s]);
+    assert!(out.contains("no parent snapshot") && out.contains(&format!("new       {s}/a")), "{out}");
+    std::fs::write(src.join("b"), b"bb").unwrap();
+    std::fs::write(src.join("c"), b"c").unwrap();
+    let out = env.ok(&["-vv", "backup", s]);
+    assert!(out.contains("using parent snapshot"), "{out}");
+    for line in [format!("unchanged {s}/a"), format!("modified  {s}/b"), format!("new       {s}/c")] {
+        assert!(out.contains(&line), "{line}: {out}");
+    }
+    let one = env.ok(&["-v", "backup", s]);
+    assert!(one.contains("using parent snapshot") && !one.contains("unchanged "), "-v says less: {one}");
+    let target = env.path("out");
+    let out = env.ok(&["-vv", "restore", "latest", "--target", target.to_str().unwrap()]);
+    assert!(out.contains(&format!("restored  {}", target.join("src/c").display())), "{out}");
+    let json = env.ok(&["-vv", "--json", "backup", s]);
+    assert!(serde_json::from_str::<serde_json::Value>(json.trim()).is_ok(), "--json output stays one value: {json}");
+}

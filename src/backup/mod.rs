@@ -208,6 +208,13 @@ async fn backup_locked(
         Some(id) => Some(repo.find_snapshot(&id.to_hex())?),
         None => repo.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == host && s.paths == paths),
     };
+    match &parent {
+        Some((id, s)) => {
+            let when = chrono::DateTime::from_timestamp_nanos(s.time_ns).with_timezone(&chrono::Local);
+            progress.note(&format!("using parent snapshot {} of {}", id.short(), when.format("%Y-%m-%d %H:%M:%S")))
+        }
+        None => progress.note("no parent snapshot: every file is read"),
+    }
     options.hostname = Some(host);
     // Compared with the walked paths, which are normalised: so must these be.
     let mut never = vec![repo.catalogue_path().to_path_buf()];

@@ -31,7 +31,7 @@ use crate::model::{ChunkRef, Meta, Node, NodeKind, Summary, Tree, TreeRef};
 use crate::pipeline::pack::Pack;
 use crate::pipeline::trees::{DirTree, Group};
 use crate::pipeline::upload::Job;
-use crate::progress::Progress;
+use crate::progress::{EntryEvent, Progress};
 
 /// Trees and file content of a snapshot in another pool, for `copy`: the walker reads them
 /// instead of a local directory (on its blocking thread, so the calls block).
@@ -505,8 +505,11 @@ impl Walker {
             (md.mtime() * 1_000_000_000 + md.mtime_nsec(), md.ctime() * 1_000_000_000 + md.ctime_nsec());
         if let Some(content) = self.reusable(before, size, mtime_ns, ctime_ns, md.ino()) {
             self.progress.advance(1, size);
+            self.progress.entry(EntryEvent::Unchanged, path);
             return Ok(Content::Ready(NodeKind::File { size, content }));
         }
+        let event = if before.is_some() { EntryEvent::Modified } else { EntryEvent::New };
+        self.progress.entry(event, path);
         let key = (md.dev(), md.ino());
         if md.nlink() > 1
             && let Some(content) = self.hardlinks.get(&key)

@@ -18,6 +18,10 @@ pub struct Cli {
     /// Draw no progress (results, warnings and errors are still printed)
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// Say more: -v which parent a backup compares with and where a restore goes; -vv also
+    /// every file (new, modified, unchanged; restored). Not with --json
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
     /// Take no lock for restore and check (for read-only credentials; a concurrent prune may make them fail)
     #[arg(long, global = true)]
     pub no_lock: bool,

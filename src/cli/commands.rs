@@ -73,6 +73,11 @@ async fn first_run(cli: &Cli, config: &Config) -> Result<()> {
     }
 }
 
+/// The progress bar of a command, with the detail `-v` asks for.
+fn progress_bar(cli: &Cli) -> progress::Bar {
+    progress::Bar::new(cli.json || cli.quiet).verbose(cli.verbose, cli.json)
+}
+
 fn passphrase(cli: &Cli) -> secret::Source {
     secret::Source {
         command: cli.password_command.clone(),
@@ -94,7 +99,7 @@ fn new_passphrase(file: &Option<PathBuf>) -> secret::Source {
 }
 
 async fn open(cli: &Cli, config: Config) -> Result<Repository> {
-    let bar = progress::Bar::new(cli.json || cli.quiet);
+    let bar = progress_bar(cli);
     let repo = Repository::open(config, &passphrase(cli), &bar).await?;
     for (name, why) in repo.unavailable() {
         output::warning(&format!(
@@ -346,7 +351,7 @@ async fn backup(cli: &Cli, config: Config, paths: &[PathBuf], record: &Record, s
         dry_run: record.dry_run,
     };
     interrupt_on_ctrl_c(&repo);
-    let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json || cli.quiet));
+    let bar: Arc<dyn Progress> = Arc::new(progress_bar(cli));
     let done = if record.stdin {
         if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
             anyhow::bail!(
@@ -446,7 +451,7 @@ async fn restore(
     let repo = open(cli, config).await?;
     let (id, snap) = repo.find_snapshot_matching(snapshot, filter)?;
     interrupt_on_ctrl_c(&repo);
-    let bar: Arc<dyn Progress> = Arc::new(progress::Bar::new(cli.json || cli.quiet));
+    let bar: Arc<dyn Progress> = Arc::new(progress_bar(cli));
     let done = repo.restore(&snap, options, bar).await.with_context(|| format!("restore of {}", id.short()))?;
     output::restore(&id, &done, started.elapsed(), cli.json);
     Ok(if done.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -455,7 +460,7 @@ async fn restore(
 async fn check(cli: &Cli, config: Config, read_data: Option<f64>) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let repo = open(cli, config).await?;
-    let bar = progress::Bar::new(cli.json || cli.quiet);
+    let bar = progress_bar(cli);
     let report = repo.check(cuckoo::CheckOptions { read_data }, &bar).await?;
     output::check(&report, started.elapsed(), cli.json);
     Ok(if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -465,7 +470,7 @@ async fn prune(cli: &Cli, config: Config, options: cuckoo::PruneOptions) -> Resu
     let started = std::time::Instant::now();
     let repo = open(cli, config).await?;
     interrupt_on_ctrl_c(&repo);
-    let bar = progress::Bar::new(cli.json || cli.quiet);
+    let bar = progress_bar(cli);
     let report = repo.prune(options, &bar).await?;
     output::prune(&report, started.elapsed(), cli.json);
     Ok(ExitCode::SUCCESS)
@@ -545,14 +550,14 @@ async fn copy(
 ) -> Result<ExitCode> {
     let source_config =
         Config::load(from_config).with_context(|| format!("the source pool's config {}", from_config.display()))?;
-    let bar = progress::Bar::new(cli.json || cli.quiet);
+    let bar = progress_bar(cli);
     let from = Repository::open(source_config, from_passphrase, &bar)
         .await
         .with_context(|| format!("opening the source pool of {}", from_config.display()))?;
     let repo = open(cli, config).await?;
     interrupt_on_ctrl_c(&repo);
     let chosen = chosen(&from, specs, filter)?;
-    let bar = Arc::new(progress::Bar::new(cli.json || cli.quiet));
+    let bar = Arc::new(progress_bar(cli));
     let done = repo.copy(&from, &chosen, bar).await?;
     output::copy(&done, &chosen, cli.json);
     Ok(ExitCode::SUCCESS)
@@ -858,7 +863,7 @@ async fn backend_add(cli: &Cli, mut config: Config, backend: BackendConfig) -> R
 async fn repair(cli: &Cli, config: Config, options: cuckoo::RepairOptions) -> Result<ExitCode> {
     let repo = open(cli, config).await?;
     interrupt_on_ctrl_c(&repo);
-    let bar = progress::Bar::new(cli.json || cli.quiet);
+    let bar = progress_bar(cli);
     let report = repo.repair(options, &bar).await?;
     output::repair(&report, options, cli.json);
     Ok(if report.unrecoverable.is_empty() && report.incomplete == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -885,7 +890,7 @@ fn backend_set(
 /// Drain first (the config says so, so an interrupted removal resumes with `rebalance` or
 /// by running this again), then forget the backend once it holds nothing.
 async fn backend_remove(cli: &Cli, mut config: Config, name: &str) -> Result<ExitCode> {
-    let bar = progress::Bar::new(cli.json || cli.quiet);
+    let bar = progress_bar(cli);
     let options = cuckoo::RepairOptions { rebalance: true, read_data: false, dry_run: false };
     match cuckoo::membership::remove(&mut config, name, &passphrase(cli), &bar, ctrl_c_flag()).await? {
         cuckoo::membership::Removed::StillDraining { remaining, report } => {

@@ -10,6 +10,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// the item count in the message.
 pub struct Bar {
     bar: Option<ProgressBar>,
+    /// `-v` count: 1 prints notes, 2 also every entry.
+    verbose: u8,
     items: AtomicU64,
     total_items: AtomicU64,
     /// The bar counts items (objects) rather than bytes.
@@ -21,7 +23,28 @@ impl Bar {
         let show = !json && std::io::stderr().is_terminal();
         // Hidden until a phase begins, so opening a pool with nothing to do draws nothing.
         let bar = show.then(|| ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden()));
-        Bar { bar, items: AtomicU64::new(0), total_items: AtomicU64::new(0), counting: AtomicBool::new(false) }
+        Bar {
+            bar,
+            verbose: 0,
+            items: AtomicU64::new(0),
+            total_items: AtomicU64::new(0),
+            counting: AtomicBool::new(false),
+        }
+    }
+
+    /// With `-v` (1) or `-vv` (2); the detail goes to standard output, as restic's, and not
+    /// with `--json`.
+    pub fn verbose(mut self, level: u8, json: bool) -> Bar {
+        self.verbose = if json { 0 } else { level };
+        self
+    }
+
+    /// A line on standard output, above the bar if one is drawn.
+    fn say(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.suspend(|| println!("{line}")),
+            None => println!("{line}"),
+        }
     }
 
     fn style(&self, known_total: bool) {
@@ -108,6 +131,24 @@ impl cuckoo::Progress for Bar {
         match &self.bar {
             Some(b) => b.println(format!("warning: {message}")),
             None => eprintln!("cuckoo: warning: {message}"),
+        }
+    }
+
+    fn note(&self, message: &str) {
+        if self.verbose >= 1 {
+            self.say(message);
+        }
+    }
+
+    fn entry(&self, event: cuckoo::EntryEvent, path: &std::path::Path) {
+        if self.verbose >= 2 {
+            let what = match event {
+                cuckoo::EntryEvent::New => "new",
+                cuckoo::EntryEvent::Modified => "modified",
+                cuckoo::EntryEvent::Unchanged => "unchanged",
+                cuckoo::EntryEvent::Restored => "restored",
+            };
+            self.say(&format!("{what:<10}{}", path.display()));
         }
     }
 

@@ -152,6 +152,11 @@ async fn run(
         (Some((Node { kind: NodeKind::File { .. }, .. }, _)), _) => (Some(1), Some(total)),
         _ => (None, None),
     };
+    progress.note(&format!(
+        "restoring {} into {}",
+        if sub.is_empty() { "the snapshot" } else { &sub },
+        target.display()
+    ));
     progress.begin("restore", items, bytes.filter(|b| *b > 0));
 
     if options.delete && !chooser.all() {
@@ -175,6 +180,7 @@ async fn run(
         links: HashMap::new(),
         jobs: VecDeque::new(),
         batcher: Batcher::default(),
+        progress: progress.clone(),
     };
     // Parents of a sub-path are created with their recorded metadata too.
     let mut prefix = PathBuf::new();
@@ -243,6 +249,7 @@ struct TreeWalker {
     links: HashMap<(u64, u64), PathBuf>,
     jobs: VecDeque<FileJob>,
     batcher: Batcher,
+    progress: Arc<dyn Progress>,
 }
 
 impl TreeWalker {
@@ -339,6 +346,7 @@ impl TreeWalker {
         }
         if same {
             self.out.unchanged += 1;
+            self.progress.entry(crate::progress::EntryEvent::Unchanged, path);
         }
         same
     }
@@ -422,6 +430,7 @@ impl TreeWalker {
                 if let Some(list) = &mut self.verify {
                     list.push(verify::Written { path: path.to_path_buf(), content: content.clone() });
                 }
+                self.progress.entry(crate::progress::EntryEvent::Restored, path);
                 self.jobs.push_back(FileJob {
                     path: path.to_path_buf(),
                     meta: node.meta.clone(),
