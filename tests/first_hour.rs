@@ -389,6 +389,25 @@ fn version_completions_and_man_pages_need_no_pool() {
     let man = dir.path().join("man");
     let bash = run(&["generate", "--bash-completion", "-", "--man", man.to_str().unwrap()]);
     assert!(bash.contains("_cuckoo") && bash.contains("--exclude-caches"));
+    // It loads in bash and completes subcommands.
+    let script = dir.path().join("cuckoo.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let completed = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {} && complete -p cuckoo >/dev/null && COMP_WORDS=(cuckoo re) COMP_CWORD=1 && _cuckoo cuckoo re cuckoo && echo ${{COMPREPLY[@]}}",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    let words = String::from_utf8_lossy(&completed.stdout);
+    for word in ["restore", "rewrite", "repair", "rebalance"] {
+        assert!(
+            words.split_whitespace().any(|w| w == word),
+            "{word}: {words} {}",
+            String::from_utf8_lossy(&completed.stderr)
+        );
+    }
     for page in ["cuckoo.1", "cuckoo-backup.1", "cuckoo-backend-add.1"] {
         assert!(std::fs::read_to_string(man.join(page)).unwrap().contains(".TH"), "{page}");
     }
