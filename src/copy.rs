@@ -92,10 +92,9 @@ async fn copy_one(
 ) -> Result<BackupOutcome> {
     let (asks, rx) = mpsc::channel(AHEAD * 2);
     let source = Box::new(Remote { asks, kept: VecDeque::new() });
-    let (served, copied) =
-        tokio::join!(serve(from, rx), crate::backup::backup_tree(target, source, snapshot, progress));
-    // An answer the walker needed and did not get fails the copy; say why.
-    served?;
+    // The walker gets each failure to read the source as the answer it asked for; the loop
+    // ends when the walker does (and drops its side).
+    let ((), copied) = tokio::join!(serve(from, rx), crate::backup::backup_tree(target, source, snapshot, progress));
     copied
 }
 
@@ -106,7 +105,7 @@ enum Ask {
 }
 
 /// Answer the walker until it is done, several questions at once.
-async fn serve(from: &Repository, mut rx: mpsc::Receiver<Ask>) -> Result<()> {
+async fn serve(from: &Repository, mut rx: mpsc::Receiver<Ask>) {
     let mut inflight = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -118,18 +117,19 @@ async fn serve(from: &Repository, mut rx: mpsc::Receiver<Ask>) -> Result<()> {
         }
     }
     while inflight.next().await.is_some() {}
-    Ok(())
 }
 
 async fn answer(from: &Repository, ask: Ask) {
+    // Both pools may name their backends alike: say which pool failed.
+    let sourced = |e: Error| Error::new(e.kind(), format!("the source pool: {}", e.context())).with_source(e);
     // A walker gone meanwhile (it failed) no longer waits for the answer.
     match ask {
         Ask::Tree(tref, reply) => {
-            let _ = reply.send(from.tree(&tref).await);
+            let _ = reply.send(from.tree(&tref).await.map_err(sourced));
         }
         Ask::Chunk(id, reply) => {
             let got = from.store().get(ObjectKind::Chunk, &id, &from.location_hint(&id)).await;
-            let _ = reply.send(got.map(Arc::new));
+            let _ = reply.send(got.map(Arc::new).map_err(sourced));
         }
     }
 }

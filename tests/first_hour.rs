@@ -1019,3 +1019,24 @@ fn verbose_says_the_parent_and_lists_files_new_modified_and_unchanged() {
     let json = env.ok(&["-vv", "--json", "backup", s]);
     assert!(serde_json::from_str::<serde_json::Value>(json.trim()).is_ok(), "--json output stays one value: {json}");
 }
+
+#[test]
+fn a_copy_from_a_damaged_source_fails_naming_what_is_missing_and_writes_no_snapshot() {
+    let (a, b) = (Env::new(), Env::new());
+    let src = a.mixed_tree(10, 1);
+    a.ok(&["backup", src.to_str().unwrap()]);
+    // Every piece of every data object gone from the source's backends.
+    for i in 0..3 {
+        let _ = std::fs::remove_dir_all(a.path(&format!("backend-{i}/data")));
+    }
+    let failed = b
+        .command(&["copy", "--from-config", a.config.to_str().unwrap()])
+        .env("CUCKOO_FROM_PASSWORD", common::PASSPHRASE)
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("source pool") || err.contains("chunk"), "{err}");
+    assert!(b.json(&["snapshots"]).as_array().unwrap().is_empty(), "no snapshot of a failed copy");
+    assert!(b.ok(&["check"]).contains("no problems"));
+}
