@@ -121,7 +121,7 @@ async fn serve(from: &Repository, mut rx: mpsc::Receiver<Ask>) {
 
 async fn answer(from: &Repository, ask: Ask) {
     // Both pools may name their backends alike: say which pool failed.
-    let sourced = |e: Error| Error::new(e.kind(), format!("the source pool: {}", e.context())).with_source(e);
+    let sourced = |e: Error| Error::new(e.kind(), format!("the source pool: {}", e.context()));
     // A walker gone meanwhile (it failed) no longer waits for the answer.
     match ask {
         Ask::Tree(tref, reply) => {

@@ -249,7 +249,7 @@ impl Walker {
         let mut input = src.open(content);
         let (content, read) = if size < self.params.min as u64 && meta.nlink <= 1 {
             let mut data = Vec::with_capacity(size as usize);
-            input.read_to_end(&mut data).map_err(|e| Error::io("cannot read the source pool", e))?;
+            input.read_to_end(&mut data).map_err(|e| Error::io("cannot read", e))?;
             self.summary.bytes_read += data.len() as u64;
             self.progress.advance(0, data.len() as u64);
             if data.is_empty() {
