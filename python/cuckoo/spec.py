@@ -7,19 +7,18 @@ Paths are the drive's, from its root (``/data/a.csv``); snapshots are read-only 
 
 Writes go into the drive at once (readers in this process see them); they are stored on
 the backends when the drive commits: ``commit()``, ``snapshot()``, ``close()``, or when the
-interpreter exits.
+interpreter exits. A process opens each pool once, whichever classes use it.
 """
 
 from __future__ import annotations
 
-import atexit
 import datetime
-import weakref
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from fsspec.utils import stringify_path
 
-from cuckoo._cuckoo import SNAPSHOTS, Pool
+from cuckoo._cuckoo import SNAPSHOTS
+from cuckoo._pools import pool
 
 # Copies stream in pieces of this size: memory stays bounded whatever the file size.
 _PIECE = 4 << 20
@@ -43,13 +42,9 @@ class CuckooFileSystem(AbstractFileSystem):
     def __init__(self, config=None, password=None, password_file=None, **kwargs):
         super().__init__(**kwargs)
         self._config_path = None if config is None else str(stringify_path(config))
-        self._pool = Pool(
-            None if config is None else str(stringify_path(config)),
-            password,
-            None if password_file is None else str(stringify_path(password_file)),
+        self._pool = pool(
+            self._config_path, password, None if password_file is None else str(stringify_path(password_file))
         )
-        # What was written is committed when the interpreter exits, if not before.
-        atexit.register(_close_quietly, weakref.ref(self._pool))
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -217,17 +212,9 @@ class CuckooFileSystem(AbstractFileSystem):
         return self._pool.snapshots()
 
     def close(self):
-        """Commit and release the pool."""
-        self._pool.close()
-
-
-def _close_quietly(pool_ref):
-    pool = pool_ref()
-    if pool is not None and not pool.closed:
-        try:
-            pool.close()
-        except Exception:  # noqa: BLE001 - at exit there is no one left to tell
-            pass
+        """Commit. The pool stays open for the process's other users (it is released, and
+        committed again, at exit)."""
+        self._pool.commit()
 
 
 class CuckooFile(AbstractBufferedFile):

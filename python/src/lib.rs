@@ -19,18 +19,19 @@ use pyo3::types::{PyBytes, PyDict};
 /// The directory holding the snapshot views, as in the mount.
 const SNAPSHOTS: &str = "/.snapshots";
 
-/// A library error as the Python exception its kind means, with the library's message.
+/// A library error as the Python exception its kind means, with the library's message and
+/// the POSIX errno (which PyFilesystem2's error conversion reads).
 fn py_err(e: cuckoo::Error) -> PyErr {
-    let message = e.to_string();
+    let (errno, message) = (e.errno(), e.to_string());
     match e.kind() {
-        ErrorKind::NotFound => PyFileNotFoundError::new_err(message),
-        ErrorKind::AlreadyExists => PyFileExistsError::new_err(message),
-        ErrorKind::IsADirectory => PyIsADirectoryError::new_err(message),
-        ErrorKind::NotADirectory => PyNotADirectoryError::new_err(message),
+        ErrorKind::NotFound => PyFileNotFoundError::new_err((errno, message)),
+        ErrorKind::AlreadyExists => PyFileExistsError::new_err((errno, message)),
+        ErrorKind::IsADirectory => PyIsADirectoryError::new_err((errno, message)),
+        ErrorKind::NotADirectory => PyNotADirectoryError::new_err((errno, message)),
         ErrorKind::ReadOnly | ErrorKind::PermissionDenied | ErrorKind::NotPermitted | ErrorKind::WrongPassphrase => {
-            PyPermissionError::new_err(message)
+            PyPermissionError::new_err((errno, message))
         }
-        _ => PyOSError::new_err((e.errno(), message)),
+        _ => PyOSError::new_err((errno, message)),
     }
 }
 
@@ -239,6 +240,25 @@ impl Pool {
         Ok(Writer { file: Mutex::new(Some(file)), offset: Mutex::new(offset) })
     }
 
+    /// The file at `path` for positioned reads and writes, opened as `std::fs::OpenOptions`
+    /// would with these flags.
+    #[pyo3(signature = (path, write=false, append=false, truncate=false, create=false, create_new=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &self,
+        py: Python<'_>,
+        path: &str,
+        write: bool,
+        append: bool,
+        truncate: bool,
+        create: bool,
+        create_new: bool,
+    ) -> PyResult<Handle> {
+        let options = OpenOptions { write, append, truncate, create, create_new, mode: None };
+        let file = py.detach(|| self.on(path, |fs, p| fs.open(p, &options)))?;
+        Ok(Handle { file: Mutex::new(Some(file)) })
+    }
+
     /// Create the directory `path` (its parent must exist).
     fn mkdir(&self, py: Python<'_>, path: &str) -> PyResult<()> {
         py.detach(|| self.on(path, |fs, p| fs.create_dir(p, 0o755)))
@@ -352,12 +372,76 @@ impl Writer {
     }
 }
 
+/// An open file: positioned reads and writes, its length, truncation.
+#[pyclass(module = "cuckoo._cuckoo")]
+struct Handle {
+    file: Mutex<Option<cuckoo::fs::File>>,
+}
+
+impl Handle {
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&cuckoo::fs::File) -> cuckoo::Result<T> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| {
+            let guard = self.file.lock().expect("not poisoned");
+            let file = guard.as_ref().ok_or_else(|| PyValueError::new_err("I/O on a closed file"))?;
+            f(file).map_err(py_err)
+        })
+    }
+}
+
+#[pymethods]
+impl Handle {
+    /// Up to `size` bytes at `offset` (fewer at the end of the file).
+    fn read_at<'py>(&self, py: Python<'py>, offset: u64, size: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.with(py, |f| {
+            let mut buf = vec![0u8; size];
+            let mut done = 0;
+            while done < size {
+                let n = f.read_at(&mut buf[done..], offset + done as u64)?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
+            }
+            buf.truncate(done);
+            Ok(buf)
+        })?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// Write `data` at `offset`, growing the file as needed.
+    fn write_at(&self, py: Python<'_>, offset: u64, data: &[u8]) -> PyResult<usize> {
+        let data = data.to_vec();
+        self.with(py, move |f| f.write_at(&data, offset).map(|()| data.len()))
+    }
+
+    /// The file's length.
+    fn len(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with(py, |f| f.len())
+    }
+
+    /// Cut or grow the file to `size` bytes.
+    fn set_len(&self, py: Python<'_>, size: u64) -> PyResult<()> {
+        self.with(py, move |f| f.set_len(size))
+    }
+
+    /// Release the file.
+    fn close(&self, py: Python<'_>) {
+        let file = self.file.lock().expect("not poisoned").take();
+        py.detach(move || drop(file));
+    }
+}
+
 /// Cuckoo Drive's pool, drive and snapshots (see the `cuckoo` package for the fsspec and
 /// PyFilesystem2 classes built on it).
 #[pymodule]
 fn _cuckoo(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pool>()?;
     m.add_class::<Writer>()?;
+    m.add_class::<Handle>()?;
     m.add("SNAPSHOTS", SNAPSHOTS)?;
     Ok(())
 }
