@@ -109,7 +109,9 @@ fn join(dir: &str, name: &str) -> String {
 /// A pool opened for Python: its live drive (read-write) and its snapshots (read-only).
 #[pyclass(module = "cuckoo._cuckoo", weakref)]
 struct Pool {
-    drive: Mutex<Option<Drive>>,
+    /// The drive, shared by the calls in flight (the lock is held only to clone it, so
+    /// threads work on the drive at once), taken out by `close`.
+    drive: Mutex<Option<Arc<Drive>>>,
     /// Snapshot views opened so far, by the spec they were opened with.
     views: Mutex<HashMap<String, SnapshotFs>>,
     repo: Arc<Repository>,
@@ -119,9 +121,9 @@ struct Pool {
 
 impl Pool {
     fn drive<T>(&self, f: impl FnOnce(&Drive) -> cuckoo::Result<T>) -> PyResult<T> {
-        let guard = self.drive.lock().expect("not poisoned");
-        let drive = guard.as_ref().ok_or_else(|| PyValueError::new_err("the pool is closed"))?;
-        f(drive).map_err(py_err)
+        let drive = self.drive.lock().expect("not poisoned").clone();
+        let drive = drive.ok_or_else(|| PyValueError::new_err("the pool is closed"))?;
+        f(&drive).map_err(py_err)
     }
 
     fn view(&self, spec: &str) -> PyResult<SnapshotFs> {
@@ -177,7 +179,7 @@ impl Pool {
             let config = cuckoo::Config::load(&config)?;
             let repo = Arc::new(rt.block_on(Repository::open(config, &secret, &cuckoo::NoProgress))?);
             let drive = Drive::open(repo.clone(), rt.handle().clone(), DriveOptions::default())?;
-            Ok(Pool { drive: Mutex::new(Some(drive)), views: Mutex::new(HashMap::new()), repo, _rt: rt })
+            Ok(Pool { drive: Mutex::new(Some(Arc::new(drive))), views: Mutex::new(HashMap::new()), repo, _rt: rt })
         })
         .map_err(py_err)
     }
@@ -321,10 +323,14 @@ impl Pool {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let drive = self.drive.lock().expect("not poisoned").take();
         self.views.lock().expect("not poisoned").clear();
-        match drive {
-            Some(d) => py.detach(|| d.close()).map_err(py_err),
-            None => Ok(()),
-        }
+        let Some(drive) = drive else { return Ok(()) };
+        py.detach(|| match Arc::try_unwrap(drive) {
+            Ok(drive) => drive.close(),
+            // Calls still in flight hold it: commit now; the last of them releases the
+            // lock (dropping the drive commits again and releases it).
+            Err(shared) => shared.commit().map(|_| ()),
+        })
+        .map_err(py_err)
     }
 
     /// True once `close` ran.
@@ -337,7 +343,9 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         // A pool dropped without `close` still stores what was written.
-        if let Some(d) = self.drive.lock().expect("not poisoned").take() {
+        if let Some(d) = self.drive.lock().expect("not poisoned").take()
+            && let Ok(d) = Arc::try_unwrap(d)
+        {
             let _ = d.close();
         }
     }
