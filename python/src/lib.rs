@@ -35,8 +35,8 @@ fn py_err(e: cuckoo::Error) -> PyErr {
     }
 }
 
-/// The passphrase: given, from a file, or as the CLI finds it (`CUCKOO_PASSWORD_FILE`,
-/// `CUCKOO_PASSWORD`); an unencrypted pool needs none.
+/// The passphrase: given, from a file, or as the CLI finds it (`CUCKOO_PASSWORD_COMMAND`,
+/// `CUCKOO_PASSWORD_FILE`, `CUCKOO_PASSWORD`); an unencrypted pool needs none.
 struct Secret {
     password: Option<String>,
     password_file: Option<PathBuf>,
@@ -46,6 +46,26 @@ impl PassphraseSource for Secret {
     fn passphrase(&self, _new: bool) -> cuckoo::Result<Passphrase> {
         if let Some(p) = &self.password {
             return Ok(Passphrase::new(p.clone()));
+        }
+        if self.password_file.is_none()
+            && let Ok(command) = std::env::var("CUCKOO_PASSWORD_COMMAND")
+        {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .map_err(|e| {
+                    cuckoo::Error::new(ErrorKind::Config, "CUCKOO_PASSWORD_COMMAND cannot run").with_source(e)
+                })?;
+            if !out.status.success() {
+                return Err(cuckoo::Error::new(
+                    ErrorKind::Config,
+                    format!("CUCKOO_PASSWORD_COMMAND failed ({})", out.status),
+                ));
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            return Ok(Passphrase::new(text.trim_end_matches(['\n', '\r']).to_string()));
         }
         let file = self.password_file.clone().or_else(|| std::env::var_os("CUCKOO_PASSWORD_FILE").map(PathBuf::from));
         if let Some(file) = file {

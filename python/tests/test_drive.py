@@ -116,3 +116,13 @@ def test_pandas_reads_csv_from_a_snapshot_and_writes_parquet_the_cli_restores(cu
     restored = out / unique.lstrip("/") / "out.parquet"
     assert restored.read_bytes() == written
     assert pd.read_parquet(restored).equals(df)
+
+
+def test_a_wrong_passphrase_from_the_password_command_is_a_permission_error(pool_config, monkeypatch):
+    from cuckoo import Pool
+
+    config, _ = pool_config
+    monkeypatch.delenv("CUCKOO_PASSWORD", raising=False)
+    monkeypatch.setenv("CUCKOO_PASSWORD_COMMAND", "echo wrong")
+    with pytest.raises(PermissionError, match="passphrase"):
+        Pool(str(config))
