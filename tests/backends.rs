@@ -74,6 +74,10 @@ fn main() {
         let kind = *kind;
         trials.push(common::trial(kind, missing(&[kind]), "CUCKOO_TEST_REQUIRE_SERVERS", move || suite(kind)));
     }
+    for kind in KINDS {
+        let name = format!("plain_files_of_{kind}");
+        trials.push(common::trial(&name, missing(&[kind]), "CUCKOO_TEST_REQUIRE_SERVERS", move || plain_files(kind)));
+    }
     trials.extend([
         need("mixed_pool_of_every_kind", &KINDS, mixed_pool_of_every_kind),
         need(
@@ -216,6 +220,15 @@ fn suite(kind: &str) {
     let pool: Vec<BackendConfig> =
         ["a", "b"].iter().map(|t| backend_config(kind, scratch.path(), &unique(t)).unwrap()).collect();
     rt.block_on(pool_round_trip(pool, scratch.path()));
+}
+
+/// The service itself as a file system (`DalFs`): plain files, no pool.
+fn plain_files(kind: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let cfg = backend_config(kind, scratch.path(), &unique("plain")).expect("a configured server");
+    let rt = runtime();
+    let fs = fs::DalFs::open(&cfg, rt.handle().clone()).unwrap();
+    fs_suite::plain_files_conformance(&fs);
 }
 
 /// Every kind in one pool: a real tree round-trips through all of them at once.

@@ -14,6 +14,8 @@
 //! by path.
 
 mod dal;
+
+pub(crate) use dal::plain;
 mod deadline;
 mod faults;
 mod layer;

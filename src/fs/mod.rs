@@ -17,6 +17,7 @@
 mod cache;
 mod commit;
 mod content;
+mod dal;
 pub(crate) mod drive;
 pub(crate) mod inode;
 mod local;
@@ -26,6 +27,7 @@ pub(crate) mod pool;
 pub(crate) mod readahead;
 mod stream;
 
+pub use dal::DalFs;
 pub use drive::{DRIVE_HEAD_TAG, DRIVE_TAG, Drive, DriveOptions, SnapshotFs};
 pub use local::LocalFs;
 pub use memory::MemoryFs;

@@ -312,3 +312,108 @@ pub fn conformance(fs: &dyn Fs) {
     concurrent_readers_and_writers(fs);
     copies_between_implementations(fs);
 }
+
+/// What every file system holds to, whatever its capabilities: the suite for stores of
+/// plain objects (`DalFs`), which write files whole and keep no modes, links or times.
+pub fn plain_files_conformance(fs: &dyn Fs) {
+    let caps = fs.capabilities();
+    assert!(caps.write && !caps.random_write && !caps.symlinks && !caps.hard_links);
+    fs.create_dir(&p("/pf"), 0o755).unwrap();
+    fs.write(&p("/pf/a.txt"), b"hello").unwrap();
+    let m = fs.metadata(&p("/pf/a.txt")).unwrap();
+    assert_eq!((m.file_type, m.len), (FileType::File, 5));
+    assert!(fs.metadata(&p("/pf")).unwrap().is_dir());
+    assert!(fs.exists(&p("/pf/./a.txt")).unwrap() && !fs.exists(&p("/pf/b.txt")).unwrap());
+    fs.write(&p("/pf/a.txt"), b"hi").unwrap();
+    assert_eq!(fs.read(&p("/pf/a.txt")).unwrap(), b"hi", "overwritten whole");
+    // Names beyond ASCII, sorted listings.
+    let odd = ["ünïcödé ✓", "日本語", "with space", "-dash", ".hidden"];
+    fs.create_dir(&p("/pf/names"), 0o755).unwrap();
+    for n in odd {
+        fs.write(&Path::new("/pf/names").join(n), n.as_bytes()).unwrap();
+    }
+    let listed: Vec<String> =
+        fs.read_dir(&p("/pf/names")).unwrap().into_iter().map(|e| e.name.into_string().unwrap()).collect();
+    let mut want: Vec<String> = odd.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    for n in odd {
+        assert_eq!(fs.read(&Path::new("/pf/names").join(n)).unwrap(), n.as_bytes());
+    }
+    assert_eq!(kind(fs.metadata(&p("/../etc"))), ErrorKind::InvalidInput);
+    // A large file streamed in, read back in ranges.
+    let data = noise(9 << 20, 7);
+    let mut f = fs.open(&p("/pf/big"), &OpenOptions::create()).unwrap();
+    for piece in data.chunks(100_000) {
+        f.write_all(piece).unwrap();
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(fs.metadata(&p("/pf/big")).unwrap().len, data.len() as u64);
+    let f = fs.open(&p("/pf/big"), &OpenOptions::read()).unwrap();
+    for off in [0u64, 4095, (5 << 20) + 17, data.len() as u64 - 3] {
+        let mut buf = vec![0u8; 300_000];
+        let n = f.read_at(&mut buf, off).unwrap();
+        assert!(n > 0 && buf[..n] == data[off as usize..off as usize + n], "read_at {off}");
+    }
+    assert!(fs.read(&p("/pf/big")).unwrap() == data);
+    // Errors as POSIX names them.
+    fs.create_dir(&p("/pf/full"), 0o755).unwrap();
+    fs.write(&p("/pf/full/f"), b"1").unwrap();
+    assert_eq!(kind(fs.remove_dir(&p("/pf/full"))), ErrorKind::DirectoryNotEmpty);
+    assert_eq!(kind(fs.remove_dir(&p("/pf/a.txt"))), ErrorKind::NotADirectory);
+    assert_eq!(kind(fs.remove_file(&p("/pf/full"))), ErrorKind::IsADirectory);
+    assert_eq!(kind(fs.remove_file(&p("/pf/nope"))), ErrorKind::NotFound);
+    assert_eq!(kind(fs.open(&p("/pf/nope"), &OpenOptions::read())), ErrorKind::NotFound);
+    assert_eq!(kind(fs.open(&p("/pf/full"), &OpenOptions::read())), ErrorKind::IsADirectory);
+    assert_eq!(kind(fs.create_dir(&p("/pf/full"), 0o755)), ErrorKind::AlreadyExists);
+    assert_eq!(kind(fs.create_dir(&p("/pf/no/such"), 0o755)), ErrorKind::NotFound);
+    assert_eq!(kind(fs.write(&p("/pf/no/such"), b"x")), ErrorKind::NotFound);
+    let new = OpenOptions { write: true, create_new: true, ..Default::default() };
+    assert_eq!(kind(fs.open(&p("/pf/a.txt"), &new)), ErrorKind::AlreadyExists);
+    assert_eq!(kind(fs.metadata(&p("/pf/a.txt/below"))), ErrorKind::NotADirectory);
+    let ro = fs.open(&p("/pf/a.txt"), &OpenOptions::read()).unwrap();
+    assert_eq!(kind(ro.write_at(b"no", 0)), ErrorKind::PermissionDenied);
+    // What the capabilities leave out is refused, by name, and changes nothing.
+    assert_eq!(kind(fs.open(&p("/pf/a.txt"), &OpenOptions::append())), ErrorKind::Unsupported);
+    assert_eq!(kind(fs.set_mode(&p("/pf/a.txt"), 0o600)), ErrorKind::Unsupported);
+    assert_eq!(kind(fs.symlink(&p("a.txt"), &p("/pf/link"))), ErrorKind::Unsupported);
+    assert_eq!(kind(fs.hard_link(&p("/pf/a.txt"), &p("/pf/hl"))), ErrorKind::Unsupported);
+    assert_eq!(fs.read(&p("/pf/a.txt")).unwrap(), b"hi");
+    // Files move; over an existing file, it is replaced.
+    fs.write(&p("/pf/x"), b"x").unwrap();
+    fs.rename(&p("/pf/x"), &p("/pf/full/y")).unwrap();
+    fs.rename(&p("/pf/full/y"), &p("/pf/a.txt")).unwrap();
+    assert_eq!(fs.read(&p("/pf/a.txt")).unwrap(), b"x");
+    assert!(!fs.exists(&p("/pf/x")).unwrap() && !fs.exists(&p("/pf/full/y")).unwrap());
+    // Several threads at once.
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            s.spawn(move || {
+                for i in 0..10u64 {
+                    let path = PathBuf::from(format!("/pf/full/t{t}-{i}"));
+                    let data = text(1_000 + (i * 997) as usize, t * 100 + i);
+                    fs.write(&path, &data).unwrap();
+                    assert_eq!(fs.read(&path).unwrap(), data);
+                }
+            });
+        }
+    });
+    assert_eq!(fs.read_dir(&p("/pf/full")).unwrap().len(), 41);
+    fs.remove_dir_all(&p("/pf/full")).unwrap();
+    assert!(!fs.exists(&p("/pf/full")).unwrap());
+    // A tree in and out, by copy_tree: the content and the names survive.
+    let src = MemoryFs::new();
+    src.create_dir_all(&p("/a/b/c")).unwrap();
+    src.write(&p("/a/one"), b"1").unwrap();
+    src.write(&p("/a/b/two"), &text(70_000, 2)).unwrap();
+    src.write(&p("/a/b/c/three"), &noise(1_500_000, 3)).unwrap();
+    src.write(&p("/a/empty-not"), b"0").unwrap();
+    let stats = fs::copy_tree(&src, &p("/"), fs, &p("/pf/copied")).unwrap();
+    assert_eq!(stats.files, 4);
+    let back = MemoryFs::new();
+    fs::copy_tree(fs, &p("/pf/copied"), &back, &p("/")).unwrap();
+    for file in ["/a/one", "/a/b/two", "/a/b/c/three", "/a/empty-not"] {
+        assert!(back.read(&p(file)).unwrap() == src.read(&p(file)).unwrap(), "{file}");
+    }
+}
