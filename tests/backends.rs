@@ -55,6 +55,10 @@ fn backend_config(kind: &str, scratch: &Path, tag: &str) -> Option<BackendConfig
 /// The kinds of server the behaviour suite runs against.
 const KINDS: [&str; 7] = ["fs", "s3", "azblob", "gcs", "webdav", "sftp", "ftp"];
 
+/// The kinds `DalFs` is tested on: not FTP, where OpenDAL's client fails transfers running
+/// at once, nor the GCS emulator, which cannot store empty directory markers (src/fs/dal.rs).
+const PLAIN_FILE_KINDS: [&str; 5] = ["fs", "s3", "azblob", "webdav", "sftp"];
+
 /// Why tests needing servers of `kinds` cannot run here, if they cannot.
 fn missing(kinds: &[&str]) -> Option<String> {
     let scratch = tempfile::tempdir().unwrap();
@@ -74,7 +78,7 @@ fn main() {
         let kind = *kind;
         trials.push(common::trial(kind, missing(&[kind]), "CUCKOO_TEST_REQUIRE_SERVERS", move || suite(kind)));
     }
-    for kind in KINDS {
+    for kind in PLAIN_FILE_KINDS {
         let name = format!("plain_files_of_{kind}");
         trials.push(common::trial(&name, missing(&[kind]), "CUCKOO_TEST_REQUIRE_SERVERS", move || plain_files(kind)));
     }
