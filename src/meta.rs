@@ -143,30 +143,34 @@ pub fn apply_to_file(file: &std::fs::File, meta: &Meta) -> std::io::Result<()> {
     if is_root() {
         std::os::unix::fs::fchown(file, Some(meta.uid), Some(meta.gid))?;
     }
+    let xattrs = sync_xattrs(Target::File(file), &meta.xattrs);
     file.set_permissions(std::fs::Permissions::from_mode(meta.mode))?;
     let t = timespec(meta.mtime_ns);
     nix::sys::stat::futimens(file, &t, &t).map_err(std::io::Error::from)?;
-    // Last: a chown clears `security.capability`; an ACL agrees with the mode just set.
-    sync_xattrs(Target::File(file), &meta.xattrs)
+    xattrs
 }
 
 fn timespec(ns: i64) -> TimeSpec {
     TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
 }
 
-/// Apply owner (as root), mode (not for symlinks, which have none on Linux), mtime and
-/// extended attributes. Owner goes first: chown clears set-id bits, which the mode then
-/// sets again, and `security.capability`, which the attributes then set again.
+/// Apply owner (as root), extended attributes, mode (not for symlinks, which have none on
+/// Linux) and mtime, in that order: a chown clears set-id bits and `security.capability`,
+/// which the attributes and the mode then set again; attributes go before the mode, which
+/// may take away the owner's write permission a user needs to set them (an ACL's mask
+/// agrees with the mode's group bits either way). A failed attribute does not keep the
+/// mode and mtime from being set; it is returned after them.
 pub fn apply(path: &Path, meta: &Meta, is_symlink: bool) -> std::io::Result<()> {
     if is_root() {
         std::os::unix::fs::lchown(path, Some(meta.uid), Some(meta.gid))?;
     }
+    let xattrs = sync_xattrs(Target::Path(path), &meta.xattrs);
     if !is_symlink {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode))?;
     }
     set_mtime(path, meta.mtime_ns)?;
-    sync_xattrs(Target::Path(path), &meta.xattrs)
+    xattrs
 }
 
 /// Set the modification time to the nanosecond, without following a symlink.
