@@ -133,7 +133,12 @@ class CuckooFileSystem(AbstractFileSystem):
         parent = self._parent(path)
         if parent != path and not self.exists(parent):
             self.makedirs(parent, exist_ok=True)
-        self._pool.mkdir(path)
+        try:
+            self._pool.mkdir(path)
+        except FileExistsError:
+            # Another thread made it meanwhile.
+            if not (exist_ok and self.isdir(path)):
+                raise
 
     def rmdir(self, path):
         self._pool.rmdir(self._strip_protocol(path))

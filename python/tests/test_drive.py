@@ -126,3 +126,14 @@ def test_a_wrong_passphrase_from_the_password_command_is_a_permission_error(pool
     monkeypatch.setenv("CUCKOO_PASSWORD_COMMAND", "echo wrong")
     with pytest.raises(PermissionError, match="passphrase"):
         Pool(str(config))
+
+
+def test_threads_writing_below_one_new_directory_all_make_it(cuckoo_fs, unique):
+    fs = cuckoo_fs
+
+    def write(i):
+        fs.pipe_file(f"{unique}/shared/deeper/f{i}", str(i).encode())
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(64)))
+    assert sorted(fs.ls(unique + "/shared/deeper", detail=False)) == sorted(f"{unique}/shared/deeper/f{i}" for i in range(64))
