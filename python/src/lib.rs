@@ -132,7 +132,7 @@ struct Pool {
     /// The drive, shared by the calls in flight (the lock is held only to clone it, so
     /// threads work on the drive at once), taken out by `close`.
     drive: Mutex<Option<Arc<Drive>>>,
-    /// Snapshot views opened so far, by the spec they were opened with.
+    /// Snapshot views opened so far, by snapshot id.
     views: Mutex<HashMap<String, SnapshotFs>>,
     repo: Arc<Repository>,
     /// Runs the pool's I/O; dropped last, after everything that uses it.
@@ -146,12 +146,15 @@ impl Pool {
         f(&drive).map_err(py_err)
     }
 
+    /// The view of snapshot `spec`, resolved on every call (`latest` moves with each commit,
+    /// here or on another machine), opened once per snapshot.
     fn view(&self, spec: &str) -> PyResult<SnapshotFs> {
-        if let Some(v) = self.views.lock().expect("not poisoned").get(spec) {
+        let id = self.repo.find_snapshot(spec).map_err(py_err)?.0.to_hex();
+        if let Some(v) = self.views.lock().expect("not poisoned").get(&id) {
             return Ok(v.clone());
         }
-        let view = self.drive(|d| d.snapshot_fs(spec))?;
-        self.views.lock().expect("not poisoned").insert(spec.to_string(), view.clone());
+        let view = self.drive(|d| d.snapshot_fs(&id))?;
+        self.views.lock().expect("not poisoned").insert(id, view.clone());
         Ok(view)
     }
 
@@ -319,7 +322,6 @@ impl Pool {
     #[pyo3(signature = (tags=Vec::new()))]
     fn snapshot(&self, py: Python<'_>, tags: Vec<String>) -> PyResult<String> {
         let id = py.detach(|| self.drive(|d| d.snapshot(&tags)))?;
-        self.views.lock().expect("not poisoned").remove("latest");
         Ok(id.to_hex())
     }
 

@@ -137,3 +137,14 @@ def test_threads_writing_below_one_new_directory_all_make_it(cuckoo_fs, unique):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(write, range(64)))
     assert sorted(fs.ls(unique + "/shared/deeper", detail=False)) == sorted(f"{unique}/shared/deeper/f{i}" for i in range(64))
+
+
+def test_regression_latest_follows_new_snapshots(cuckoo_fs, unique):
+    # `latest` was resolved once and kept: a snapshot made later was not seen through it.
+    fs = cuckoo_fs
+    fs.pipe_file(unique + "/v", b"one")
+    fs.snapshot()
+    assert fs.cat_file(f"cuckoo://latest{unique}/v") == b"one"
+    fs.pipe_file(unique + "/v", b"two")
+    fs.commit()
+    assert fs.cat_file(f"cuckoo://latest{unique}/v") == b"two"
