@@ -122,6 +122,21 @@ fn info<'py>(py: Python<'py>, name: &str, m: &Metadata) -> PyResult<Bound<'py, P
     Ok(d)
 }
 
+/// Up to `size` bytes of `file` at `offset`: fewer only at its end.
+fn read_exact_at(file: &cuckoo::fs::File, offset: u64, size: usize) -> cuckoo::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size];
+    let mut done = 0;
+    while done < size {
+        let n = file.read_at(&mut buf[done..], offset + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
 fn join(dir: &str, name: &str) -> String {
     if dir.ends_with('/') { format!("{dir}{name}") } else { format!("{dir}/{name}") }
 }
@@ -239,17 +254,7 @@ impl Pool {
             self.on(path, |fs, p| {
                 let file = fs.open(p, &OpenOptions::read())?;
                 let end = end.unwrap_or(u64::MAX).min(file.len()?);
-                let mut buf = vec![0u8; end.saturating_sub(start) as usize];
-                let mut done = 0;
-                while done < buf.len() {
-                    let n = file.read_at(&mut buf[done..], start + done as u64)?;
-                    if n == 0 {
-                        break;
-                    }
-                    done += n;
-                }
-                buf.truncate(done);
-                Ok(buf)
+                read_exact_at(&file, start, end.saturating_sub(start) as usize)
             })
         })?;
         Ok(PyBytes::new(py, &data))
@@ -426,19 +431,7 @@ impl Handle {
 impl Handle {
     /// Up to `size` bytes at `offset` (fewer at the end of the file).
     fn read_at<'py>(&self, py: Python<'py>, offset: u64, size: usize) -> PyResult<Bound<'py, PyBytes>> {
-        let data = self.with(py, |f| {
-            let mut buf = vec![0u8; size];
-            let mut done = 0;
-            while done < size {
-                let n = f.read_at(&mut buf[done..], offset + done as u64)?;
-                if n == 0 {
-                    break;
-                }
-                done += n;
-            }
-            buf.truncate(done);
-            Ok(buf)
-        })?;
+        let data = self.with(py, |f| read_exact_at(f, offset, size))?;
         Ok(PyBytes::new(py, &data))
     }
 

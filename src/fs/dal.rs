@@ -183,16 +183,8 @@ fn dir_metadata(mtime_ns: i64) -> Metadata {
 
 impl Fs for DalFs {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            write: true,
-            random_write: false,
-            symlinks: false,
-            hard_links: false,
-            modes: false,
-            mtimes: false,
-            atomic_rename: false,
-            durable: true,
-        }
+        // Files and directories, and nothing a disk has beyond them.
+        Capabilities { write: true, durable: true, ..Capabilities::read_only() }
     }
 
     fn metadata(&self, path: &Path) -> Result<Metadata> {
