@@ -25,8 +25,10 @@ fn regression_a_closed_pipe_ends_ls_and_diff_quietly() {
     let src = many_files(&env);
     env.ok(&["backup", src.to_str().unwrap()]);
     std::fs::remove_file(src.join("a-file-with-a-rather-long-name-00007.txt")).unwrap();
+    // Long names so even the plain diff (one line per new file) outgrows a 64 KiB pipe
+    // buffer: a listing that fits lets the writer finish before the reader leaves.
     for i in 0..3000 {
-        std::fs::write(src.join(format!("new-{i:05}")), "x").unwrap();
+        std::fs::write(src.join(format!("new-{i:05}-{}", "n".repeat(60))), "x").unwrap();
     }
     env.ok(&["backup", src.to_str().unwrap()]);
     let listed = env.json(&["snapshots"]);
