@@ -7,6 +7,8 @@
 //! ```toml
 //! catalogue = "/var/lib/cuckoo/catalogue.redb"   # optional
 //! compression = 3                                 # optional zstd level, 0 = off
+//! cache_dir = "/var/cache/cuckoo"                 # optional local chunk cache location
+//! cache_size = "5GiB"                             # optional bound, 0 = no local cache
 //!
 //! [[backend]]
 //! name = "disk-a"
@@ -179,6 +181,36 @@ pub struct Config {
     /// backend's own (top-level `limit_upload` / `limit_download`, or the global
     /// `--limit-upload` / `--limit-download`). `requests_per_second` is per backend only.
     pub limits: Limits,
+    /// The local chunk cache (top-level `cache_dir`, `cache_size`; `--cache-dir`,
+    /// `--cache-size`, `--no-cache`).
+    pub cache: CacheSettings,
+}
+
+/// Where the local chunk cache lives and how large it may grow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// The directory holding one cache per pool; `None` for the user's cache directory
+    /// (`$XDG_CACHE_HOME/cuckoo`).
+    pub dir: Option<PathBuf>,
+    /// Its bound in bytes: `None` for a tenth of the free space there (at most 20 GiB),
+    /// `Some(0)` for no local cache.
+    pub size: Option<u64>,
+}
+
+impl CacheSettings {
+    /// The cache directory of pool `pool_id_hex`, unless the cache is off.
+    pub fn dir_of(&self, pool_id_hex: &str) -> Result<Option<PathBuf>> {
+        if self.size == Some(0) {
+            return Ok(None);
+        }
+        let root = match &self.dir {
+            Some(d) => d.clone(),
+            None => dirs::cache_dir().map(|d| d.join("cuckoo")).ok_or_else(|| {
+                Error::config("cannot find the user's cache directory; set XDG_CACHE_HOME, cache_dir or --no-cache")
+            })?,
+        };
+        Ok(Some(root.join(pool_id_hex)))
+    }
 }
 
 /// Default zstd level: level 3 stores text ~25% smaller than level 1 for ~15% more CPU.
@@ -217,6 +249,7 @@ impl Config {
             compression: DEFAULT_COMPRESSION,
             backends: vec![],
             limits: Limits::default(),
+            cache: CacheSettings::default(),
         };
         for (key, value) in &table {
             match (key.as_str(), value) {
@@ -224,6 +257,8 @@ impl Config {
                 ("compression", toml::Value::Integer(n)) if (0..=22).contains(n) => config.compression = *n as i32,
                 ("limit_upload", v) => config.limits.upload = Some(pool_rate(key, v).map_err(&bad)?),
                 ("limit_download", v) => config.limits.download = Some(pool_rate(key, v).map_err(&bad)?),
+                ("cache_dir", toml::Value::String(s)) if !s.is_empty() => config.cache.dir = Some(PathBuf::from(s)),
+                ("cache_size", v) => config.cache.size = Some(cache_size(v).map_err(&bad)?),
                 ("backend", toml::Value::Array(items)) => {
                     for item in items {
                         let t = item.as_table().ok_or_else(|| bad("[[backend]] must be a table".into()))?;
@@ -380,6 +415,17 @@ fn pool_rate(key: &str, v: &toml::Value) -> std::result::Result<u64, String> {
             crate::limit::parse_bytes(s).ok_or_else(|| format!("{key} must be a rate such as \"10MiB\", got \"{s}\""))
         }
         v => Err(format!("{key} must be a positive rate, got {v}")),
+    }
+}
+
+/// The cache's bound: bytes, as a number or a string such as "5GiB"; 0 turns it off.
+fn cache_size(v: &toml::Value) -> std::result::Result<u64, String> {
+    match v {
+        toml::Value::Integer(n) if *n >= 0 => Ok(*n as u64),
+        toml::Value::String(s) => crate::limit::parse_bytes(s)
+            .or((s.trim() == "0").then_some(0))
+            .ok_or_else(|| format!("cache_size must be a size such as \"5GiB\" (0 for no cache), got \"{s}\"")),
+        v => Err(format!("cache_size must be a size such as \"5GiB\" (0 for no cache), got {v}")),
     }
 }
 

@@ -36,6 +36,8 @@ const CONTEXT_ID: &str = "cuckoo 2026-11-24 object id key";
 const CONTEXT_HEAD: &str = "cuckoo 2026-11-24 envelope header key";
 const CONTEXT_BODY: &str = "cuckoo 2026-11-24 envelope body key";
 const CONTEXT_CHUNKER: &str = "cuckoo 2026-11-24 chunker seed";
+const CONTEXT_CACHE_MAC: &str = "cuckoo 2026-12-03 local cache table key";
+const CONTEXT_CACHE_CIPHER: &str = "cuckoo 2026-12-03 local cache cipher key";
 /// Associated data of a key slot's wrapped master key.
 const SLOT_AAD: &[u8] = b"cuckoo key slot v1";
 
@@ -238,6 +240,8 @@ struct Secrets {
     header: XChaCha,
     body: XChaCha,
     chunker_seed: u64,
+    cache_mac: Zeroizing<[u8; 32]>,
+    cache_cipher: Zeroizing<[u8; 32]>,
 }
 
 /// What the pipeline needs to name and seal objects: nothing for an unencrypted pool, the
@@ -266,6 +270,8 @@ impl Keys {
             header: XChaCha(derive(CONTEXT_HEAD)),
             body: XChaCha(derive(CONTEXT_BODY)),
             chunker_seed: u64::from_le_bytes(seed[..8].try_into().expect("8 bytes")),
+            cache_mac: derive(CONTEXT_CACHE_MAC),
+            cache_cipher: derive(CONTEXT_CACHE_CIPHER),
         })))
     }
 
@@ -300,6 +306,36 @@ impl Keys {
     /// them the stored sizes) of a known file cannot be predicted by the provider.
     pub fn chunker_seed(&self) -> u64 {
         self.0.as_ref().map_or(0, |s| s.chunker_seed)
+    }
+
+    /// The keyed hash that binds a local cache file to its chunk. An unencrypted pool has no
+    /// secret, so its key is public: the hash then guards against damage, not forgery (the
+    /// machine is trusted, docs/security.md).
+    pub(crate) fn cache_mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let key = match &self.0 {
+            Some(s) => *s.cache_mac,
+            None => blake3::derive_key(CONTEXT_CACHE_MAC, b"unencrypted pool"),
+        };
+        let mut hasher = blake3::Hasher::new_keyed(&key);
+        for part in parts {
+            hasher.update(part);
+        }
+        *hasher.finalize().as_bytes()
+    }
+
+    /// Encrypt or decrypt (the same XOR) bytes of chunk `id` as the local cache holds them,
+    /// starting `offset` bytes into the chunk; nothing in an unencrypted pool. A stream cipher,
+    /// so one block of a cached chunk is read without the rest. The nonce is the id: ids
+    /// differ for different contents, so a keystream is only ever reused for the same bytes.
+    pub(crate) fn cache_keystream(&self, id: &ObjectId, offset: u64, buf: &mut [u8]) {
+        use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+        let Some(s) = &self.0 else { return };
+        let mut cipher = chacha20::XChaCha20::new(
+            GenericArray::from_slice(&s.cache_cipher[..]),
+            GenericArray::from_slice(&id.0[..NONCE_LEN]),
+        );
+        cipher.seek(offset);
+        cipher.apply_keystream(buf);
     }
 
     fn cipher(&self, part: Part) -> &XChaCha {

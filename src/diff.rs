@@ -107,7 +107,7 @@ async fn compare(repo: &Repository, a: &Node, b: &Node) -> Result<Option<Change>
 /// bytes. Large files are chunked alone, so equal bytes always mean equal chunk lists.
 async fn same_bytes(repo: &Repository, a: &[ChunkRef], b: &[ChunkRef]) -> Result<bool> {
     let (mut x, mut y) = (Vec::new(), Vec::new());
-    crate::restore::stream_content(repo, a, &mut x).await?;
-    crate::restore::stream_content(repo, b, &mut y).await?;
+    crate::restore::stream_content(repo, a, &mut x, false).await?;
+    crate::restore::stream_content(repo, b, &mut y, false).await?;
     Ok(x == y)
 }

@@ -96,7 +96,7 @@ impl Repository {
             let start = self.lookup(snapshot, path).await?;
             match start.as_ref().map(|(n, _)| &n.kind) {
                 Some(NodeKind::File { content, .. }) => {
-                    let bytes = stream_content(self, content, &mut out).await?;
+                    let bytes = stream_content(self, content, &mut out, true).await?;
                     tokio::io::AsyncWriteExt::flush(&mut out).await.map_err(|e| Error::from_io("cannot write", e))?;
                     return Ok(DumpOutcome { entries: 1, bytes, left_out: 0 });
                 }
@@ -335,7 +335,7 @@ impl Sender<'_> {
                 };
                 self.tx.send(entry).await.map_err(|_| gone())?;
                 out.entries += 1;
-                out.bytes += stream_content(self.repo, content, &mut writer).await?;
+                out.bytes += stream_content(self.repo, content, &mut writer, false).await?;
                 return Ok(());
             }
             NodeKind::Symlink { target } => What::Symlink(target.clone()),

@@ -57,7 +57,7 @@ pub use catalogue::BackendUsage;
 pub use check::{BackendReport, CheckOptions, CheckReport, Finding};
 /// The object format version this build writes (docs/format.md).
 pub use codec::FORMAT_VERSION;
-pub use config::Config;
+pub use config::{CacheSettings, Config};
 pub use copy::Copied;
 pub use crypto::{KdfParams, NoPassphrase, Passphrase, PassphraseSource};
 pub use diff::{Change, diff};
@@ -76,6 +76,7 @@ pub use repair::{RepairOptions, RepairReport};
 pub use repository::{InitOptions, InitOutcome, KeyInfo, Repository, Stats, init, placement_note};
 pub use restore::{Overwrite, RestoreOptions, RestoreOutcome, Select};
 pub use rewrite::{Dropped, Outcome as RewriteOutcome, REWRITE_TAG, RewriteOptions, Rewritten};
+pub use store::{CacheStats, LocalCache};
 pub use tag::TagChange;
 
 /// The crate's inner modules: its own tests, benchmarks and fuzz targets reach them here.

@@ -75,6 +75,7 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
         "k" | "ki" => 1024.0,
         "m" | "mi" => 1024.0 * 1024.0,
         "g" | "gi" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
         _ => return None,
     };
     let v = n * scale;

@@ -22,7 +22,7 @@ use crate::model::{self, Node, PoolRecord, PruneRecord, Snapshot, Tree, TreePack
 use crate::progress::Progress;
 use crate::redundancy::Scheme;
 use crate::ring::Ring;
-use crate::store::{Piece, Store};
+use crate::store::{LocalCache, Piece, Store};
 
 /// An open pool.
 pub struct Repository {
@@ -35,6 +35,7 @@ pub struct Repository {
     abort: Arc<AtomicBool>,
     no_lock: AtomicBool,
     unavailable: Vec<(String, String)>,
+    cache: Option<Arc<LocalCache>>,
 }
 
 /// The lock an operation takes (see `lock`).
@@ -317,6 +318,7 @@ impl Repository {
             Some(_) => {}
             None => catalogue.set_pool_id(&pool.pool_id)?,
         }
+        let cache = open_cache(&config, &pool, store.keys(), progress);
         let repo = Repository {
             config,
             store,
@@ -327,6 +329,7 @@ impl Repository {
             abort: Arc::default(),
             no_lock: AtomicBool::new(false),
             unavailable,
+            cache,
         };
         if fresh {
             repo.rebuild_locations(progress).await?;
@@ -804,6 +807,28 @@ impl Repository {
     }
 
     /// Where the catalogue says object `id`'s pieces are (empty if it does not know).
+    /// The pool's local chunk cache on this machine, unless it is off.
+    pub fn local_cache(&self) -> Option<&Arc<LocalCache>> {
+        self.cache.as_ref()
+    }
+
+    /// A chunk, verified: from the local cache if it holds it, else from the backends. With
+    /// `keep`, one fetched from the backends is cached for the next read (readers of the
+    /// drive and `cat`; restores of whole trees would only push out what users read).
+    pub(crate) async fn chunk(&self, id: ObjectId, keep: bool) -> Result<Arc<Vec<u8>>> {
+        if let Some(cache) = self.cache.clone() {
+            let cached = tokio::task::spawn_blocking(move || cache.get(&id)).await;
+            if let Ok(Some(body)) = cached {
+                return Ok(Arc::new(body));
+            }
+        }
+        let body = Arc::new(self.store.get(ObjectKind::Chunk, &id, &self.location_hint(&id)).await?);
+        if keep && let Some(cache) = &self.cache {
+            cache.put(id, body.clone());
+        }
+        Ok(body)
+    }
+
     pub(crate) fn location_hint(&self, id: &ObjectId) -> Vec<Piece> {
         match self.catalogue.reader().and_then(|r| r.location(id)) {
             Ok(Some(loc)) => pieces_of(&self.store, &loc),
@@ -837,6 +862,21 @@ impl Repository {
         let (usage, _) = self.catalogue.usage()?;
         Ok(self.config.backends.iter().map(|b| (b.clone(), usage.get(&b.name).cloned().unwrap_or_default())).collect())
     }
+}
+
+/// The local chunk cache `config` asks for. One that cannot be made (a read-only home, say)
+/// is a warning, not a failure: reads then all go to the backends.
+fn open_cache(config: &Config, pool: &PoolRecord, keys: &Keys, progress: &dyn Progress) -> Option<Arc<LocalCache>> {
+    let opened = config.cache.dir_of(&pool.pool_id_hex()).and_then(|dir| {
+        let Some(dir) = dir else { return Ok(None) };
+        std::fs::create_dir_all(&dir).map_err(|e| Error::from_io(format!("cannot create {}", dir.display()), e))?;
+        let limit = config.cache.size.unwrap_or_else(|| crate::store::default_cache_limit(&dir));
+        LocalCache::open(&dir, keys.clone(), limit).map(|c| Some(Arc::new(c)))
+    });
+    opened.unwrap_or_else(|e| {
+        progress.warn(&format!("no local chunk cache: {e}"));
+        None
+    })
 }
 
 /// What the weights of `backends` cannot give under `scheme`, in words, or `None` if every

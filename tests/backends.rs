@@ -183,6 +183,7 @@ async fn pool_round_trip(backends: Vec<BackendConfig>, scratch: &Path) {
         compression: 3,
         backends,
         limits: Default::default(),
+        cache: cuckoo::CacheSettings { dir: Some(scratch.join("cache")), size: None },
     };
     let passphrase = Passphrase::new("pool passphrase");
     let fast = KdfParams { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
@@ -260,6 +261,7 @@ fn the_live_drive_on_a_pool_of_every_kind_conforms() {
         compression: 3,
         backends,
         limits: Default::default(),
+        cache: cuckoo::CacheSettings { dir: Some(scratch.path().join("cache")), size: None },
     };
     let passphrase = Passphrase::new("pool passphrase");
     let fast = KdfParams { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };

@@ -117,6 +117,7 @@ fn regression_a_failed_first_run_leaves_nothing_and_the_next_one_works() {
             .env_remove("CUCKOO_PASSWORD")
             .env("XDG_CONFIG_HOME", home.path().join("config"))
             .env("XDG_DATA_HOME", home.path().join("data"))
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
             .stdin(Stdio::null());
         if let Some(p) = password {
             c.env("CUCKOO_PASSWORD", p);
@@ -380,6 +381,7 @@ fn version_completions_and_man_pages_need_no_pool() {
             .env_remove("CUCKOO_CONFIG")
             .env("XDG_CONFIG_HOME", dir.path().join("config"))
             .env("XDG_DATA_HOME", dir.path().join("data"))
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
             .output()
             .unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));

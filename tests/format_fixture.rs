@@ -42,7 +42,8 @@ impl OldPool {
             .env("CUCKOO_CONFIG", &self.config)
             .env("CUCKOO_PASSWORD", PASSPHRASE)
             .env("XDG_CONFIG_HOME", self.dir.path().join("x"))
-            .env("XDG_DATA_HOME", self.dir.path().join("x"));
+            .env("XDG_DATA_HOME", self.dir.path().join("x"))
+            .env("XDG_CACHE_HOME", self.dir.path().join("x"));
         common::run_ok(&mut c)
     }
 

@@ -20,7 +20,7 @@ def _cuckoo():
 def pool_config(tmp_path_factory):
     root = tmp_path_factory.mktemp("pool")
     config = root / "pool.toml"
-    lines = [f'catalogue = "{root / "catalogue.redb"}"']
+    lines = [f'catalogue = "{root / "catalogue.redb"}"', f'cache_dir = "{root / "cache"}"']
     for i in range(3):
         lines += ["[[backend]]", f'name = "b{i}"', 'scheme = "fs"', f'root = "{root / f"backend-{i}"}"']
     config.write_text("\n".join(lines) + "\n")

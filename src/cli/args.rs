@@ -38,6 +38,17 @@ pub struct Cli {
     /// Limit downloads of the whole pool to RATE (as --limit-upload)
     #[arg(long, global = true, value_name = "RATE", value_parser = parse_restic_rate)]
     pub limit_download: Option<u64>,
+    /// Keep the local chunk cache under DIR (one folder per pool) [default: cache_dir in the
+    /// config, else the user's cache dir, cuckoo/]
+    #[arg(long, global = true, value_name = "DIR", env = "CUCKOO_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Bound the local chunk cache to SIZE, e.g. 5GiB [default: cache_size in the config,
+    /// else a tenth of the free space, at most 20GiB]
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_cache_size)]
+    pub cache_size: Option<u64>,
+    /// Use no local chunk cache: every read goes to the backends
+    #[arg(long, global = true, conflicts_with = "cache_size")]
+    pub no_cache: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -668,6 +679,13 @@ fn parse_time(text: &str) -> Result<i64, String> {
 
 fn parse_size(text: &str) -> Result<u64, String> {
     cuckoo::parse_bytes(text).ok_or_else(|| format!("'{text}' is not a size such as 15GiB"))
+}
+
+fn parse_cache_size(text: &str) -> Result<u64, String> {
+    match text.trim() {
+        "0" => Ok(0),
+        _ => parse_size(text),
+    }
 }
 
 fn parse_rate(text: &str) -> Result<u64, String> {

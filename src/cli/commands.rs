@@ -18,9 +18,17 @@ use super::{output, progress, secret};
 /// Exit code of a backup that completed but skipped unreadable entries.
 const EXIT_PARTIAL: u8 = 3;
 
-/// Load the config, with the global limits given on the command line.
+/// Load the config, with the global limits and cache settings given on the command line.
 async fn load_config(cli: &Cli) -> Result<Config> {
     let mut config = find_config(cli).await?;
+    if cli.cache_dir.is_some() {
+        config.cache.dir = cli.cache_dir.clone();
+    }
+    if cli.no_cache {
+        config.cache.size = Some(0);
+    } else if cli.cache_size.is_some() {
+        config.cache.size = cli.cache_size;
+    }
     if cli.limit_upload.is_some() {
         config.limits.upload = cli.limit_upload;
     }

@@ -1,5 +1,7 @@
 //! The read cache of the drive and snapshot views: decoded chunks kept in memory up to a
-//! bound, oldest out first, and fetches ahead of a reader that run in the background.
+//! bound, oldest out first, and fetches ahead of a reader that run in the background. Below
+//! it is the pool's local cache on disk (`store::LocalCache`): a chunk missing here is looked
+//! for there before the backends, and one fetched from the backends is kept there too.
 //!
 //! Owns: which decoded chunks are held, and that one chunk is fetched once however many
 //! readers want it. Must not: know files, streams or the drive's state (`pool` does).
@@ -7,7 +9,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 
-use crate::codec::ObjectKind;
 use crate::error::Result;
 use crate::id::ObjectId;
 use crate::repository::Repository;
@@ -56,9 +57,25 @@ impl ChunkCache {
                 state = self.shared.fetched.wait(state).expect("poisoned");
             }
         }
-        let body = Arc::new(self.rt.block_on(fetch(&self.repo, *id))?);
+        let body = match self.repo.local_cache().and_then(|c| c.get(id)) {
+            Some(body) => Arc::new(body),
+            None => self.rt.block_on(self.repo.chunk(*id, true))?,
+        };
         self.shared.insert(self.limit, *id, body.clone());
         Ok(body)
+    }
+
+    /// `len` bytes at `offset` of a chunk that only the local disk cache holds, read without
+    /// the rest of it: what a random reader wants, one 16 KiB block instead of a chunk.
+    /// `None` when memory holds or is fetching it (use `get`), or the disk cache lacks it.
+    pub fn range(&self, id: &ObjectId, offset: usize, len: usize) -> Option<Vec<u8>> {
+        {
+            let state = self.shared.state.lock().expect("poisoned");
+            if state.chunks.contains_key(id) || state.fetching.contains(id) {
+                return None;
+            }
+        }
+        self.repo.local_cache()?.read_at(id, offset, len)
     }
 
     /// Start fetching chunks a reader will want next, unless held or on their way.
@@ -73,8 +90,8 @@ impl ChunkCache {
             let (repo, shared, limit, id) = (self.repo.clone(), self.shared.clone(), self.limit, *id);
             self.rt.spawn(async move {
                 // A failed fetch ahead costs nothing: the reader fetches (and reports) it again.
-                if let Ok(body) = fetch(&repo, id).await {
-                    shared.insert(limit, id, Arc::new(body));
+                if let Ok(body) = repo.chunk(id, true).await {
+                    shared.insert(limit, id, body);
                 }
                 shared.state.lock().expect("poisoned").fetching.remove(&id);
                 shared.fetched.notify_all();
@@ -99,8 +116,4 @@ impl Shared {
             }
         }
     }
-}
-
-async fn fetch(repo: &Repository, id: ObjectId) -> Result<Vec<u8>> {
-    repo.store().get(ObjectKind::Chunk, &id, &repo.location_hint(&id)).await
 }

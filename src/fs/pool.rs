@@ -191,9 +191,21 @@ impl Pool {
         }
         let i = slices.find(offset);
         let r = slices.refs[i];
-        let chunk = self.chunk(&r.id)?;
         let from = r.offset as usize + (offset - slices.start(i)) as usize;
         let to = (r.offset + r.len) as usize;
+        if ahead == 0 && self.drive.streamer.pinned(&r.id).is_none() {
+            let want = (to.saturating_sub(from)).min(max);
+            if let Some(bytes) = self.chunks.range(&r.id, from, want) {
+                if bytes.len() != want {
+                    return Err(Error::corrupt(format!(
+                        "chunk {} is shorter than a file's slice of it",
+                        r.id.to_hex()
+                    )));
+                }
+                return Ok(Shared { range: 0..bytes.len(), bytes: Arc::new(bytes) });
+            }
+        }
+        let chunk = self.chunk(&r.id)?;
         if to > chunk.len() || from > to {
             return Err(Error::corrupt(format!("chunk {} is shorter than a file's slice of it", r.id.to_hex())));
         }

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use crate::codec::ObjectKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::meta;
@@ -253,14 +252,16 @@ fn check_size(job: &FileJob, written: u64) -> Result<()> {
     Err(Error::corrupt(format!("{}: content is {written} bytes, recorded size {}", job.path.display(), job.size)))
 }
 
-/// Write the slices of one file to `out` in order, fetching `PREFETCH` chunks ahead.
+/// Write the slices of one file to `out` in order, fetching `PREFETCH` chunks ahead; with
+/// `keep`, chunks fetched from the backends go into the local cache (a file a user reads).
 pub(crate) async fn stream_content(
     repo: &Repository,
     content: &[ChunkRef],
     out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    keep: bool,
 ) -> Result<u64> {
     let mut slices = futures::stream::iter(content.iter().copied())
-        .map(|r| async move { fetch(repo, r.id).await.map(|c| (c, r)) })
+        .map(|r| async move { repo.chunk(r.id, keep).await.map(|c| (c, r)) })
         .buffered(PREFETCH);
     let mut written = 0u64;
     while let Some(item) = slices.next().await {
@@ -299,9 +300,10 @@ async fn load(repo: &Repository, batch: Batch) -> Loaded {
     }
 }
 
+/// A chunk to restore: from the local cache where it is, not added to it (a restore of a
+/// whole tree would push out what users read).
 async fn fetch(repo: &Repository, id: ObjectId) -> Result<Arc<Vec<u8>>> {
-    let hint = repo.location_hint(&id);
-    repo.store().get(ObjectKind::Chunk, &id, &hint).await.map(Arc::new)
+    repo.chunk(id, false).await
 }
 
 /// Write a large file's slices in order as they arrive, then its metadata.

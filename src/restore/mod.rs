@@ -123,7 +123,9 @@ impl Repository {
         out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
     ) -> Result<u64> {
         match self.lookup(snapshot, path).await? {
-            Some((Node { kind: NodeKind::File { content, .. }, .. }, _)) => stream_content(self, &content, out).await,
+            Some((Node { kind: NodeKind::File { content, .. }, .. }, _)) => {
+                stream_content(self, &content, out, true).await
+            }
             Some(_) => Err(Error::config(format!("'{path}' is not a regular file"))),
             None => Err(Error::config("give a file: SNAPSHOT:PATH")),
         }

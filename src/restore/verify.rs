@@ -41,7 +41,7 @@ async fn verify_one(repo: &Repository, w: Written) -> Option<String> {
     let shown = w.path.display().to_string();
     let (mut writer, reader) = tokio::io::duplex(STEP * 2);
     let produce = async move {
-        let result = stream_content(repo, &w.content, &mut writer).await;
+        let result = stream_content(repo, &w.content, &mut writer, false).await;
         drop(writer);
         result
     };

@@ -4,10 +4,12 @@
 //!
 //! Owns: object paths on backends (docs/format.md, "Layout"), placement decisions, backend
 //! health (`health`), reads with fallback and reconstruction (`objects`), the objects kept on
-//! every backend (`shared`: pool record, key slots, snapshots, locks). Must not: know about
+//! every backend (`shared`: pool record, key slots, snapshots, locks), and the local chunk
+//! cache in front of them (`cache`). Must not: know about
 //! files, trees' meaning or the catalogue; callers pass encoded envelopes and get verified
 //! plain bodies back.
 
+mod cache;
 mod health;
 mod objects;
 mod shared;
@@ -15,6 +17,7 @@ mod shared;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use cache::{BLOCK as CACHE_BLOCK, CacheStats, LocalCache, default_limit as default_cache_limit};
 pub use health::Health;
 pub use shared::{decode_pool_record, encode_pool_record, pool_record_is_sealed};
 

@@ -88,11 +88,12 @@ impl Env {
         env
     }
 
-    /// Another machine's view of the same pool: same backends, its own catalogue.
+    /// Another machine's view of the same pool: same backends, its own catalogue and cache.
     pub fn second_machine(&self) -> PathBuf {
         let text = std::fs::read_to_string(&self.config).unwrap();
         let other = self.path("machine-b.toml");
-        let cat = format!("catalogue = {:?}", self.path("catalogue-b.redb"));
+        let cat = format!("catalogue = {:?}\ncache_dir = {:?}", self.path("catalogue-b.redb"), self.path("cache-b"));
+        let text: String = text.lines().filter(|l| !l.starts_with("cache_dir")).map(|l| format!("{l}\n")).collect();
         let first_line = text.lines().next().unwrap();
         std::fs::write(&other, text.replacen(first_line, &cat, 1)).unwrap();
         other
@@ -108,6 +109,7 @@ impl Env {
             .env("CUCKOO_CONFIG", &self.config)
             .env("XDG_CONFIG_HOME", self.path("xdg-config"))
             .env("XDG_DATA_HOME", self.path("xdg-data"))
+            .env("XDG_CACHE_HOME", self.path("xdg-cache"))
             .env("CUCKOO_PASSWORD", PASSPHRASE);
         c
     }
@@ -232,9 +234,9 @@ pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Config text for a pool of `n` equal `fs` backends `b0`… rooted at `dir/backend-N`, with
-/// its catalogue in `dir`.
+/// its catalogue and local cache in `dir`.
 pub fn fs_pool_toml(dir: &Path, n: usize) -> String {
-    let mut text = format!("catalogue = {:?}\n", dir.join("catalogue.redb"));
+    let mut text = format!("catalogue = {:?}\ncache_dir = {:?}\n", dir.join("catalogue.redb"), dir.join("cache"));
     for i in 0..n {
         let root = dir.join(format!("backend-{i}"));
         text.push_str(&format!("[[backend]]\nname = \"b{i}\"\nscheme = \"fs\"\nroot = {root:?}\n"));
