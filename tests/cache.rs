@@ -88,6 +88,11 @@ fn a_cache_size_of_zero_or_a_bound_is_kept() {
     }
     let held: u64 = cached_files(&cache).iter().map(|f| f.metadata().unwrap().len()).sum();
     assert!(held > 0 && held <= 4 << 20, "{held} bytes held under a 4 MiB bound");
+    let shown = env.json(&["cache"]);
+    assert_eq!(shown["bytes"].as_u64().unwrap(), held, "{shown}");
+    let cleared = env.json(&["cache", "--clear"]);
+    assert_eq!(cleared["cleared_bytes"].as_u64().unwrap(), held);
+    assert!(cached_files(&cache).is_empty() && env.json(&["cache"])["bytes"] == 0);
     let dir = env.path("elsewhere");
     cat(&["--cache-dir", dir.to_str().unwrap(), "cat", "latest:src/f1"]);
     assert!(!cached_files(&dir).is_empty());

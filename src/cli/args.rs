@@ -213,6 +213,12 @@ pub enum Command {
     },
     /// Show sizes, deduplication and compression of the pool
     Stats,
+    /// Show the local chunk cache of this pool (where, how full), or empty it
+    Cache {
+        /// Remove every chunk it holds (they are fetched from the backends when read again)
+        #[arg(long)]
+        clear: bool,
+    },
     /// Verify the pool: every referenced object exists, refcounts agree; optionally read data
     Check {
         /// Download and verify every object

@@ -294,6 +294,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             output::stats(&repo.stats()?, cli.json);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cache { clear } => cache(&cli, config, *clear).await,
         Command::Backend { command } => backend(&cli, config, command).await,
         Command::Version | Command::Generate { .. } => unreachable!("answered above"),
     }
@@ -507,6 +508,18 @@ async fn cat(cli: &Cli, config: Config, target: &str, filter: &cuckoo::SnapshotF
     let (spec, path) = target.split_once(':').context("give SNAPSHOT:PATH")?;
     let (_, snapshot) = repo.find_snapshot_matching(spec, filter)?;
     repo.cat(&snapshot, path, &mut tokio::io::stdout()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cache(cli: &Cli, config: Config, clear: bool) -> Result<ExitCode> {
+    let repo = open(cli, config).await?;
+    let Some(cache) = repo.local_cache() else {
+        output::message(cli.json, "no local chunk cache (--no-cache or cache_size = 0)", serde_json::json!(null));
+        return Ok(ExitCode::SUCCESS);
+    };
+    cache.flush();
+    let freed = if clear { Some(cache.clear()?) } else { None };
+    output::cache(cache.dir(), &cache.stats(), freed, cli.json);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -524,6 +524,23 @@ pub fn rewrite(done: &[cuckoo::Rewritten], dry_run: bool, json: bool) {
     }
 }
 
+pub fn cache(dir: &std::path::Path, stats: &cuckoo::CacheStats, freed: Option<u64>, json: bool) {
+    if json {
+        say!(
+            "{}",
+            json!({"dir": dir, "bytes": stats.bytes, "limit": stats.limit, "cleared_bytes": freed, "damaged": stats.damaged})
+        );
+        return;
+    }
+    if let Some(freed) = freed {
+        say!("removed {} from the local chunk cache", size(freed));
+    }
+    say!("local chunk cache {}: {} of at most {}", dir.display(), size(stats.bytes), size(stats.limit));
+    if stats.damaged > 0 {
+        say!("{} damaged files found and removed", stats.damaged);
+    }
+}
+
 pub fn diff(changes: &[(String, cuckoo::Change)], json: bool) {
     use cuckoo::Change;
     for (path, change) in changes {

@@ -183,7 +183,24 @@ impl LocalCache {
         }
     }
 
-    /// What it did and holds.
+    /// Remove every cached chunk (another process's chunks in flight may still appear).
+    /// Returns the bytes freed.
+    pub fn clear(&self) -> Result<u64> {
+        self.flush();
+        let mut index = self.inner.index.lock().expect("poisoned");
+        let chunks = self.inner.dir.join("chunks");
+        let freed = index.bytes;
+        match std::fs::remove_dir_all(&chunks) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::from_io(format!("cannot remove {}", chunks.display()), e)),
+        }
+        index.entries.clear();
+        index.bytes = 0;
+        Ok(freed)
+    }
+
+    /// What it did and holds (what it holds is known once it has taken stock: after `flush`).
     pub fn stats(&self) -> CacheStats {
         let i = &self.inner;
         CacheStats {
