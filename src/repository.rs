@@ -806,7 +806,6 @@ impl Repository {
         Ok(())
     }
 
-    /// Where the catalogue says object `id`'s pieces are (empty if it does not know).
     /// The pool's local chunk cache on this machine, unless it is off.
     pub fn local_cache(&self) -> Option<&Arc<LocalCache>> {
         self.cache.as_ref()
@@ -822,6 +821,11 @@ impl Repository {
                 return Ok(Arc::new(body));
             }
         }
+        self.chunk_from_backends(id, keep).await
+    }
+
+    /// A chunk from the backends, verified; with `keep`, handed to the local cache.
+    pub(crate) async fn chunk_from_backends(&self, id: ObjectId, keep: bool) -> Result<Arc<Vec<u8>>> {
         let body = Arc::new(self.store.get(ObjectKind::Chunk, &id, &self.location_hint(&id)).await?);
         if keep && let Some(cache) = &self.cache {
             cache.put(id, body.clone());
@@ -829,6 +833,7 @@ impl Repository {
         Ok(body)
     }
 
+    /// Where the catalogue says object `id`'s pieces are (empty if it does not know).
     pub(crate) fn location_hint(&self, id: &ObjectId) -> Vec<Piece> {
         match self.catalogue.reader().and_then(|r| r.location(id)) {
             Ok(Some(loc)) => pieces_of(&self.store, &loc),

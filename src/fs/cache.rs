@@ -59,7 +59,7 @@ impl ChunkCache {
         }
         let body = match self.repo.local_cache().and_then(|c| c.get(id)) {
             Some(body) => Arc::new(body),
-            None => self.rt.block_on(self.repo.chunk(*id, true))?,
+            None => self.rt.block_on(self.repo.chunk_from_backends(*id, true))?,
         };
         self.shared.insert(self.limit, *id, body.clone());
         Ok(body)
