@@ -19,7 +19,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::crypto::Keys;
@@ -37,6 +37,8 @@ const QUEUE: usize = 32;
 /// Seconds between writes of a chunk's last use to its file's mtime, which is how the order
 /// of use survives a restart.
 const TOUCH_EVERY: u64 = 60;
+/// Longer than any chunk (the envelope allows 64 MiB): a length past it is damage.
+const MAX_LEN: u64 = 1 << 30;
 /// Temporary files older than this are a crashed writer's, and are removed.
 const STALE: Duration = Duration::from_secs(3600);
 /// The default bound is this share of the free space where the cache lives...
@@ -66,7 +68,9 @@ pub struct CacheStats {
 /// A pool's chunk cache on local disk.
 pub struct LocalCache {
     inner: Arc<Inner>,
-    queue: SyncSender<Job>,
+    /// The writer's queue, started at the first chunk handed over: a command that reads no
+    /// chunks neither takes stock of the directory nor waits for that at its end.
+    queue: OnceLock<SyncSender<Job>>,
 }
 
 struct Inner {
@@ -113,7 +117,7 @@ pub fn default_limit(dir: &Path) -> u64 {
 impl LocalCache {
     /// The cache in `dir` (created, with a CACHEDIR.TAG so backup tools skip it), holding at
     /// most `limit` bytes, its files sealed with `keys`. Files are written on a thread of its
-    /// own, which first takes stock of what the directory holds.
+    /// own, started when first needed, which first takes stock of what the directory holds.
     pub fn open(dir: &Path, keys: Keys, limit: u64) -> Result<LocalCache> {
         let cannot = |e| Error::from_io(format!("cannot create the local cache {}", dir.display()), e);
         std::fs::create_dir_all(dir).map_err(cannot)?;
@@ -136,13 +140,18 @@ impl LocalCache {
             written: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
         });
-        let (queue, jobs) = std::sync::mpsc::sync_channel(QUEUE);
-        let worker = inner.clone();
-        std::thread::Builder::new()
-            .name("cuckoo-cache".into())
-            .spawn(move || worker.run(jobs))
-            .map_err(|e| Error::from_io("cannot start the local cache's writer", e))?;
-        Ok(LocalCache { inner, queue })
+        Ok(LocalCache { inner, queue: OnceLock::new() })
+    }
+
+    /// The writer's queue, starting the writer. If no thread can be started, the queue is
+    /// closed and nothing is cached, which costs reads, not correctness.
+    fn queue(&self) -> &SyncSender<Job> {
+        self.queue.get_or_init(|| {
+            let (queue, jobs) = std::sync::mpsc::sync_channel(QUEUE);
+            let worker = self.inner.clone();
+            let _ = std::thread::Builder::new().name("cuckoo-cache".into()).spawn(move || worker.run(jobs));
+            queue
+        })
     }
 
     /// Where the cache lives.
@@ -170,15 +179,16 @@ impl LocalCache {
         if self.inner.index.lock().expect("poisoned").entries.contains_key(&id) {
             return;
         }
-        match self.queue.try_send(Job::Put(id, body)) {
+        match self.queue().try_send(Job::Put(id, body)) {
             Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
         }
     }
 
-    /// Wait until everything handed to `put` so far is written (or skipped).
+    /// Wait until everything handed to `put` so far is written (or skipped), and the cache
+    /// has taken stock of its directory.
     pub fn flush(&self) {
         let (done, wait) = std::sync::mpsc::sync_channel(1);
-        if self.queue.send(Job::Flush(done)).is_ok() {
+        if self.queue().send(Job::Flush(done)).is_ok() {
             let _ = wait.recv();
         }
     }
@@ -219,7 +229,9 @@ impl Drop for LocalCache {
     /// Chunks handed over are written before the pool closes: a `cat` that ends at once
     /// still leaves its chunks for the next reader.
     fn drop(&mut self) {
-        self.flush();
+        if self.queue.get().is_some() {
+            self.flush();
+        }
     }
 }
 
@@ -264,6 +276,9 @@ impl Inner {
         let mut head = [0u8; HEAD];
         file.read_exact_at(&mut head, 0).map_err(damaged)?;
         let total = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+        if total > MAX_LEN {
+            return Err(Miss::Damaged);
+        }
         let blocks = total.div_ceil(BLOCK as u64);
         let data_at = HEAD as u64 + blocks * 32;
         if &head[..8] != MAGIC || size != data_at + total {
@@ -509,7 +524,13 @@ mod tests {
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(HEAD as u64 + 40).unwrap();
         assert_eq!(cache.get(&ia), None);
-        assert_eq!(cache.stats().damaged, 3);
+        // A length no chunk has (regression: the size check overflowed).
+        let mut huge = MAGIC.to_vec();
+        huge.extend(u64::MAX.to_le_bytes());
+        huge.resize(HEAD + 64, 0);
+        std::fs::write(&path, huge).unwrap();
+        assert_eq!(cache.get(&ia), None);
+        assert_eq!(cache.stats().damaged, 4);
     }
 
     #[test]
