@@ -10,11 +10,12 @@
 #
 #   bash benches/mount_remote.sh [CUCKOO_BIN] [FILE_MIB] [SECONDS]
 #
-# Needs root, /dev/fuse, fio, rclone and moto (pip install 'moto[server]').
+# Needs root, /dev/fuse, fio, rclone, fuse3 (rclone runs fusermount) and moto
+# (pip install 'moto[server]').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-target/release/cuckoo}")
-mib=${2:-256}
+mib=${2:-512}
 secs=${3:-10}
 w=$(mktemp -d)
 PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
@@ -27,6 +28,9 @@ cleanup() {
 trap cleanup EXIT
 export CUCKOO_CONFIG=$w/pool.toml XDG_CONFIG_HOME=$w/x XDG_DATA_HOME=$w/y XDG_CACHE_HOME=$w/c CUCKOO_PASSWORD=bench
 export RCLONE_CONFIG=$w/rclone.conf
+# A CA bundle set for the machine makes rclone's S3 client refuse its own HTTP transport;
+# the server is plain HTTP on loopback anyway.
+unset AWS_CA_BUNDLE
 mkdir -p "$w/mnt" "$w/rmnt"
 
 wait_port() { python3 -c "
