@@ -266,11 +266,8 @@ impl Inner {
     }
 
     fn try_read(&self, id: &ObjectId, offset: usize, len: usize) -> std::result::Result<(Vec<u8>, File, u64), Miss> {
-        let file = match File::open(self.path(id)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Miss::Absent),
-            Err(_) => return Err(Miss::Damaged),
-        };
+        // A file that cannot be opened (gone, or no descriptors left) is a miss, not damage.
+        let file = File::open(self.path(id)).map_err(|_| Miss::Absent)?;
         let damaged = |_| Miss::Damaged;
         let size = file.metadata().map_err(damaged)?.len();
         let mut head = [0u8; HEAD];
