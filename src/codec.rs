@@ -55,6 +55,8 @@ pub enum ObjectKind {
     Lock = 6,
     /// The list of objects one prune deleted, for other machines' catalogues.
     Prune = 7,
+    /// Snapshots forgotten while a backend could not delete its copies of them.
+    Forget = 8,
 }
 
 impl ObjectKind {
@@ -67,6 +69,7 @@ impl ObjectKind {
             5 => ObjectKind::Key,
             6 => ObjectKind::Lock,
             7 => ObjectKind::Prune,
+            8 => ObjectKind::Forget,
             _ => return None,
         })
     }
@@ -77,7 +80,7 @@ impl ObjectKind {
         match self {
             ObjectKind::Chunk => 64 << 20,
             ObjectKind::Pool | ObjectKind::Key | ObjectKind::Lock => 1 << 20,
-            ObjectKind::Tree | ObjectKind::Snapshot | ObjectKind::Prune => u32::MAX as usize,
+            ObjectKind::Tree | ObjectKind::Snapshot | ObjectKind::Prune | ObjectKind::Forget => u32::MAX as usize,
         }
     }
 }

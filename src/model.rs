@@ -233,6 +233,18 @@ pub struct PruneRecord {
     pub deleted: Vec<ObjectId>,
 }
 
+/// Snapshots forgotten while some backend could not delete its copy of them (read-only,
+/// unreachable): kept on every backend that takes it, so that a copy left behind is not
+/// listed, synced or copied back by `repair`, which deletes it once its backend lets it.
+/// Deleted again once no backend holds any of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetRecord {
+    /// When the forget ran, nanoseconds since the epoch.
+    pub time_ns: i64,
+    /// The snapshots forgotten.
+    pub snapshots: Vec<ObjectId>,
+}
+
 /// The pool record, kept on every backend: which pool a backend belongs to and the settings
 /// every writer must share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -92,11 +92,24 @@ impl Step {
     }
 }
 
-/// Health of a backend for listings: the time to stat its pool record, or the error.
+/// Health of a backend for listings: the time to stat its pool record, or the error. A
+/// backend that answers but will not take a small write (read-only, no write permission,
+/// full) is not healthy either: a pool needs to write there.
 pub async fn ping(backend: &Backend) -> Result<f64, String> {
     let start = Instant::now();
     backend.len(POOL_RECORD).await.map_err(|e| e.to_string())?;
-    Ok(ms(start.elapsed()))
+    let took = ms(start.elapsed());
+    let path = format!("{PREFIX}ping-{:016x}", rand::random::<u64>());
+    let written = backend.write(&path, b"cuckoo".to_vec()).await;
+    let deleted = backend.delete(&path).await;
+    if let Some(op) = backend.operator() {
+        let _ = op.delete(PREFIX).await;
+    }
+    match (written, deleted) {
+        (Err(e), _) => Err(format!("answers, but refuses writes: {e}")),
+        (Ok(()), Err(e)) => Err(format!("answers, but refuses deletes: {e}")),
+        (Ok(()), Ok(())) => Ok(took),
+    }
 }
 
 fn ms(d: Duration) -> f64 {

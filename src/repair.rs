@@ -24,7 +24,7 @@ use crate::id::ObjectId;
 use crate::progress::Progress;
 use crate::redundancy::{self, Scheme};
 use crate::repository::{Need, Repository};
-use crate::store::{LOCKS_PREFIX, POOL_RECORD, Piece, Store};
+use crate::store::{LOCKS_PREFIX, POOL_RECORD, Piece, Store, object_path};
 
 /// What to do.
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,12 +59,17 @@ pub struct RepairReport {
     pub bytes_deleted: u64,
     /// Pieces that failed verification.
     pub corrupt_pieces: u64,
-    /// Copies of pool records, key slots, snapshots and prune records written to backends
-    /// that lacked them.
+    /// Copies of pool records, key slots, snapshots, prune and forget records written to
+    /// backends that lacked them.
     pub shared_copied: u64,
+    /// Copies of forgotten snapshots deleted from backends that had kept them.
+    pub forgotten_deleted: u64,
+    /// Forget records removed because no backend holds any of their snapshots any more.
+    pub forget_records_removed: u64,
     /// Objects that could not be rebuilt from what is left (hex ids), with why.
     pub unrecoverable: Vec<(String, String)>,
-    /// Objects that could not be fully repaired this time (a backend failed); run again.
+    /// Objects that could not be fully repaired this time, because a backend failed
+    /// (`Repository::backend_troubles` says which and whether running again can help).
     pub incomplete: u64,
 }
 
@@ -193,12 +198,17 @@ async fn list_all(store: &Store) -> Result<HashMap<(ObjectKind, ObjectId), Vec<P
 async fn copy_shared(store: &Store, options: RepairOptions, report: &mut RepairReport) -> Result<()> {
     let n = store.backends().len();
     let mut have: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut all_listed = true;
     for (i, b) in store.backends().iter().enumerate() {
         if !store.health().is_up(i) {
+            all_listed = false;
             continue;
         }
         for (_, prefix) in crate::store::SHARED_PREFIXES {
-            let Ok(list) = b.list(prefix).await else { continue };
+            let Ok(list) = b.list(prefix).await else {
+                all_listed = false;
+                continue;
+            };
             for (path, _) in list {
                 have.entry(path).or_default().push(i);
             }
@@ -207,6 +217,7 @@ async fn copy_shared(store: &Store, options: RepairOptions, report: &mut RepairR
             have.entry(POOL_RECORD.to_string()).or_default().push(i);
         }
     }
+    settle_forgotten(store, &mut have, all_listed, options, report).await?;
     for (path, mut holders) in have {
         if path.starts_with(LOCKS_PREFIX) {
             continue;
@@ -238,6 +249,58 @@ async fn copy_shared(store: &Store, options: RepairOptions, report: &mut RepairR
                 report.shared_copied += 1;
             }
         }
+    }
+    Ok(())
+}
+
+/// Delete the copies of forgotten snapshots that backends kept (never copy them on), and
+/// remove the forget records that no longer cover any copy: only when every backend was
+/// listed, since one that was not may still hold one. Both leave `have`.
+async fn settle_forgotten(
+    store: &Store,
+    have: &mut HashMap<String, Vec<usize>>,
+    all_listed: bool,
+    options: RepairOptions,
+    report: &mut RepairReport,
+) -> Result<()> {
+    let records = store.forget_records().await?;
+    let forgotten: std::collections::BTreeSet<ObjectId> =
+        records.iter().flat_map(|(_, r)| r.snapshots.iter().copied()).collect();
+    let mut still_held = std::collections::BTreeSet::new();
+    for id in &forgotten {
+        let path = object_path(ObjectKind::Snapshot, id);
+        let Some(holders) = have.remove(&path) else { continue };
+        for i in holders {
+            if options.dry_run {
+                report.forgotten_deleted += 1;
+                continue;
+            }
+            let r = store.backends()[i].delete(&path).await;
+            store.health().observe(i, &r);
+            match r {
+                Ok(()) => report.forgotten_deleted += 1,
+                Err(_) => {
+                    still_held.insert(*id);
+                }
+            }
+        }
+    }
+    if !all_listed || options.dry_run {
+        return Ok(());
+    }
+    for (record, forget) in records {
+        if forget.snapshots.iter().any(|s| still_held.contains(s)) {
+            continue;
+        }
+        let path = object_path(ObjectKind::Forget, &record);
+        let holders = have.remove(&path).unwrap_or_default();
+        let mut removed = true;
+        for i in holders {
+            let r = store.backends()[i].delete(&path).await;
+            store.health().observe(i, &r);
+            removed &= r.is_ok();
+        }
+        report.forget_records_removed += u64::from(removed);
     }
     Ok(())
 }

@@ -245,6 +245,9 @@ fn agreed_record(
 }
 
 impl Repository {
+    /// The reason `unavailable` gives for a reachable backend without the pool record.
+    pub const NO_POOL_RECORD: &str = "has no pool record";
+
     /// Open the pool of `config`: check every backend is reachable and in the pool, open the
     /// catalogue and bring it up to date with the backends.
     pub async fn open(
@@ -291,7 +294,7 @@ impl Repository {
         let unavailable: Vec<(String, String)> = unreachable
             .iter()
             .map(|(i, e)| (store.backends()[*i].name.clone(), e.to_string()))
-            .chain(bare.iter().map(|i| (store.backends()[*i].name.clone(), "has no pool record".to_string())))
+            .chain(bare.iter().map(|i| (store.backends()[*i].name.clone(), Self::NO_POOL_RECORD.to_string())))
             .collect();
         pool.chunker.validate()?;
         pool.redundancy.validate()?;
@@ -341,10 +344,23 @@ impl Repository {
         Ok(repo)
     }
 
-    /// Backends the pool opened without (unreachable, or without the pool record), and why:
-    /// reads go around them, writes go to the next healthy owners, `repair` fixes the rest.
+    /// Backends that were unreachable or had no pool record when the pool was opened, and
+    /// why. Reads go around an unreachable one and writes to the next healthy owners while
+    /// it stays down; one without the record (new, or emptied by its provider) holds none of
+    /// the pool's objects but takes new ones; `repair` rebuilds what either should hold.
     pub fn unavailable(&self) -> &[(String, String)] {
         &self.unavailable
+    }
+
+    /// Every backend that failed requests since the pool was opened, how and how often,
+    /// with whether running the command again can help: for a command to say at its end.
+    pub fn backend_troubles(&self) -> Vec<crate::store::BackendTrouble> {
+        self.store.troubles()
+    }
+
+    /// The same, as a handle that outlives the repository.
+    pub fn trouble_log(&self) -> crate::store::TroubleLog {
+        self.store.trouble_log()
     }
 
     /// True if the pool is encrypted.
@@ -495,7 +511,8 @@ impl Repository {
     /// Bring the catalogue up to date with snapshots other machines (or a lost catalogue)
     /// put on the backends: fetch each unknown snapshot and the trees it needs.
     pub async fn sync(&self, progress: &dyn Progress) -> Result<usize> {
-        let remote = self.store.list_snapshots().await?;
+        let (remote, forgotten) = futures::try_join!(self.store.list_snapshots(), self.store.forgotten_snapshots())?;
+        let remote: std::collections::BTreeSet<ObjectId> = remote.difference(&forgotten).copied().collect();
         self.heal_snapshots(&remote, progress).await?;
         // Snapshots forgotten elsewhere: on no backend any more. One another process
         // committed since the listing is in the catalogue but was not listed, so what looks
@@ -503,7 +520,8 @@ impl Repository {
         let unlisted: Vec<ObjectId> =
             self.catalogue.snapshots()?.into_iter().map(|(id, _)| id).filter(|id| !remote.contains(id)).collect();
         if !unlisted.is_empty() {
-            let now = self.store.list_snapshots().await?;
+            let now: std::collections::BTreeSet<ObjectId> =
+                self.store.list_snapshots().await?.difference(&forgotten).copied().collect();
             for id in unlisted.iter().filter(|id| !now.contains(id)) {
                 self.catalogue.remove_snapshot(id)?;
             }
@@ -700,12 +718,17 @@ impl Repository {
 
     /// Forget snapshots: their records leave every backend and the catalogue. No data is
     /// deleted (that is prune's job), so this is safe beside running backups.
-    pub async fn forget(&self, ids: &[ObjectId]) -> Result<()> {
+    ///
+    /// A backend that keeps its copies (read-only, unreachable) is returned with how many
+    /// and why; a forget record on the other backends keeps those copies forgotten on every
+    /// machine, and `repair` deletes them once the backend lets it. If the record itself
+    /// cannot be stored, nothing is forgotten and the error says so.
+    pub async fn forget(&self, ids: &[ObjectId]) -> Result<Vec<crate::store::LeftCopies>> {
+        let left = self.store.forget_snapshots(ids).await?;
         for id in ids {
-            self.store.delete_everywhere(&crate::store::object_path(ObjectKind::Snapshot, id)).await?;
             self.catalogue.remove_snapshot(id)?;
         }
-        Ok(())
+        Ok(left)
     }
 
     /// Resolve `latest`, a full id or a unique id prefix.

@@ -148,6 +148,127 @@ async fn with_too_many_backends_down_backups_fail_cleanly_and_nothing_is_lost() 
     pool.restore_matches(&repo, &src, "out").await;
 }
 
+/// The troubles `repo` recorded at backend `name`.
+fn troubles_at(repo: &Repository, name: &str) -> Vec<cuckoo::BackendTrouble> {
+    repo.backend_troubles().into_iter().filter(|t| t.backend == name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_read_only_backend_is_named_with_its_reason_not_passed_over_in_silence() {
+    let pool = pool(3, "copies=2").await;
+    let src = pool.tree();
+    let repo = pool.open().await;
+    repo.backends()[1].faults().set(Fault::ReadOnly);
+    backup(&repo, &src).await;
+    // The backup succeeded around b1 (every object has two copies elsewhere), and says so.
+    let seen = troubles_at(&repo, "b1");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].incident.trouble, cuckoo::Trouble::Refused);
+    assert!(!seen[0].incident.trouble.retry_helps());
+    let said = seen[0].to_string();
+    assert!(said.contains("'b1'") && said.contains("read-only") && said.contains("will not help"), "{said}");
+    assert!(troubles_at(&repo, "b0").is_empty() && troubles_at(&repo, "b2").is_empty());
+    pool.restore_matches(&repo, &src, "out-1").await;
+    // Putting the pieces back in their places cannot finish while b1 refuses: repair names
+    // b1 and why, where it used to say only "a backend failed: run it again".
+    let report = repo.repair(RepairOptions { rebalance: true, ..Default::default() }, &NoProgress).await.unwrap();
+    assert!(report.incomplete > 0 && report.unrecoverable.is_empty(), "{report:?}");
+    assert!(troubles_at(&repo, "b1")[0].incident.failures > seen[0].incident.failures);
+    repo.backends()[1].faults().clear();
+    drop(repo);
+    let repo = pool.open().await;
+    let report = repo.repair(RepairOptions { rebalance: true, ..Default::default() }, &NoProgress).await.unwrap();
+    assert!(report.incomplete == 0 && report.moved > 0, "{report:?}");
+    assert!(repo.backend_troubles().is_empty(), "{:?}", repo.backend_troubles());
+    pool.restore_matches(&repo, &src, "out-2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_full_backend_is_named_and_said_to_need_room_not_another_run() {
+    let pool = pool(3, "copies=2").await;
+    let src = pool.tree();
+    let repo = pool.open().await;
+    repo.backends()[2].faults().set(Fault::Full);
+    backup(&repo, &src).await;
+    let seen = troubles_at(&repo, "b2");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].incident.trouble, cuckoo::Trouble::Full);
+    let said = seen[0].to_string();
+    assert!(said.contains("'b2' is full") && said.contains("has room"), "{said}");
+    let report = check(&repo).await;
+    assert!(report.findings.is_empty(), "nothing is missing: {:?}", report.findings);
+    pool.restore_matches(&repo, &src, "out").await;
+}
+
+/// Files under `dir` of backend `b{i}` in `pool`.
+fn files_of(pool: &Pool, i: usize, dir: &str) -> usize {
+    walk_files(&pool.dir.path().join(format!("backend-{i}/{dir}"))).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_forget_with_a_read_only_backend_stays_forgotten_and_repair_finishes_it() {
+    let pool = pool(3, "copies=2").await;
+    let src = pool.tree();
+    let repo = pool.open().await;
+    backup(&repo, &src).await;
+    backup(&repo, &src).await;
+    let all = repo.snapshots().unwrap();
+    let (kept, gone) = (all[0].0, all[1].0);
+    repo.backends()[1].faults().set(Fault::ReadOnly);
+    let left = repo.forget(&[gone]).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!((left[0].backend.as_str(), left[0].snapshots), ("b1", 1));
+    assert!(left[0].why.contains("read-only"), "{}", left[0].why);
+    assert_eq!(files_of(&pool, 1, "snapshots"), 2, "b1 kept its copy");
+    // It used to come back at the next sync, on this machine and every other, and `repair`
+    // then copied it to every backend again.
+    let ids = |repo: &Repository| repo.snapshots().unwrap().into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    repo.sync(&NoProgress).await.unwrap();
+    assert_eq!(ids(&repo), vec![kept]);
+    let mut elsewhere = pool.config.clone();
+    elsewhere.catalogue = Some(pool.dir.path().join("other-machine.redb"));
+    let other = Repository::open(elsewhere, &NoPassphrase, &NoProgress).await.unwrap();
+    other.sync(&NoProgress).await.unwrap();
+    assert_eq!(ids(&other), vec![kept], "another machine does not see it either");
+    let report = repo.repair(RepairOptions::default(), &NoProgress).await.unwrap();
+    assert_eq!((report.forgotten_deleted, report.forget_records_removed), (0, 0), "{report:?}");
+    assert_eq!(files_of(&pool, 0, "snapshots") + files_of(&pool, 2, "snapshots"), 2, "not copied back");
+    // Once b1 takes deletes, repair deletes the copy and then the record.
+    repo.backends()[1].faults().clear();
+    drop((repo, other));
+    let repo = pool.open().await;
+    let report = repo.repair(RepairOptions::default(), &NoProgress).await.unwrap();
+    assert_eq!((report.forgotten_deleted, report.forget_records_removed), (1, 1), "{report:?}");
+    for i in 0..3 {
+        assert_eq!((files_of(&pool, i, "snapshots"), files_of(&pool, i, "forgotten")), (1, 0), "b{i}");
+    }
+    assert_eq!(ids(&repo), vec![kept]);
+    pool.restore_matches(&repo, &src, "out").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forget_every_backend_took_leaves_no_record_and_one_none_took_forgets_nothing() {
+    let pool = pool(2, "copies=1").await;
+    let src = pool.tree();
+    let repo = pool.open().await;
+    backup(&repo, &src).await;
+    backup(&repo, &src).await;
+    let all = repo.snapshots().unwrap();
+    assert!(repo.forget(&[all[1].0]).await.unwrap().is_empty());
+    assert_eq!(files_of(&pool, 0, "forgotten") + files_of(&pool, 1, "forgotten"), 0);
+    // With one copy no backend may miss the record: a read-only one stops the forget
+    // before anything is deleted, and the error says so.
+    repo.backends()[0].faults().set(Fault::ReadOnly);
+    let err = repo.forget(&[all[0].0]).await.unwrap_err();
+    assert!(err.to_string().contains("nothing was forgotten") && err.to_string().contains("b0"), "{err}");
+    repo.backends()[0].faults().clear();
+    drop(repo);
+    let repo = pool.open().await;
+    repo.sync(&NoProgress).await.unwrap();
+    assert_eq!(repo.snapshots().unwrap().len(), 1);
+    assert_eq!(files_of(&pool, 0, "snapshots"), 1);
+}
+
 /// The pool of `pool`, with backend `b{n}` added (a new directory) and adopted.
 async fn with_new_backend(pool: &Pool, n: usize) -> Config {
     let text = fs_pool_toml(pool.dir.path(), n + 1);

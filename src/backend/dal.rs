@@ -25,6 +25,7 @@ impl Dal {
     fn err(&self, what: &str, path: &str, e: opendal::Error) -> Error {
         let kind = match e.kind() {
             _ if is_out_of_space(&e) => ErrorKind::Full,
+            _ if is_read_only(&e) => ErrorKind::ReadOnly,
             opendal::ErrorKind::NotFound => ErrorKind::NotFound,
             opendal::ErrorKind::ConfigInvalid => ErrorKind::Config,
             opendal::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
@@ -136,6 +137,13 @@ pub(crate) fn is_out_of_space(e: &opendal::Error) -> bool {
         .any(|needle| text.contains(needle))
 }
 
+/// A local disk mounted read-only (EROFS) refuses every write: not a failure retrying can
+/// cure. (Services that refuse for lack of rights say so as "permission denied".)
+pub(crate) fn is_read_only(e: &opendal::Error) -> bool {
+    let text = format!("{e:?}").to_ascii_lowercase();
+    ["read-only file system", "(os error 30)"].iter().any(|needle| text.contains(needle))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +168,14 @@ mod tests {
         assert!(is_out_of_space(&quota));
         let refused = opendal::Error::new(opendal::ErrorKind::Unexpected, "connection refused");
         assert!(!is_out_of_space(&refused));
+    }
+
+    #[test]
+    fn a_read_only_file_system_is_read_only_not_broken() {
+        let erofs = opendal::Error::new(opendal::ErrorKind::Unexpected, "write failed")
+            .set_source(std::io::Error::from_raw_os_error(30));
+        assert!(is_read_only(&erofs));
+        let refused = opendal::Error::new(opendal::ErrorKind::Unexpected, "connection refused");
+        assert!(!is_read_only(&refused));
     }
 }

@@ -1,5 +1,6 @@
 //! The fault-injection layer, for tests and drills: a backend that fails every request,
-//! stalls until its requests time out, returns corrupted bytes, or has lost its objects.
+//! stalls until its requests time out, returns corrupted bytes, has lost its objects,
+//! refuses writes and deletes (read-only) or has no room for writes (full).
 //! Off by default; one atomic load per request when off.
 //!
 //! Owns: the fault switches of one backend (shared by its clones) and the layer that obeys
@@ -27,6 +28,10 @@ pub enum Fault {
     Corrupt = 4,
     /// Objects are gone: reads find nothing, lists are empty (writes still land).
     Lose = 8,
+    /// Writes and deletes are refused as by a read-only file system; reads work.
+    ReadOnly = 16,
+    /// Writes fail for lack of space; reads and deletes work.
+    Full = 32,
 }
 
 /// The fault switches of one backend.
@@ -85,15 +90,29 @@ impl Faults {
         if on == 0 {
             return Ok(Then::Proceed);
         }
+        let fail = |kind: ErrorKind, why: &str| {
+            Error::new(kind, format!("backend '{backend}': {what} {path}: {why} (injected)"))
+        };
+        let refused = match what {
+            "write" if self.has(on, Fault::ReadOnly) => Some(fail(ErrorKind::ReadOnly, "read-only file system")),
+            "write" if self.has(on, Fault::Full) => Some(fail(ErrorKind::Full, "no space left on device")),
+            "delete" if self.has(on, Fault::ReadOnly) => Some(fail(ErrorKind::ReadOnly, "read-only file system")),
+            _ => None,
+        };
+        let others = on & !(Fault::ReadOnly as u8 | Fault::Full as u8);
+        if refused.is_none() && others == 0 {
+            return Ok(Then::Proceed);
+        }
         self.hits.fetch_add(1, Ordering::Relaxed);
-        let fail =
-            |why: &str| Error::new(ErrorKind::Backend, format!("backend '{backend}': {what} {path}: {why} (injected)"));
+        if let Some(e) = refused {
+            return Err(e);
+        }
         if self.has(on, Fault::Stall) {
             tokio::time::sleep(Duration::from_millis(self.stall_ms.load(Ordering::Relaxed))).await;
-            return Err(fail("timed out"));
+            return Err(fail(ErrorKind::Backend, "timed out"));
         }
         if self.has(on, Fault::Fail) {
-            return Err(fail("service unavailable"));
+            return Err(fail(ErrorKind::Backend, "service unavailable"));
         }
         if self.has(on, Fault::Lose) {
             return Ok(Then::Vanish);
@@ -198,7 +217,20 @@ mod tests {
         assert!(f.list("a/").await.unwrap().is_empty());
         f.write("a/y", body.clone()).await.unwrap();
         f.faults.clear();
+
         assert_eq!(f.list("a/").await.unwrap().len(), 2, "writes landed while lost");
+
+        f.faults.set(Fault::ReadOnly);
+        assert_eq!(f.write("a/z", body.clone()).await.unwrap_err().kind(), ErrorKind::ReadOnly);
+        assert_eq!(f.delete("a/x").await.unwrap_err().kind(), ErrorKind::ReadOnly);
+        assert_eq!(f.read("a/x").await.unwrap(), Some(body.clone()), "a read-only backend is read");
+        f.faults.clear();
+
+        f.faults.set(Fault::Full);
+        assert_eq!(f.write("a/z", body.clone()).await.unwrap_err().kind(), ErrorKind::Full);
+        f.delete("a/y").await.unwrap();
+        assert_eq!(f.read("a/x").await.unwrap(), Some(body.clone()));
+        f.faults.clear();
 
         f.faults.set(Fault::Fail);
         let err = f.read("a/x").await.unwrap_err();

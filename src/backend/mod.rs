@@ -44,10 +44,15 @@ type Stack = Deadline<Faulty<Limited<Dal>>>;
 
 /// Put cuckoo's layers and OpenDAL's over the operator `op` built for `cfg`.
 fn stack(cfg: &BackendConfig, op: Operator, faults: &Arc<Faults>, shared: &Shared) -> (Operator, Arc<Stack>) {
-    let op = op
-        .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)))
-        .layer(RetryLayer::new().with_jitter().with_max_times(4).with_min_delay(Duration::from_millis(200)))
-        .layer(ConcurrentLimitLayer::new(cfg.concurrency));
+    let mut op =
+        op.layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)));
+    // OpenDAL marks every local I/O error it has no kind for as temporary, a read-only or
+    // full disk among them: retried, each would cost 3 s before failing the same way. A
+    // local disk's failures do not pass by waiting.
+    if cfg.scheme != "fs" {
+        op = op.layer(RetryLayer::new().with_jitter().with_max_times(4).with_min_delay(Duration::from_millis(200)));
+    }
+    let op = op.layer(ConcurrentLimitLayer::new(cfg.concurrency));
     let content_type = op.info().capability().write_with_content_type;
     let dal = Dal { name: cfg.name.clone(), scheme: cfg.scheme.clone(), op: op.clone(), content_type };
     let stack = Deadline {

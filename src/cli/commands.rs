@@ -106,14 +106,36 @@ fn new_passphrase(file: &Option<PathBuf>) -> secret::Source {
     }
 }
 
+/// The backends' incidents of every pool this command opened, said when it ends.
+static OPENED: std::sync::Mutex<Vec<cuckoo::TroubleLog>> = std::sync::Mutex::new(Vec::new());
+
+/// Name every backend that failed requests during the command, why, and whether running
+/// it again can help: a command that succeeded around a failing backend says so too.
+pub fn report_troubles() {
+    let logs = std::mem::take(&mut *OPENED.lock().unwrap_or_else(|e| e.into_inner()));
+    for trouble in logs.iter().flat_map(|l| l.troubles()) {
+        output::warning(&trouble.to_string());
+    }
+}
+
 async fn open(cli: &Cli, config: Config) -> Result<Repository> {
     let bar = progress_bar(cli);
     let repo = Repository::open(config, &passphrase(cli), &bar).await?;
+    OPENED.lock().unwrap_or_else(|e| e.into_inner()).push(repo.trouble_log());
+    let redundancy = repo.pool().redundancy;
     for (name, why) in repo.unavailable() {
-        output::warning(&format!(
-            "backend '{name}' is left out ({why}); redundancy {} covers it, `cuckoo repair` restores it",
-            repo.pool().redundancy
-        ));
+        output::warning(&if why == Repository::NO_POOL_RECORD {
+            format!(
+                "backend '{name}' has no pool record (new, or its provider lost what it held): it takes new \
+                 data; `cuckoo repair` gives it the record and rebuilds what it should hold (redundancy \
+                 {redundancy} covers it meanwhile)"
+            )
+        } else {
+            format!(
+                "backend '{name}' is left out ({why}); redundancy {redundancy} covers it, `cuckoo repair` \
+                 restores it"
+            )
+        });
     }
     repo.set_no_lock(cli.no_lock);
     Ok(repo)
@@ -780,10 +802,9 @@ async fn forget(
         }
     };
     let gone: Vec<cuckoo::ObjectId> = decisions.iter().filter(|(_, r)| r.is_empty()).map(|(id, _)| *id).collect();
-    output::forget(&all, &decisions, dry_run, cli.json);
-    if !dry_run {
-        repo.forget(&gone).await?;
-    }
+    // Said after it is done: a forget that fails has forgotten nothing and says only that.
+    let left = if dry_run { Vec::new() } else { repo.forget(&gone).await? };
+    output::forget(&all, &decisions, &left, dry_run, cli.json);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -29,7 +29,9 @@ const EXIT_INTERRUPTED: u8 = 130;
 pub fn main() -> ExitCode {
     let cli = args::Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(commands::run(cli)) {
+    let result = runtime.block_on(commands::run(cli));
+    commands::report_troubles();
+    match result {
         Ok(code) => code,
         Err(e) => {
             if is_broken_pipe(&e) {

@@ -558,14 +558,20 @@ pub fn diff(changes: &[(String, cuckoo::Change)], json: bool) {
     }
 }
 
-pub fn forget(all: &[(ObjectId, Snapshot)], decisions: &[(ObjectId, Vec<String>)], dry_run: bool, json: bool) {
+pub fn forget(
+    all: &[(ObjectId, Snapshot)],
+    decisions: &[(ObjectId, Vec<String>)],
+    left: &[cuckoo::LeftCopies],
+    dry_run: bool,
+    json: bool,
+) {
     let time_of = |id: &ObjectId| all.iter().find(|(i, _)| i == id).map(|(_, s)| time(s.time_ns)).unwrap_or_default();
     if json {
         let v: Vec<_> = decisions
             .iter()
             .map(|(id, reasons)| json!({"id": id.to_hex(), "keep": !reasons.is_empty(), "reasons": reasons}))
             .collect();
-        say!("{}", json!({"dry_run": dry_run, "snapshots": v}));
+        say!("{}", json!({"dry_run": dry_run, "snapshots": v, "left_on_backends": left}));
         return;
     }
     for (id, reasons) in decisions {
@@ -578,6 +584,15 @@ pub fn forget(all: &[(ObjectId, Snapshot)], decisions: &[(ObjectId, Vec<String>)
         "{verb} {n} of {} (their data stays stored until `cuckoo prune`)",
         count(decisions.len(), "snapshot", "snapshots")
     );
+    for l in left {
+        say!(
+            "backend '{}' still holds {} of them ({}): a forget record on the other backends keeps them \
+             forgotten on every machine; `cuckoo repair` deletes them once the backend allows it",
+            l.backend,
+            count(l.snapshots as u64, "record", "records"),
+            l.why
+        );
+    }
 }
 
 pub fn keys(slots: &[cuckoo::KeyInfo], json: bool) {
@@ -663,10 +678,23 @@ pub fn repair(r: &cuckoo::RepairReport, options: cuckoo::RepairOptions, json: bo
     if r.shared_copied > 0 {
         say!("{write} {} copies of snapshots, key slots and pool records", r.shared_copied);
     }
+    if r.forgotten_deleted > 0 {
+        say!("{delete} {} of forgotten snapshots that backends had kept", count(r.forgotten_deleted, "copy", "copies"));
+    }
+    if r.forget_records_removed > 0 {
+        say!(
+            "removed {} (no backend holds their snapshots any more)",
+            count(r.forget_records_removed, "forget record", "forget records")
+        );
+    }
     for (id, why) in &r.unrecoverable {
         say!("cannot rebuild {}: {why}", &id[..16]);
     }
     if r.incomplete > 0 {
-        say!("{} could not be finished (a backend failed): run it again", count(r.incomplete, "object", "objects"));
+        say!(
+            "{} could not be finished: the backends that failed are named below, with whether running repair \
+             again can help",
+            count(r.incomplete, "object", "objects")
+        );
     }
 }

@@ -4,8 +4,14 @@
 //! and writes go to the next healthy owners, so a dead provider costs one timeout, not one
 //! per object.
 //!
-//! Owns: the down/full state per backend. Must not: do I/O or decide placement.
+//! Every failure is also kept as an incident (what kind of trouble, how often, the first
+//! message), so that a command can end by naming each backend that misbehaved and why,
+//! and whether running it again can help.
+//!
+//! Owns: the down/full state per backend and its incidents. Must not: do I/O or decide
+//! placement.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,6 +27,46 @@ pub struct Health {
     down_until_ms: Vec<AtomicU64>,
     failures: Vec<AtomicU32>,
     full: Vec<AtomicBool>,
+    incidents: Vec<Mutex<Vec<Incident>>>,
+}
+
+/// Why a backend failed requests, in the terms that decide what the user can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trouble {
+    /// It did not answer or answered with an error: it may come back by itself.
+    Unreachable,
+    /// It refused the request: read-only, or these credentials may not do it.
+    Refused,
+    /// It has no space left (its disk, its quota, or its configured capacity).
+    Full,
+}
+
+impl Trouble {
+    /// Whether running the same command again, unchanged, can succeed.
+    pub fn retry_helps(self) -> bool {
+        self == Trouble::Unreachable
+    }
+
+    fn of(kind: ErrorKind) -> Option<Trouble> {
+        match kind {
+            ErrorKind::Backend => Some(Trouble::Unreachable),
+            ErrorKind::PermissionDenied | ErrorKind::ReadOnly => Some(Trouble::Refused),
+            ErrorKind::Full => Some(Trouble::Full),
+            _ => None,
+        }
+    }
+}
+
+/// Failures of one kind at one backend during this session.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Incident {
+    /// What kind of failure.
+    pub trouble: Trouble,
+    /// How many requests failed this way.
+    pub failures: u64,
+    /// The first failure's message (it names the backend, the request and the path).
+    pub first: String,
 }
 
 impl Health {
@@ -31,6 +77,7 @@ impl Health {
             down_until_ms: (0..n).map(|_| AtomicU64::new(0)).collect(),
             failures: (0..n).map(|_| AtomicU32::new(0)).collect(),
             full: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            incidents: (0..n).map(|_| Mutex::default()).collect(),
         }
     }
 
@@ -58,10 +105,32 @@ impl Health {
                     self.down_until_ms[i].store(0, Ordering::Relaxed);
                 }
             }
-            Err(e) if e.kind() == ErrorKind::Full => self.full[i].store(true, Ordering::Relaxed),
-            Err(e) if matches!(e.kind(), ErrorKind::Backend | ErrorKind::PermissionDenied) => self.mark_down(i),
-            Err(_) => {}
+            Err(e) => {
+                match e.kind() {
+                    ErrorKind::Full => self.full[i].store(true, Ordering::Relaxed),
+                    ErrorKind::Backend | ErrorKind::PermissionDenied | ErrorKind::ReadOnly => self.mark_down(i),
+                    _ => {}
+                }
+                self.note(i, e);
+            }
         }
+    }
+
+    fn note(&self, i: usize, e: &Error) {
+        let Some(trouble) = Trouble::of(e.kind()) else { return };
+        let mut incidents = self.incidents[i].lock().expect("poisoned");
+        match incidents.iter_mut().find(|n| n.trouble == trouble) {
+            Some(n) => n.failures += 1,
+            None => incidents.push(Incident { trouble, failures: 1, first: e.to_string() }),
+        }
+    }
+
+    /// What went wrong at backend `i` since this store was opened, worst first (a full or
+    /// refusing backend stays so until someone acts; an unreachable one may come back).
+    pub fn incidents(&self, i: usize) -> Vec<Incident> {
+        let mut all = self.incidents[i].lock().expect("poisoned").clone();
+        all.sort_by_key(|n| std::cmp::Reverse(n.trouble));
+        all
     }
 
     /// Take backend `i` out of use for a backoff period that doubles with each failure.
@@ -99,6 +168,24 @@ mod tests {
         assert!(h.is_up(1));
         h.observe::<()>(0, &Err(Error::new(ErrorKind::Full, "quota")));
         assert!(h.is_full(0) && h.is_up(0));
+    }
+
+    #[test]
+    fn incidents_say_what_failed_how_often_and_whether_retrying_helps() {
+        let h = Health::new(2);
+        for _ in 0..3 {
+            h.observe::<()>(0, &Err(Error::new(ErrorKind::ReadOnly, "backend 'a': write x: read-only file system")));
+        }
+        h.observe::<()>(0, &Err(Error::new(ErrorKind::Backend, "backend 'a': read y: connection refused")));
+        h.observe::<()>(0, &Err(Error::not_found("backend 'a': y")));
+        h.observe::<()>(1, &Ok(()));
+        let seen = h.incidents(0);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!((seen[0].trouble, seen[0].failures), (Trouble::Refused, 3));
+        assert!(seen[0].first.contains("read-only") && !seen[0].trouble.retry_helps());
+        assert_eq!((seen[1].trouble, seen[1].failures), (Trouble::Unreachable, 1));
+        assert!(seen[1].trouble.retry_helps());
+        assert!(h.incidents(1).is_empty());
     }
 
     #[test]

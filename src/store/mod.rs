@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use cache::{BLOCK as CACHE_BLOCK, CacheStats, LocalCache, default_limit as default_cache_limit};
-pub use health::Health;
-pub use shared::{decode_pool_record, encode_pool_record, pool_record_is_sealed};
+pub use health::{Health, Incident, Trouble};
+pub use shared::{LeftCopies, decode_pool_record, encode_pool_record, pool_record_is_sealed};
 
 use crate::backend::Backend;
 use crate::codec::{self, ObjectKind};
@@ -36,14 +36,20 @@ pub const POOL_RECORD: &str = "cuckoo.pool";
 pub const LOCKS_PREFIX: &str = "locks/";
 /// Where prune records live, on every backend.
 pub const PRUNE_PREFIX: &str = "prune/";
+/// Where forget records live, on every backend that would take them.
+pub const FORGET_PREFIX: &str = "forgotten/";
 /// Where snapshots live, on every backend.
 pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
 /// Where key slots live, on every backend: `keys/<plain BLAKE3 of the slot's bytes>`.
 pub const KEYS_PREFIX: &str = "keys/";
 /// The objects every backend keeps a copy of, besides the pool record, by prefix; `repair`
 /// copies them to backends that lack them.
-pub const SHARED_PREFIXES: [(ObjectKind, &str); 3] =
-    [(ObjectKind::Snapshot, SNAPSHOTS_PREFIX), (ObjectKind::Key, KEYS_PREFIX), (ObjectKind::Prune, PRUNE_PREFIX)];
+pub const SHARED_PREFIXES: [(ObjectKind, &str); 4] = [
+    (ObjectKind::Snapshot, SNAPSHOTS_PREFIX),
+    (ObjectKind::Key, KEYS_PREFIX),
+    (ObjectKind::Prune, PRUNE_PREFIX),
+    (ObjectKind::Forget, FORGET_PREFIX),
+];
 /// Suffix of a shard object's name (docs/format.md, "Shards"); a backend holds at most one
 /// shard of an object, so the shard's index lives in its header, not its name.
 pub const SHARD_SUFFIX: &str = ".s";
@@ -60,6 +66,7 @@ pub fn object_path(kind: ObjectKind, id: &ObjectId) -> String {
         ObjectKind::Key => format!("{KEYS_PREFIX}{hex}"),
         ObjectKind::Lock => format!("{LOCKS_PREFIX}{hex}"),
         ObjectKind::Prune => format!("{PRUNE_PREFIX}{hex}"),
+        ObjectKind::Forget => format!("{FORGET_PREFIX}{hex}"),
     }
 }
 
@@ -117,8 +124,63 @@ impl Stored {
     }
 }
 
-/// The backends of one pool, the placement over them and their health.
-///
+/// A backend that failed requests during a command, and how: said at its end in the
+/// user's terms, with whether running it again can help.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackendTrouble {
+    /// The backend's name.
+    pub backend: String,
+    /// What failed, how often, the first message.
+    #[serde(flatten)]
+    pub incident: Incident,
+}
+
+/// The incidents of one store's backends, readable after the store is gone.
+#[derive(Debug, Clone)]
+pub struct TroubleLog {
+    names: Vec<String>,
+    health: Arc<Health>,
+}
+
+impl TroubleLog {
+    /// Every backend that failed requests so far, with how; in backend order.
+    pub fn troubles(&self) -> Vec<BackendTrouble> {
+        self.names
+            .iter()
+            .enumerate()
+            .flat_map(|(i, name)| {
+                self.health.incidents(i).into_iter().map(|incident| BackendTrouble { backend: name.clone(), incident })
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for BackendTrouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Incident { trouble, failures, first } = &self.incident;
+        let (b, n) = (&self.backend, failures);
+        let requests = if *n == 1 { "request" } else { "requests" };
+        match trouble {
+            Trouble::Refused => write!(
+                f,
+                "backend '{b}' refused {n} {requests} (first: {first}): it is read-only or these credentials may \
+                 not write there; running this again will not help until it accepts writes"
+            ),
+            Trouble::Full => write!(
+                f,
+                "backend '{b}' is full ({n} {requests} refused, first: {first}): new data went to the other \
+                 backends; running this again will not help until it has room (free space, raise its quota or \
+                 `capacity`, or lower its `weight`)"
+            ),
+            Trouble::Unreachable => write!(
+                f,
+                "backend '{b}' failed {n} {requests} (first: {first}): it may be down or unreachable; run this \
+                 again once it answers"
+            ),
+        }
+    }
+}
+
 /// The backends of one pool, the placement over them and their health.
 ///
 /// Placement: an object of n pieces (copies or shards) is placed over the first n + 1
@@ -184,6 +246,18 @@ impl Store {
     /// Which backends are down or full.
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// Every backend that failed requests since this store was opened, with how; in
+    /// backend order.
+    pub fn troubles(&self) -> Vec<BackendTrouble> {
+        self.trouble_log().troubles()
+    }
+
+    /// A handle on this store's incidents that outlives it (for a front end to report at
+    /// its very end, whatever the command did with the store).
+    pub fn trouble_log(&self) -> TroubleLog {
+        TroubleLog { names: self.backends.iter().map(|b| b.name.clone()).collect(), health: self.health.clone() }
     }
 
     /// The index of the backend called `name`.

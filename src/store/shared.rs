@@ -1,5 +1,6 @@
 //! Objects kept on every backend rather than placed: the pool record, key slots, snapshots,
-//! locks and prune records. Small, so any one backend can list and open the whole pool.
+//! locks, prune and forget records. Small, so any one backend can list and open the whole
+//! pool.
 //!
 //! A pool with redundancy keeps working with as many backends unreachable as its scheme
 //! tolerates: writes and lists here succeed if no more backends than that failed (a backend
@@ -9,13 +10,25 @@ use std::collections::BTreeSet;
 
 use futures::future::join_all;
 
-use super::{KEYS_PREFIX, POOL_RECORD, SNAPSHOTS_PREFIX, Store, object_path, parse_piece_path};
+use super::{FORGET_PREFIX, KEYS_PREFIX, POOL_RECORD, SNAPSHOTS_PREFIX, Store, object_path, parse_piece_path};
 use crate::backend::Backend;
 use crate::codec::{self, ObjectKind};
 use crate::crypto::{KeySlot, Keys};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
-use crate::model::{self, PoolRecord};
+use crate::model::{self, ForgetRecord, PoolRecord};
+
+/// Snapshot records a backend kept after a forget (it refused the delete or could not be
+/// asked), and why: a forget record keeps them forgotten; `repair` deletes them later.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeftCopies {
+    /// The backend.
+    pub backend: String,
+    /// How many of the forgotten snapshots it still holds.
+    pub snapshots: usize,
+    /// Why, from the first failure.
+    pub why: String,
+}
 
 /// A key slot's stored form, kept with the other objects stored on every backend.
 impl KeySlot {
@@ -86,6 +99,103 @@ impl Store {
     /// Ids of all snapshots on any backend.
     pub async fn list_snapshots(&self) -> Result<BTreeSet<ObjectId>> {
         self.list_everywhere(SNAPSHOTS_PREFIX).await
+    }
+
+    /// Delete snapshot records from every backend, so that no machine lists them again.
+    ///
+    /// A forget record naming them is stored first, on every backend that takes it: a copy
+    /// a backend keeps (it is read-only, or marked down) then stays forgotten, whoever
+    /// lists it, instead of coming back at the next sync or being copied everywhere again
+    /// by `repair`. If every copy went, the record is removed again. Nothing is deleted if
+    /// the record could not be stored where the scheme needs it.
+    pub async fn forget_snapshots(&self, ids: &[ObjectId]) -> Result<Vec<LeftCopies>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let record_path = self.store_forget_record(ids).await?;
+        let mut left: Vec<LeftCopies> = Vec::new();
+        for id in ids {
+            let path = object_path(ObjectKind::Snapshot, id);
+            let deletes = self.backends.iter().enumerate().map(|(i, b)| self.delete_if_up(i, b, &path));
+            for (b, result) in self.backends.iter().zip(join_all(deletes).await) {
+                let Err(why) = result else { continue };
+                match left.iter_mut().find(|l| l.backend == b.name) {
+                    Some(l) => l.snapshots += 1,
+                    None => left.push(LeftCopies { backend: b.name.clone(), snapshots: 1, why }),
+                }
+            }
+        }
+        if left.is_empty() {
+            // Best effort: a record that stays behind only costs a read per sync until
+            // `repair` finds it covers nothing and removes it.
+            let _ = self.on_every(false, usize::MAX, |b| b.delete(&record_path)).await;
+        }
+        Ok(left)
+    }
+
+    /// Store a forget record of `ids` on every backend that takes it, or on none (then the
+    /// error says so): returns its path.
+    async fn store_forget_record(&self, ids: &[ObjectId]) -> Result<String> {
+        let record = ForgetRecord { time_ns: crate::machine::now_ns(), snapshots: ids.to_vec() };
+        let body = model::to_body(&record);
+        let id = self.keys.id_of(&body);
+        let path = object_path(ObjectKind::Forget, &id);
+        let envelope = codec::encode(ObjectKind::Forget, &id, &body, 3, &self.keys);
+        let writes = self.backends.iter().enumerate().map(|(i, b)| {
+            let (envelope, path) = (envelope.clone(), &path);
+            async move {
+                if !self.health.is_up(i) {
+                    return Err(Error::new(ErrorKind::Backend, format!("backend '{}' is marked down", b.name)));
+                }
+                let r = b.write(path, envelope).await;
+                self.health.observe(i, &r);
+                r
+            }
+        });
+        let took = join_all(writes).await;
+        let refused: Vec<&Error> = took.iter().filter_map(|r| r.as_ref().err()).collect();
+        if refused.len() <= self.scheme.tolerates() && refused.len() < took.len() {
+            return Ok(path);
+        }
+        // Where it did land, the record would forget the snapshots all the same.
+        let landed = took.iter().zip(&self.backends).filter(|(r, _)| r.is_ok()).map(|(_, b)| b.delete(&path));
+        let what = if join_all(landed).await.iter().all(|r| r.is_ok()) {
+            "nothing was forgotten"
+        } else {
+            "the snapshots may count as forgotten where a backend kept the record: run forget again"
+        };
+        let e = refused[0];
+        Err(Error::new(e.kind(), format!("the forget record could not be stored ({e}); {what}")))
+    }
+
+    /// Delete `path` at backend `i` unless it is marked down; why not, if it was not.
+    async fn delete_if_up(&self, i: usize, b: &Backend, path: &str) -> Result<(), String> {
+        if !self.health.is_up(i) {
+            let earlier = self.health.incidents(i).into_iter().next().map(|n| n.first);
+            return Err(earlier.unwrap_or_else(|| format!("backend '{}' failed earlier requests", b.name)));
+        }
+        let r = b.delete(path).await;
+        self.health.observe(i, &r);
+        r.map_err(|e| e.to_string())
+    }
+
+    /// The snapshots some forget record names: not to be listed, synced or copied, whichever
+    /// backend still holds a copy. A record no backend gives intact is passed over (a
+    /// snapshot then shows up again: a lost record never costs data).
+    pub async fn forgotten_snapshots(&self) -> Result<BTreeSet<ObjectId>> {
+        Ok(self.forget_records().await?.into_iter().flat_map(|(_, r)| r.snapshots).collect())
+    }
+
+    /// Every readable forget record, with its id.
+    pub async fn forget_records(&self) -> Result<Vec<(ObjectId, ForgetRecord)>> {
+        let mut records = Vec::new();
+        for id in self.list_everywhere(FORGET_PREFIX).await? {
+            let Ok(body) = self.get_everywhere(ObjectKind::Forget, &id).await else { continue };
+            if let Ok(record) = model::from_body::<ForgetRecord>("forget record", &body) {
+                records.push((id, record));
+            }
+        }
+        Ok(records)
     }
 
     /// Ids of the objects under `prefix` on any backend (snapshots, locks, prune records).
