@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 
 use futures::StreamExt;
 
-use crate::catalogue::{BackendUsage, Cached, Catalogue, Damage, Location, PieceAt, Record};
+use crate::catalogue::{BackendUsage, Cached, Catalogue, Damage, Location, PieceAt, Record, Substitute};
 use crate::chunker::ChunkerParams;
 use crate::codec::ObjectKind;
 use crate::config::{BackendConfig, Config};
@@ -304,12 +304,14 @@ impl Repository {
             None => crate::config::data_dir()?.join("catalogues").join(format!("{}.redb", pool.pool_id_hex())),
         };
         let (catalogue, fresh, aside) = Catalogue::open_or_set_aside(&catalogue_path, store.keys().clone())?;
-        if let Some(aside) = aside {
-            progress.warn(&format!(
+        match aside {
+            Some(Substitute::SetAside(aside)) => progress.warn(&format!(
                 "catalogue {} was damaged: moved to {} and rebuilt from the backends",
                 catalogue_path.display(),
                 aside.display()
-            ));
+            )),
+            Some(Substitute::Temporary(why)) => progress.warn(&why),
+            None => {}
         }
         match catalogue.pool_id()? {
             Some(id) if id != pool.pool_id => {

@@ -1,7 +1,8 @@
-//! A backend that turns read-only under a pool, for real: its directory bind-mounted
-//! read-only (root and mount rights needed; skipped, never passed, without them). Every
-//! command says which backend refused and that running again will not help; a forget
-//! stays forgotten on every machine; `repair` finishes it once the backend is writable.
+//! A backend or the catalogue turned read-only under a pool, for real: the directory
+//! bind-mounted read-only (root and mount rights needed; skipped, never passed, without
+//! them). Every command says which backend refused and that running again will not help;
+//! a forget stays forgotten on every machine; `repair` finishes it once the backend is
+//! writable. A catalogue that cannot be written is used from a temporary copy.
 
 mod common;
 
@@ -12,13 +13,22 @@ use common::Env;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
-    let trials = vec![common::trial(
-        "regression_every_command_names_a_read_only_backend_and_forget_stays_forgotten",
-        cannot(),
-        // Where FUSE mounts are required, so are bind mounts: both need mount rights.
-        "CUCKOO_TEST_REQUIRE_FUSE",
-        regression_every_command_names_a_read_only_backend_and_forget_stays_forgotten,
-    )];
+    // Where FUSE mounts are required, so are bind mounts: both need mount rights.
+    let require = "CUCKOO_TEST_REQUIRE_FUSE";
+    let trials = vec![
+        common::trial(
+            "regression_every_command_names_a_read_only_backend_and_forget_stays_forgotten",
+            cannot(),
+            require,
+            regression_every_command_names_a_read_only_backend_and_forget_stays_forgotten,
+        ),
+        common::trial(
+            "regression_commands_work_from_a_temporary_catalogue_when_its_file_cannot_be_written",
+            cannot(),
+            require,
+            regression_commands_work_from_a_temporary_catalogue_when_its_file_cannot_be_written,
+        ),
+    ];
     libtest_mimic::run(&args, trials).exit();
 }
 
@@ -108,4 +118,26 @@ fn regression_every_command_names_a_read_only_backend_and_forget_stays_forgotten
     }
     env.restore_matches("latest", Path::new(src), "out");
     env.ok(&["check", "--read-data"]);
+}
+
+fn regression_commands_work_from_a_temporary_catalogue_when_its_file_cannot_be_written() {
+    let env = Env::with_catalogue("catalogues/pool.redb");
+    let src = env.mixed_tree(30, 1);
+    let src = src.to_str().unwrap();
+    env.ok(&["backup", src]);
+    let before = std::fs::read(env.path("catalogues/pool.redb")).unwrap();
+    let mount = ReadOnly::bind(&env.path("catalogues")).unwrap();
+    // Every command failed, the read-only ones too, calling the file damaged.
+    for args in [&["snapshots"][..], &["ls", "latest"], &["check"], &["backup", src]] {
+        let out = env.run(args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {said}");
+        assert!(said.contains("cannot be opened for writing") && said.contains("temporary copy"), "{said}");
+        assert!(!said.contains("damaged"), "{said}");
+    }
+    env.restore_matches("latest", Path::new(src), "out");
+    drop(mount);
+    assert_eq!(std::fs::read(env.path("catalogues/pool.redb")).unwrap(), before, "the file was not touched");
+    // The backup made meanwhile is on the backends: the catalogue learns of it at sync.
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
 }

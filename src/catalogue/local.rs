@@ -63,7 +63,7 @@ impl Local {
     /// is true until a rebuild from the backends has been marked done (`mark_built`).
     pub fn open(path: &Path, keys: Keys) -> Result<(Local, bool)> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir).map_err(|e| unwritable(path, e))?;
         }
         // redb would cache up to 1 GiB of pages; the OS keeps the file in its page cache
         // anyway, and restores and backups touch each page about once.
@@ -75,6 +75,7 @@ impl Local {
                     path.display()
                 ),
             ),
+            redb::DatabaseError::Storage(redb::StorageError::Io(e)) if refuses_writes(&e) => unwritable(path, e),
             e => Error::new(ErrorKind::Catalogue, format!("cannot open catalogue {}", path.display())).with_source(e),
         })?;
         let txn = db.begin_write()?;
@@ -134,6 +135,7 @@ impl Local {
         let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Local::open(path, keys.clone())));
         let damage = match attempt {
             Ok(Ok((catalogue, fresh))) => return Ok((catalogue, fresh, None)),
+            // A file this process may not write (`ReadOnly`) is not damaged: no rename.
             Ok(Err(e)) if e.kind() != ErrorKind::Catalogue => return Err(e),
             Ok(Err(e)) => e.to_string(),
             Err(panic) => panic
@@ -685,6 +687,18 @@ fn backend_number(table: &mut redb::Table<&str, u16>, name: &str) -> Result<u16>
     let next = table.len()? as u16;
     table.insert(name, next)?;
     Ok(next)
+}
+
+/// Errors that say the file or its directory may be read but not written (a read-only
+/// file system, an immutable file, no permission), as opposed to damage.
+fn refuses_writes(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as Io;
+    matches!(e.kind(), Io::ReadOnlyFilesystem | Io::PermissionDenied)
+}
+
+fn unwritable(path: &Path, e: std::io::Error) -> Error {
+    let kind = if refuses_writes(&e) { ErrorKind::ReadOnly } else { ErrorKind::Io };
+    Error::new(kind, format!("catalogue {} cannot be opened for writing", path.display())).with_source(e)
 }
 
 #[cfg(test)]

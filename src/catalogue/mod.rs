@@ -172,6 +172,20 @@ struct Link {
     keys: Keys,
     session: Session,
     role: RwLock<Role>,
+    /// Where a temporary catalogue lives while the real one cannot be written; removed
+    /// when the catalogue closes.
+    _scratch: Option<tempfile::TempDir>,
+}
+
+/// Why the catalogue in use is not simply the file asked for.
+#[derive(Debug)]
+pub enum Substitute {
+    /// The file was too damaged to open: moved here, and a new one is being rebuilt.
+    SetAside(PathBuf),
+    /// The file cannot be written (read-only file system, immutable, no permission): a
+    /// temporary copy is used (or, if it could not be read either, a new one rebuilt from
+    /// the backends) and dropped at exit; the reason is given.
+    Temporary(String),
 }
 
 #[derive(Clone)]
@@ -197,11 +211,28 @@ impl Catalogue {
         Ok((catalogue, fresh))
     }
 
-    /// `open`; a file too damaged to open is moved aside and a new one created, since
-    /// everything in it can be rebuilt from the backends. Also returns where it went.
-    pub fn open_or_set_aside(path: &Path, keys: Keys) -> Result<(Catalogue, bool, Option<PathBuf>)> {
-        let (role, fresh, aside) = attach(path, &keys)?;
-        let link = Link { path: path.to_path_buf(), keys, session: Session::new(), role: RwLock::new(role) };
+    /// `open`, never refused for a file it can do without, since everything in it can be
+    /// rebuilt from the backends: a file too damaged to open is moved aside and a new one
+    /// created; a file that cannot be written is replaced by a temporary copy for this
+    /// process. Also says which of the two happened, if either.
+    pub fn open_or_set_aside(path: &Path, keys: Keys) -> Result<(Catalogue, bool, Option<Substitute>)> {
+        let (role, fresh, aside, scratch, path) = match attach(path, &keys) {
+            Ok((role, fresh, aside)) => (role, fresh, aside.map(Substitute::SetAside), None, path.to_path_buf()),
+            Err(e) if e.kind() == ErrorKind::ReadOnly => {
+                let (scratch, copy, copied) = temporary_copy(path)?;
+                let (role, fresh, _) = attach(&copy, &keys)?;
+                let how = if copied { "a temporary copy is used" } else { "a temporary one is rebuilt" };
+                (
+                    role,
+                    fresh,
+                    Some(Substitute::Temporary(format!("{e}; {how} until this command ends"))),
+                    Some(scratch),
+                    copy,
+                )
+            }
+            Err(e) => return Err(e),
+        };
+        let link = Link { path, keys, session: Session::new(), role: RwLock::new(role), _scratch: scratch };
         Ok((Catalogue { link: Arc::new(link) }, fresh, aside))
     }
 
@@ -352,6 +383,21 @@ impl Catalogue {
 
 /// Open the file, or else reach the process that has it open, waiting while it is being
 /// handed over.
+/// A private directory holding a copy of the catalogue at `path` (if it can be read; else
+/// nothing, to be rebuilt), with the copy's path and whether it was copied.
+fn temporary_copy(path: &Path) -> Result<(tempfile::TempDir, PathBuf, bool)> {
+    let scratch = tempfile::Builder::new()
+        .prefix("cuckoo-catalogue-")
+        .tempdir()
+        .map_err(|e| Error::io("cannot make a temporary catalogue", e))?;
+    let copy = scratch.path().join("catalogue.redb");
+    let copied = std::fs::copy(path, &copy).is_ok();
+    if !copied {
+        let _ = std::fs::remove_file(&copy);
+    }
+    Ok((scratch, copy, copied))
+}
+
 fn attach(path: &Path, keys: &Keys) -> Result<(Role, bool, Option<PathBuf>)> {
     let deadline = Instant::now() + WAIT_FOR_HOLDER;
     loop {
