@@ -1,6 +1,7 @@
-//! Crash trials: backup, prune (with repacking), repair and rebalance are killed with
-//! SIGKILL at random instants, again and again, and after every kill `check --read-data`
-//! must find nothing wrong and every snapshot must restore exactly as it was taken.
+//! Crash trials: backup, prune (with repacking), repair, rebalance and the live drive's
+//! commit are killed with SIGKILL at random instants, again and again, and after every kill
+//! `check --read-data` must find nothing wrong and every snapshot must restore exactly as it
+//! was taken (the drive's: every folder copied in whole, or not at all).
 //!
 //! `CUCKOO_CRASH_TRIALS=N` sets the kills per operation (2 by default, as in CI; docs/
 //! crash-trials.md gives a long run), `CUCKOO_CRASH_SEED=S` replays a sequence of kill
@@ -43,6 +44,8 @@ struct Trials {
     span: BTreeMap<&'static str, Duration>,
     states: usize,
     kills: usize,
+    /// Folders copied into the drive, by name: the drive holds each whole or not at all.
+    drive_copies: BTreeMap<String, PathBuf>,
 }
 
 impl Trials {
@@ -113,6 +116,10 @@ impl Trials {
 
     fn restores_match(&self, after: &str) {
         for (id, time) in self.snapshots() {
+            if self.drive_heads().contains(&id) {
+                self.drive_head_matches(&id, after);
+                continue;
+            }
             let expected = self.expected.get(&time).unwrap_or_else(|| panic!("after {after}: unknown snapshot {id}"));
             let out = self.env.path("restored");
             let _ = std::fs::remove_dir_all(&out);
@@ -131,6 +138,68 @@ impl Trials {
         self.run("backup", &["backup", &src], kill);
         for (_, time) in self.snapshots().into_iter().filter(|s| !before.contains(s)) {
             self.expected.insert(time, state.clone());
+        }
+    }
+
+    /// Ids of the drive's head snapshots.
+    fn drive_heads(&self) -> Vec<String> {
+        let list = self.env.json(&["snapshots", "--tag", "drive-head"]);
+        list.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+    }
+
+    /// A drive head holds each folder copied in exactly as it was, or not at all.
+    fn drive_head_matches(&self, id: &str, after: &str) -> Vec<String> {
+        let out = self.env.path("restored-drive");
+        let _ = std::fs::remove_dir_all(&out);
+        self.env.ok(&["restore", id, "--target", out.to_str().unwrap()]);
+        let mut present = Vec::new();
+        for entry in std::fs::read_dir(&out).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let copied = self.drive_copies.get(&name);
+            let copied = copied.unwrap_or_else(|| panic!("after {after}: the drive holds {name}, never copied in"));
+            assert_same_tree(copied, &out.join(&name));
+            present.push(name);
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+        present
+    }
+
+    /// Copy a new folder into the live drive and commit (the `copy_into_drive` example,
+    /// which `cargo test` builds), left alone or killed.
+    fn drive_commit(&mut self, kill: bool) {
+        self.mutate();
+        let name = format!("t{}", self.drive_copies.len());
+        let folder = self.env.path(&format!("drive-in/{name}"));
+        std::fs::create_dir_all(folder.parent().unwrap()).unwrap();
+        let ok = Command::new("cp").arg("-a").arg(&self.src).arg(&folder).status().unwrap();
+        assert!(ok.success());
+        self.drive_copies.insert(name.clone(), folder.clone());
+        let exe = std::path::Path::new(env!("CARGO_BIN_EXE_cuckoo")).parent().unwrap().join("examples/copy_into_drive");
+        assert!(exe.exists(), "{} is missing: `cargo build --examples` (plain `cargo test` builds it)", exe.display());
+        let template = self.env.command(&[]);
+        let mut command = Command::new(exe);
+        for (key, value) in template.get_envs() {
+            if let Some(value) = value {
+                command.env(key, value);
+            }
+        }
+        command.arg(&folder).stdout(std::process::Stdio::null());
+        if !kill {
+            let start = Instant::now();
+            assert!(command.status().unwrap().success());
+            self.span.insert("drive", start.elapsed());
+            let heads = self.drive_heads();
+            let newest = heads.last().expect("a drive head");
+            assert!(self.drive_head_matches(newest, "a drive commit").contains(&name));
+            return;
+        }
+        let span = self.span.get("drive").copied().unwrap_or(Duration::from_millis(500));
+        let at = Duration::from_micros(self.rng.below(span.as_micros() as u64 * 6 / 5));
+        let mut child = command.spawn().unwrap();
+        std::thread::sleep(at);
+        let _ = child.kill();
+        if child.wait().unwrap().code().is_none() {
+            self.kills += 1;
         }
     }
 
@@ -159,15 +228,23 @@ fn trials_per_operation() -> usize {
 }
 
 #[test]
-fn killed_at_random_instants_backup_prune_repair_and_rebalance_lose_nothing() {
+fn killed_at_random_instants_backup_prune_repair_rebalance_and_drive_commit_lose_nothing() {
     let seed = std::env::var("CUCKOO_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     });
     eprintln!("crash trials: CUCKOO_CRASH_SEED={seed}");
     let env = Env::new();
     let src = env.mixed_tree(40, 1);
-    let mut t =
-        Trials { env, src, rng: Rng(seed | 1), expected: BTreeMap::new(), span: BTreeMap::new(), states: 0, kills: 0 };
+    let mut t = Trials {
+        env,
+        src,
+        rng: Rng(seed | 1),
+        expected: BTreeMap::new(),
+        span: BTreeMap::new(),
+        states: 0,
+        kills: 0,
+        drive_copies: BTreeMap::new(),
+    };
     // Learn each operation's span once, left alone.
     t.backup(false);
     t.backup(false);
@@ -176,6 +253,7 @@ fn killed_at_random_instants_backup_prune_repair_and_rebalance_lose_nothing() {
     t.run("repair", &["repair"], false);
     t.reweigh();
     t.run("rebalance", &["rebalance"], false);
+    t.drive_commit(false);
     t.verify("the runs left alone");
 
     for round in 0..trials_per_operation() {
@@ -200,6 +278,9 @@ fn killed_at_random_instants_backup_prune_repair_and_rebalance_lose_nothing() {
         t.reweigh();
         t.run("rebalance", &["rebalance"], true);
         t.verify(&format!("killed rebalance {round}"));
+
+        t.drive_commit(true);
+        t.verify(&format!("killed drive commit {round}"));
     }
-    eprintln!("crash trials: {} kills landed mid-run of {} trials", t.kills, 4 * trials_per_operation());
+    eprintln!("crash trials: {} kills landed mid-run of {} trials", t.kills, 5 * trials_per_operation());
 }
