@@ -49,10 +49,6 @@ struct Trials {
 }
 
 impl Trials {
-    fn snapshot_ids(&self) -> Vec<String> {
-        self.snapshots().into_iter().map(|(id, _)| id).collect()
-    }
-
     /// Ids and times of the snapshots, oldest first.
     fn snapshots(&self) -> Vec<(String, i64)> {
         let list = self.env.json(&["snapshots"]);
