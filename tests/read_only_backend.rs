@@ -100,6 +100,11 @@ fn regression_every_command_names_a_read_only_backend_and_forget_stays_forgotten
     assert_eq!(after.len(), 2);
     assert!(!after.contains(&before[1]));
 
+    // check used to call such a pool clean: it finds no damage, and says b1 refused its lock.
+    let out = env.run(&["check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("backend 'b1' refused"), "{stderr}");
+
     // repair cannot finish while b1 refuses, says why, and does not copy the forgotten
     // snapshot back.
     let out = env.run(&["repair"]);
