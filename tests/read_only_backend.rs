@@ -87,7 +87,7 @@ fn regression_every_command_names_a_read_only_backend_and_forget_stays_forgotten
     let out = env.run(&["forget", &before[1]]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains("backend 'b1' still holds 1 record"), "{stdout}");
+    assert!(stdout.contains("backend 'b1' did not delete 1 record"), "{stdout}");
     assert!(stderr.contains("backend 'b1' refused") && stderr.contains("will not help"), "{stderr}");
     assert_eq!(ids(&env), before[..1]);
 

@@ -381,8 +381,6 @@ impl Catalogue {
     }
 }
 
-/// Open the file, or else reach the process that has it open, waiting while it is being
-/// handed over.
 /// A private directory holding a copy of the catalogue at `path` (if it can be read; else
 /// nothing, to be rebuilt), with the copy's path and whether it was copied.
 fn temporary_copy(path: &Path) -> Result<(tempfile::TempDir, PathBuf, bool)> {
@@ -398,6 +396,8 @@ fn temporary_copy(path: &Path) -> Result<(tempfile::TempDir, PathBuf, bool)> {
     Ok((scratch, copy, copied))
 }
 
+/// Open the file, or else reach the process that has it open, waiting while it is being
+/// handed over.
 fn attach(path: &Path, keys: &Keys) -> Result<(Role, bool, Option<PathBuf>)> {
     let deadline = Instant::now() + WAIT_FOR_HOLDER;
     loop {

@@ -586,7 +586,7 @@ pub fn forget(
     );
     for l in left {
         say!(
-            "backend '{}' still holds {} of them ({}): a forget record on the other backends keeps them \
+            "backend '{}' did not delete {} of them ({}): a forget record on the other backends keeps them \
              forgotten on every machine; `cuckoo repair` deletes them once the backend allows it",
             l.backend,
             count(l.snapshots as u64, "record", "records"),

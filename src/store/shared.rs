@@ -18,13 +18,14 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::model::{self, ForgetRecord, PoolRecord};
 
-/// Snapshot records a backend kept after a forget (it refused the delete or could not be
-/// asked), and why: a forget record keeps them forgotten; `repair` deletes them later.
+/// Snapshot records a backend did not delete in a forget (it refused, or was marked down
+/// and not asked: it may not hold them at all), and why: a forget record keeps them
+/// forgotten; `repair` deletes what is left later.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LeftCopies {
     /// The backend.
     pub backend: String,
-    /// How many of the forgotten snapshots it still holds.
+    /// How many of the forgotten snapshots it did not delete.
     pub snapshots: usize,
     /// Why, from the first failure.
     pub why: String,
