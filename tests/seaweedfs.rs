@@ -238,7 +238,8 @@ fn a_volume_server_killed_mid_backup_and_another_mid_restore_lose_nothing(weed: 
 
     // The server comes back; then another dies mid-restore: every object has a copy left.
     cluster.start_volume(1);
-    std::thread::sleep(Duration::from_secs(2));
+    // Its first heartbeat registers it with the master at once; leave it a moment.
+    std::thread::sleep(Duration::from_secs(3));
     let target = env.path("out-2");
     let out = run_killing(
         &env,
