@@ -122,6 +122,49 @@ fn regression_edited_catalogue_snapshots_are_replaced_from_the_backends() {
     assert_eq!(findings(&env, &["check", "--read-data"]), Vec::<serde_json::Value>::new());
 }
 
+/// The catalogue's object table (id -> kind, plain length, pieces of 11 bytes: backend u16,
+/// shard flag, stored length u64, little-endian).
+const OBJECTS: TableDefinition<[u8; 32], (u8, u64, &[u8])> = TableDefinition::new("objects");
+
+/// One row of `OBJECTS`, owned: (id, (kind, plain length, pieces)).
+type ObjectRow = ([u8; 32], (u8, u64, Vec<u8>));
+
+/// Reads ask a backend for the length the catalogue recorded; the catalogue is not trusted,
+/// so lengths too short (the object comes back cut) and too long (the service refuses the
+/// range) must cost another read, never a failed or wrong restore.
+#[test]
+fn stale_piece_lengths_in_the_catalogue_cost_a_read_not_a_failure() {
+    let env = Env::new();
+    let src = source(&env);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let db = redb::Database::open(env.path("catalogue.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    let edited = {
+        let mut t = txn.open_table(OBJECTS).unwrap();
+        let rows: Vec<ObjectRow> = t
+            .iter()
+            .unwrap()
+            .map(|r| r.map(|(k, v)| (k.value(), (v.value().0, v.value().1, v.value().2.to_vec()))).unwrap())
+            .collect();
+        for (i, (id, (kind, plain, mut pieces))) in rows.iter().cloned().enumerate() {
+            for piece in pieces.chunks_exact_mut(11) {
+                let len = u64::from_le_bytes(piece[3..11].try_into().unwrap());
+                let wrong = if i % 2 == 0 { len - 1 } else { len + 4096 };
+                piece[3..11].copy_from_slice(&wrong.to_le_bytes());
+            }
+            t.insert(id, (kind, plain, pieces.as_slice())).unwrap();
+        }
+        rows.len()
+    };
+    txn.commit().unwrap();
+    drop(db);
+    assert!(edited >= 4, "chunks and tree packs: {edited}");
+    common::assert_same_tree(&src, &restore_latest(&env, "out"));
+    let cat = env.run(&["cat", "latest:src/a/data.bin"]);
+    assert!(cat.status.success(), "{}", String::from_utf8_lossy(&cat.stderr));
+    assert!(cat.stdout == std::fs::read(src.join("a/data.bin")).unwrap(), "cat reads the file whole");
+}
+
 /// Whether two (large) files hold the same bytes, compared a MiB at a time.
 fn same_content(a: &std::path::Path, b: &std::path::Path) -> bool {
     use std::io::Read;

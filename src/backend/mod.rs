@@ -162,6 +162,14 @@ impl Backend {
         self.stack()?.read(path).await
     }
 
+    /// The object at `path` when it is expected to be `len` bytes long: asked for as a range,
+    /// which some services answer with one request where a plain read first looks the length
+    /// up (OpenDAL's `fs` also reads into a zeroed buffer of 2 MiB without it). A longer
+    /// object comes back cut at `len`; the caller's decoding tells.
+    pub async fn read_expecting(&self, path: &str, len: u64) -> Result<Option<bytes::Bytes>> {
+        self.stack()?.read_head(path, len).await
+    }
+
     /// The first `n` bytes of the object at `path`.
     pub async fn read_head(&self, path: &str, n: u64) -> Result<Vec<u8>> {
         match self.stack()?.read_head(path, n).await? {

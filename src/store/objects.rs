@@ -299,15 +299,8 @@ impl Store {
         ordered.sort_by_key(|p| (p.shard, !self.health.is_up(p.backend)));
         let mut failure = None;
         for piece in ordered.iter().filter(|p| !p.shard) {
-            match self.read_piece(kind, id, piece).await {
-                Ok(Some(bytes)) => {
-                    let (keys, id) = (self.keys.clone(), *id);
-                    match cpu(move || super::verify(kind, &id, &bytes, &keys)).await {
-                        Ok(body) => return Ok(body),
-                        Err(e) => failure = Some(worse(failure, self.name_error(piece, e))),
-                    }
-                }
-                Ok(None) => failure = Some(worse(failure, self.missing(kind, id, piece))),
+            match self.read_copy(kind, id, piece).await {
+                Ok(body) => return Ok(body),
                 Err(e) => failure = Some(worse(failure, e)),
             }
         }
@@ -319,6 +312,30 @@ impl Store {
             }
         }
         Err(failure.unwrap_or_else(|| Error::not_found(format!("{kind:?} {} has no pieces", id.to_hex()))))
+    }
+
+    /// One whole copy, read and verified. With a known length the read asks for exactly
+    /// that (`Backend::read_expecting`); the length comes from the catalogue, which is not
+    /// trusted, so bytes that fail to verify are read again whole before the copy counts as
+    /// bad: a stale length costs a second read, never a false alarm.
+    async fn read_copy(&self, kind: ObjectKind, id: &ObjectId, piece: &Piece) -> Result<Vec<u8>> {
+        let sized = piece.stored_len > 0;
+        let read = if sized {
+            let r = self.backends[piece.backend].read_expecting(&piece_path(kind, id, false), piece.stored_len).await;
+            self.health.observe(piece.backend, &r);
+            r.map_err(|e| self.name_error(piece, e))
+        } else {
+            self.read_piece(kind, id, piece).await
+        };
+        let Some(bytes) = read? else {
+            return Err(self.missing(kind, id, piece));
+        };
+        let (keys, at) = (self.keys.clone(), *id);
+        match cpu(move || super::verify(kind, &at, &bytes, &keys)).await {
+            Ok(body) => Ok(body),
+            Err(_) if sized => Box::pin(self.read_copy(kind, id, &Piece { stored_len: 0, ..*piece })).await,
+            Err(e) => Err(self.name_error(piece, e)),
+        }
     }
 
     fn missing(&self, kind: ObjectKind, id: &ObjectId, piece: &Piece) -> Error {
