@@ -595,13 +595,22 @@ pub struct EntryPatterns {
     /// Like --include-file, ignoring case
     #[arg(long, value_name = "FILE")]
     pub iinclude_file: Vec<PathBuf>,
-    /// Leave out entries matching PATTERN, and what is below them (repeatable)
+    #[command(flatten)]
+    pub excludes: Excludes,
+}
+
+/// Exclude patterns, one syntax for backup, restore and rewrite (restic's flags).
+#[derive(clap::Args, Debug, Default)]
+pub struct Excludes {
+    /// Leave out entries matching PATTERN, and what is below them (repeatable): `*.pyc` and
+    /// `cache` at any depth, `/abs/path` anchored, `**` across directories, `dir/`
+    /// directories only, `!keep` to include again
     #[arg(long, short = 'e', value_name = "PATTERN")]
     pub exclude: Vec<String>,
     /// Like --exclude, ignoring case
     #[arg(long, value_name = "PATTERN")]
     pub iexclude: Vec<String>,
-    /// Read exclude patterns from FILE, one per line
+    /// Read exclude patterns from FILE, one per line (`#` comments, $VAR expanded)
     #[arg(long, value_name = "FILE")]
     pub exclude_file: Vec<PathBuf>,
     /// Like --exclude-file, ignoring case
@@ -617,10 +626,10 @@ impl EntryPatterns {
             iinclude: self.iinclude.clone(),
             include_files: self.include_file.clone(),
             iinclude_files: self.iinclude_file.clone(),
-            exclude: self.exclude.clone(),
-            iexclude: self.iexclude.clone(),
-            exclude_files: self.exclude_file.clone(),
-            iexclude_files: self.iexclude_file.clone(),
+            exclude: self.excludes.exclude.clone(),
+            iexclude: self.excludes.iexclude.clone(),
+            exclude_files: self.excludes.exclude_file.clone(),
+            iexclude_files: self.excludes.iexclude_file.clone(),
         }
     }
 }
@@ -628,20 +637,8 @@ impl EntryPatterns {
 /// What a backup takes and leaves out (restic's flags).
 #[derive(clap::Args, Debug, Default)]
 pub struct Select {
-    /// Leave out entries matching PATTERN (repeatable): `*.pyc` and `cache` at any depth,
-    /// `/abs/path` anchored, `**` across directories, `dir/` directories only, `!keep` to
-    /// include again
-    #[arg(long, short = 'e', value_name = "PATTERN")]
-    pub exclude: Vec<String>,
-    /// Like --exclude, ignoring case
-    #[arg(long, value_name = "PATTERN")]
-    pub iexclude: Vec<String>,
-    /// Read exclude patterns from FILE, one per line (`#` comments, $VAR expanded)
-    #[arg(long, value_name = "FILE")]
-    pub exclude_file: Vec<PathBuf>,
-    /// Like --exclude-file, ignoring case
-    #[arg(long, value_name = "FILE")]
-    pub iexclude_file: Vec<PathBuf>,
+    #[command(flatten)]
+    pub excludes: Excludes,
     /// Leave out directories holding a file NAME (with :HEADER, only if it starts so)
     #[arg(long, value_name = "NAME[:HEADER]")]
     pub exclude_if_present: Vec<String>,

@@ -360,10 +360,10 @@ async fn backup(cli: &Cli, config: Config, paths: &[PathBuf], record: &Record, s
         None => None,
     };
     let exclude = cuckoo::Excludes {
-        patterns: select.exclude.clone(),
-        ipatterns: select.iexclude.clone(),
-        files: select.exclude_file.clone(),
-        ifiles: select.iexclude_file.clone(),
+        patterns: select.excludes.exclude.clone(),
+        ipatterns: select.excludes.iexclude.clone(),
+        files: select.excludes.exclude_file.clone(),
+        ifiles: select.excludes.iexclude_file.clone(),
         if_present: select.exclude_if_present.clone(),
         caches: select.exclude_caches,
         larger_than: select.exclude_larger_than,
