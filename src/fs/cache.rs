@@ -7,6 +7,7 @@
 //! readers want it. Must not: know files, streams or the drive's state (`pool` does).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::error::Result;
@@ -26,6 +27,8 @@ pub(crate) struct ChunkCache {
 struct Shared {
     state: Mutex<State>,
     fetched: Condvar,
+    /// Reads that found their chunk still on its way: fetched ahead, too late.
+    caught_up: AtomicU64,
 }
 
 #[derive(Default)]
@@ -42,17 +45,33 @@ impl ChunkCache {
         ChunkCache { repo, rt, shared: Arc::default(), limit }
     }
 
+    /// The most bytes of decoded chunks held.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// How many reads so far had to wait for a chunk fetched ahead of them (a count that
+    /// rises while a sequential reader's read-ahead is too short for the backends' latency).
+    pub fn caught_up(&self) -> u64 {
+        self.shared.caught_up.load(Ordering::Relaxed)
+    }
+
     /// A decoded chunk: from the cache, from a fetch already under way, or from the pool.
     /// Blocks; call it from outside the runtime.
     pub fn get(&self, id: &ObjectId) -> Result<Arc<Vec<u8>>> {
         {
             let mut state = self.shared.state.lock().expect("poisoned");
+            let mut waited = false;
             loop {
                 if let Some(c) = state.chunks.get(id) {
                     return Ok(c.clone());
                 }
                 if !state.fetching.contains(id) {
                     break;
+                }
+                if !waited {
+                    waited = true;
+                    self.shared.caught_up.fetch_add(1, Ordering::Relaxed);
                 }
                 state = self.shared.fetched.wait(state).expect("poisoned");
             }

@@ -337,4 +337,8 @@ impl Backing for Pool {
         }
         Ok(())
     }
+
+    fn caught_up(&self) -> u64 {
+        Pool::caught_up(self)
+    }
 }

@@ -45,6 +45,11 @@ pub(crate) trait Backing: Send + Sync + Sized + 'static {
     fn sync_file(&self, fs: &NsFs<Self>, c: &Self::Content) -> Result<()>;
     /// Make everything durable.
     fn sync_all(&self, fs: &NsFs<Self>) -> Result<()>;
+    /// How many reads so far waited for a chunk fetched ahead of them (`readahead`), for a
+    /// backing that fetches.
+    fn caught_up(&self) -> u64 {
+        0
+    }
 }
 
 struct Src<'a, B>(&'a B);
@@ -356,7 +361,7 @@ pub(crate) struct NsHandle<B: Backing> {
 impl<B: Backing> NsHandle<B> {
     /// Note a read of `len` bytes at `offset` through this handle; chunks to fetch ahead.
     pub fn read_ahead(&self, offset: u64, len: usize) -> usize {
-        self.reads.on_read(offset, len)
+        self.reads.on_read(offset, len, self.fs.backing().caught_up())
     }
 
     /// The file's content and the store it lives in, for reads that bypass `FileHandle`.
@@ -367,7 +372,7 @@ impl<B: Backing> NsHandle<B> {
 
 impl<B: Backing> FileHandle for NsHandle<B> {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
-        let ahead = self.reads.on_read(offset, buf.len());
+        let ahead = self.reads.on_read(offset, buf.len(), self.fs.0.backing.caught_up());
         self.fs.0.backing.read_at(&self.content, buf, offset, ahead)
     }
 

@@ -168,6 +168,11 @@ impl Pool {
         }
     }
 
+    /// How many reads waited for a chunk fetched ahead of them (see `readahead`).
+    pub fn caught_up(&self) -> u64 {
+        self.chunks.caught_up()
+    }
+
     /// Read stored slices at `offset`, fetching the `ahead` chunks after them meanwhile.
     pub fn read_slices(&self, slices: &Slices, buf: &mut [u8], offset: u64, ahead: usize) -> Result<usize> {
         let mut done = 0usize;
@@ -210,7 +215,18 @@ impl Pool {
             return Err(Error::corrupt(format!("chunk {} is shorter than a file's slice of it", r.id.to_hex())));
         }
         if ahead > 0 {
-            let next: Vec<ObjectId> = slices.refs.iter().skip(i + 1).take(ahead).map(|r| r.id).collect();
+            // What is fetched ahead must still be held when the reader gets there.
+            let mut room = self.chunks.limit() / 2;
+            let next: Vec<ObjectId> = slices.refs[i + 1..]
+                .iter()
+                .take(ahead)
+                .take_while(|r| {
+                    let fits = room > 0;
+                    room = room.saturating_sub(r.len as usize);
+                    fits
+                })
+                .map(|r| r.id)
+                .collect();
             self.chunks.fetch_ahead(&next);
         }
         Ok(Shared { bytes: chunk, range: from..from + (to - from).min(max) })
