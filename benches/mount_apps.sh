@@ -12,18 +12,10 @@ set -euo pipefail
 bin=$(realpath "${1:-target/release/cuckoo}")
 w=$(mktemp -d)
 trap 'mountpoint -q "$w/mnt" && umount "$w/mnt"; rm -rf "$w"' EXIT
-export CUCKOO_CONFIG=$w/pool.toml XDG_CONFIG_HOME=$w/x XDG_DATA_HOME=$w/y XDG_CACHE_HOME=$w/c CUCKOO_PASSWORD=bench
-{
-    echo "catalogue = \"$w/cat.redb\""
-    for i in 0 1 2; do printf '[[backend]]\nname = "b%s"\nscheme = "fs"\nroot = "%s/b%s"\n' "$i" "$w" "$i"; done
-} > "$w/pool.toml"
-mkdir -p "$w/mnt" "$w/ext4"
-mount_with() { # [FLAGS...]
-    "$bin" "$@" mount "$w/mnt" >/dev/null 2>&1 &
-    for _ in $(seq 100); do mountpoint -q "$w/mnt" && return; sleep 0.1; done
-    echo "mount did not appear" >&2; exit 1
-}
-unmount() { umount "$w/mnt"; sleep 1; }
+source "$(dirname "$0")/mount_common.sh"
+pool_env
+local_pool
+mkdir -p "$w/ext4"
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 python3 - "$w/ext4" <<'PY'
@@ -38,7 +30,7 @@ with zipfile.ZipFile(os.path.join(d, "a.zip"), "w", zipfile.ZIP_STORED) as z:
         z.writestr(f"dir{i % 20}/member{i}.bin", os.urandom(100_000))
 PY
 "$bin" init --kdf-memory 8 --kdf-iterations 1 >/dev/null
-mount_with --no-cache; cp "$w/ext4/db.sqlite" "$w/ext4/a.zip" "$w/mnt/"; unmount
+mount_cuckoo "$bin" --no-cache; cp "$w/ext4/db.sqlite" "$w/ext4/a.zip" "$w/mnt/"; unmount_cuckoo
 
 apps() { # DIR LABEL
     drop
@@ -63,6 +55,6 @@ PY
 echo "| where | 5,000 SQLite point queries | zip: list + extract one |"
 echo "|---|---|---|"
 apps "$w/ext4" "ext4"
-mount_with --no-cache; apps "$w/mnt" "cuckoo, no local cache"; unmount
-mount_with; cat "$w/mnt/db.sqlite" "$w/mnt/a.zip" > /dev/null; unmount
-mount_with; apps "$w/mnt" "cuckoo, local cache filled"; unmount
+mount_cuckoo "$bin" --no-cache; apps "$w/mnt" "cuckoo, no local cache"; unmount_cuckoo
+mount_cuckoo "$bin"; cat "$w/mnt/db.sqlite" "$w/mnt/a.zip" > /dev/null; unmount_cuckoo
+mount_cuckoo "$bin"; apps "$w/mnt" "cuckoo, local cache filled"; unmount_cuckoo

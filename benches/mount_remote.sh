@@ -26,12 +26,13 @@ cleanup() {
     rm -rf "$w"
 }
 trap cleanup EXIT
-export CUCKOO_CONFIG=$w/pool.toml XDG_CONFIG_HOME=$w/x XDG_DATA_HOME=$w/y XDG_CACHE_HOME=$w/c CUCKOO_PASSWORD=bench
+source benches/mount_common.sh
+pool_env
 export RCLONE_CONFIG=$w/rclone.conf
 # A CA bundle set for the machine makes rclone's S3 client refuse its own HTTP transport;
 # the server is plain HTTP on loopback anyway.
 unset AWS_CA_BUNDLE
-mkdir -p "$w/mnt" "$w/rmnt"
+mkdir -p "$w/rmnt"
 
 wait_port() { python3 -c "
 import socket, time
@@ -68,52 +69,35 @@ remote = union:
 password = $(rclone obscure bench)
 EOF
 
-mount_cuckoo() { # [FLAGS...]
-    "$bin" "$@" mount "$w/mnt" >"$w/mount.log" 2>&1 &
-    for _ in $(seq 300); do mountpoint -q "$w/mnt" && return; sleep 0.1; done
-    echo "cuckoo mount did not appear" >&2; cat "$w/mount.log" >&2; exit 1
-}
 mount_rclone() {
     rclone mount crypt: "$w/rmnt" --vfs-cache-mode full --cache-dir "$w/rc" >"$w/rclone.log" 2>&1 &
     for _ in $(seq 300); do mountpoint -q "$w/rmnt" && return; sleep 0.1; done
     echo "rclone mount did not appear" >&2; cat "$w/rclone.log" >&2; exit 1
 }
-unmount() { # MOUNTPOINT
-    umount "$1"; for _ in $(seq 300); do mountpoint -q "$1" || break; sleep 0.1; done; sleep 1
-}
-random() { # FILE -> "IOPS mean_ms"
-    fio --name=rr --filename="$1" --rw=randread --bs=4k --ioengine=psync --iodepth=1 --time_based \
-        --runtime="$secs" --readonly --invalidate=1 --output-format=json > "$w/fio.json"
-    python3 -c "
-import json; r = json.load(open('$w/fio.json'))['jobs'][0]['read']
-print(f\"{r['iops']:.0f} IOPS, {r['clat_ns']['mean'] / 1e6:.2f} ms\")"
-}
-sequential() { # FILE -> "MiB/s"
-    sync; echo 3 > /proc/sys/vm/drop_caches
-    local s e; s=$(date +%s.%N); cat "$1" > /dev/null; e=$(date +%s.%N)
-    printf '%.0f MiB/s' "$(echo "$mib / ($e - $s)" | bc -l)"
+unmount_rclone() {
+    umount "$w/rmnt"; for _ in $(seq 300); do mountpoint -q "$w/rmnt" || break; sleep 0.1; done; sleep 1
 }
 
 head -c $((mib << 20)) /dev/urandom > "$w/big"
 proxy_with 0
 "$bin" init --kdf-memory 8 --kdf-iterations 1 >/dev/null
-mount_cuckoo --no-cache; cp "$w/big" "$w/mnt/big"; unmount "$w/mnt"
+mount_cuckoo "$bin" --no-cache; cp "$w/big" "$w/mnt/big"; unmount_cuckoo
 rclone copyto "$w/big" crypt:big
 
 echo "| delay per request | tool | cold sequential | cold random 4 KiB | warm random 4 KiB | warm sequential |"
 echo "|---|---|---|---|---|---|"
 for delay in 0 20 50; do
     proxy_with "$delay"
-    mount_cuckoo --no-cache; cs=$(sequential "$w/mnt/big"); unmount "$w/mnt"
-    mount_cuckoo --no-cache; cr=$(random "$w/mnt/big"); unmount "$w/mnt"
-    rm -rf "$w/c"; mount_cuckoo; cat "$w/mnt/big" > /dev/null; unmount "$w/mnt"
-    mount_cuckoo; wr=$(random "$w/mnt/big"); unmount "$w/mnt"
-    mount_cuckoo; ws=$(sequential "$w/mnt/big"); unmount "$w/mnt"
+    mount_cuckoo "$bin" --no-cache; cs=$(cold_read "$w/mnt/big" "$mib"); unmount_cuckoo
+    mount_cuckoo "$bin" --no-cache; cr=$(random_reads "$w/mnt/big" "$secs"); unmount_cuckoo
+    rm -rf "$w/c"; mount_cuckoo "$bin"; cat "$w/mnt/big" > /dev/null; unmount_cuckoo
+    mount_cuckoo "$bin"; wr=$(random_reads "$w/mnt/big" "$secs"); unmount_cuckoo
+    mount_cuckoo "$bin"; ws=$(cold_read "$w/mnt/big" "$mib"); unmount_cuckoo
     echo "| $delay ms | cuckoo | $cs | $cr | $wr | $ws |"
-    rm -rf "$w/rc"; mount_rclone; cs=$(sequential "$w/rmnt/big"); unmount "$w/rmnt"
-    rm -rf "$w/rc"; mount_rclone; cr=$(random "$w/rmnt/big"); unmount "$w/rmnt"
-    rm -rf "$w/rc"; mount_rclone; cat "$w/rmnt/big" > /dev/null; unmount "$w/rmnt"
-    mount_rclone; wr=$(random "$w/rmnt/big"); unmount "$w/rmnt"
-    mount_rclone; ws=$(sequential "$w/rmnt/big"); unmount "$w/rmnt"
+    rm -rf "$w/rc"; mount_rclone; cs=$(cold_read "$w/rmnt/big" "$mib"); unmount_rclone
+    rm -rf "$w/rc"; mount_rclone; cr=$(random_reads "$w/rmnt/big" "$secs"); unmount_rclone
+    rm -rf "$w/rc"; mount_rclone; cat "$w/rmnt/big" > /dev/null; unmount_rclone
+    mount_rclone; wr=$(random_reads "$w/rmnt/big" "$secs"); unmount_rclone
+    mount_rclone; ws=$(cold_read "$w/rmnt/big" "$mib"); unmount_rclone
     echo "| $delay ms | rclone | $cs | $cr | $wr | $ws |"
 done
