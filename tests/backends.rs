@@ -233,7 +233,7 @@ fn plain_files(kind: &str) {
     let cfg = backend_config(kind, scratch.path(), &unique("plain")).expect("a configured server");
     let rt = runtime();
     let fs = fs::DalFs::open(&cfg, rt.handle().clone()).unwrap();
-    fs_suite::plain_files_conformance(&fs);
+    fs_suite::conformance(&fs);
 }
 
 /// Every kind in one pool: a real tree round-trips through all of them at once.
