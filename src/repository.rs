@@ -303,28 +303,14 @@ impl Repository {
             Some(p) => p.clone(),
             None => crate::config::data_dir()?.join("catalogues").join(format!("{}.redb", pool.pool_id_hex())),
         };
-        let (catalogue, fresh, aside) = Catalogue::open_or_set_aside(&catalogue_path, store.keys().clone())?;
-        match aside {
-            Some(Substitute::SetAside(aside)) => progress.warn(&format!(
-                "catalogue {} was damaged: moved to {} and rebuilt from the backends",
-                catalogue_path.display(),
-                aside.display()
-            )),
-            Some(Substitute::Temporary(why)) => progress.warn(&why),
-            None => {}
-        }
-        match catalogue.pool_id()? {
-            Some(id) if id != pool.pool_id => {
-                return Err(Error::config(format!(
-                    "catalogue {} belongs to another pool; point `catalogue` elsewhere or delete it",
-                    catalogue_path.display()
-                )));
-            }
-            Some(_) => {}
-            None => catalogue.set_pool_id(&pool.pool_id)?,
-        }
+        // Damage redb meets only past the file's header marks the file, so opening it again
+        // sets it aside and rebuilds it, and the command goes on.
+        let (catalogue, fresh) = match open_catalogue(&catalogue_path, &store, &pool, progress) {
+            Err(e) if crate::catalogue::is_damage(&e) => open_catalogue(&catalogue_path, &store, &pool, progress)?,
+            opened => opened?,
+        };
         let cache = open_cache(&config, &pool, store.keys(), progress);
-        let repo = Repository {
+        let mut repo = Repository {
             config,
             store,
             pool,
@@ -336,14 +322,28 @@ impl Repository {
             unavailable,
             cache,
         };
-        if fresh {
-            repo.rebuild_locations(progress).await?;
-            repo.catalogue.mark_built()?;
+        match repo.settle_catalogue(fresh, progress).await {
+            Err(e) if crate::catalogue::is_damage(&e) => {
+                let (catalogue, fresh) = open_catalogue(&repo.catalogue_path, &repo.store, &repo.pool, progress)?;
+                repo.catalogue = Arc::new(catalogue);
+                repo.settle_catalogue(fresh, progress).await?;
+            }
+            settled => settled?,
         }
-        repo.sync(progress).await?;
-        let (usage, _) = repo.catalogue.usage()?;
-        repo.store.set_loads(usage.iter().filter_map(|(name, u)| Some((repo.store.index_of(name)?, u.stored_bytes))));
         Ok(repo)
+    }
+
+    /// Bring a just opened catalogue up to date: rebuilt from the backends if new, synced,
+    /// and the backends' loads taken from it for placement.
+    async fn settle_catalogue(&self, fresh: bool, progress: &dyn Progress) -> Result<()> {
+        if fresh {
+            self.rebuild_locations(progress).await?;
+            self.catalogue.mark_built()?;
+        }
+        self.sync(progress).await?;
+        let (usage, _) = self.catalogue.usage()?;
+        self.store.set_loads(usage.iter().filter_map(|(name, u)| Some((self.store.index_of(name)?, u.stored_bytes))));
+        Ok(())
     }
 
     /// Backends that were unreachable or had no pool record when the pool was opened, and
@@ -892,6 +892,37 @@ impl Repository {
         let (usage, _) = self.catalogue.usage()?;
         Ok(self.config.backends.iter().map(|b| (b.clone(), usage.get(&b.name).cloned().unwrap_or_default())).collect())
     }
+}
+
+/// The catalogue file at `path` for `pool`, said aloud when it had to be set aside or
+/// replaced by a temporary copy; also whether it is new (to be rebuilt from the backends).
+fn open_catalogue(
+    path: &std::path::Path,
+    store: &Store,
+    pool: &PoolRecord,
+    progress: &dyn Progress,
+) -> Result<(Catalogue, bool)> {
+    let (catalogue, fresh, aside) = Catalogue::open_or_set_aside(path, store.keys().clone())?;
+    match aside {
+        Some(Substitute::SetAside(aside)) => progress.warn(&format!(
+            "catalogue {} was damaged: moved to {} and rebuilt from the backends",
+            path.display(),
+            aside.display()
+        )),
+        Some(Substitute::Temporary(why)) => progress.warn(&why),
+        None => {}
+    }
+    match catalogue.pool_id()? {
+        Some(id) if id != pool.pool_id => {
+            return Err(Error::config(format!(
+                "catalogue {} belongs to another pool; point `catalogue` elsewhere or delete it",
+                path.display()
+            )));
+        }
+        Some(_) => {}
+        None => catalogue.set_pool_id(&pool.pool_id)?,
+    }
+    Ok((catalogue, fresh))
 }
 
 /// The local chunk cache `config` asks for. One that cannot be made (a read-only home, say)

@@ -8,10 +8,11 @@
 //! keyed in an encrypted pool). A body that fails is reported as `Damaged`, never used.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use super::guard::{self, Db};
 use super::{BackendUsage, Cached, Damage, Location, PieceAt, Record, RefcountMismatch, Session, Totals};
 use crate::codec::ObjectKind;
 use crate::crypto::Keys;
@@ -50,7 +51,7 @@ const UNBUILT_KEY: &str = "unbuilt";
 
 /// The catalogue file, opened by this process.
 pub(super) struct Local {
-    db: Database,
+    db: Db,
     /// Names bodies as the pool does, to check every body read back against its id.
     keys: Keys,
 }
@@ -125,31 +126,46 @@ impl Local {
         txn.open_table(BACKENDS)?;
         txn.open_table(APPLIED_PRUNES)?;
         txn.commit()?;
-        Ok((Local { db, keys }, fresh))
+        Ok((Local { db: Db::new(db, path), keys }, fresh))
     }
 
     /// Open the catalogue at `path` like `open`; a file too damaged to open (redb fails
     /// or panics on it) is moved aside and a new one created, since everything in it can
     /// be rebuilt from the backends. Also returns where the damaged file went.
-    pub fn open_or_set_aside(path: &Path, keys: Keys) -> Result<(Local, bool, Option<std::path::PathBuf>)> {
-        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Local::open(path, keys.clone())));
-        let damage = match attempt {
-            Ok(Ok((catalogue, fresh))) => return Ok((catalogue, fresh, None)),
-            // A file this process may not write (`ReadOnly`) is not damaged: no rename.
-            Ok(Err(e)) if e.kind() != ErrorKind::Catalogue => return Err(e),
-            Ok(Err(e)) => e.to_string(),
-            Err(panic) => panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "the database library panicked".into()),
+    /// A file marked damaged by an earlier call (`guard`) is set aside without opening it.
+    pub fn open_or_set_aside(path: &Path, keys: Keys) -> Result<(Local, bool, Option<PathBuf>)> {
+        let damage = match guard::marked(path) {
+            Some(why) if path.exists() => why,
+            marked => {
+                if marked.is_some() {
+                    guard::clear(path);
+                }
+                match guard::run(path, || Local::open(path, keys.clone())) {
+                    Ok((catalogue, fresh)) => return Ok((catalogue, fresh, None)),
+                    // A file this process may not write (`ReadOnly`), or one another holds
+                    // (`Locked`), is not damaged: no rename.
+                    Err(e) if e.kind() != ErrorKind::Catalogue => return Err(e),
+                    Err(e) => e.to_string(),
+                }
+            }
         };
         let aside = path.with_extension(format!("damaged-{}", std::process::id()));
         std::fs::rename(path, &aside).map_err(|e| {
             Error::io(format!("catalogue {} is damaged ({damage}) and cannot be moved aside", path.display()), e)
         })?;
+        guard::clear(path);
         let (catalogue, fresh) = Local::open(path, keys)?;
         Ok((catalogue, fresh, Some(aside)))
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        self.db.path()
+    }
+
+    /// Run one call on the file, its damage caught (`guard::guard`).
+    pub fn guard<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        guard::run(self.path(), f)
     }
 
     /// Note that the rebuild from the backends has finished.
@@ -176,7 +192,7 @@ impl Local {
 
     /// A consistent read view, for the many lookups of one backup or restore.
     pub fn reader(&self) -> Result<LocalReader> {
-        Ok(LocalReader { txn: self.db.begin_read()?, keys: self.keys.clone() })
+        Ok(LocalReader { txn: self.db.begin_read()?, keys: self.keys.clone(), path: self.path().to_path_buf() })
     }
 
     /// Record stored objects in one transaction. A tree recorded for the first time adds one
@@ -370,14 +386,16 @@ impl Local {
         for row in txn.open_table(OBJECTS)?.iter()? {
             let (_, v) = row?;
             let (_, plain, pieces) = v.value();
+            // Saturating: the values are a cache and may be damaged; totals are shown, not
+            // trusted.
             totals.objects += 1;
-            totals.plain_bytes += plain;
+            totals.plain_bytes = totals.plain_bytes.saturating_add(plain);
             for (b, _, stored) in decode_pieces(pieces) {
                 let name = names.get(&b).cloned().unwrap_or_else(|| format!("#{b}"));
                 let u = usage.entry(name).or_default();
                 u.objects += 1;
-                u.stored_bytes += stored;
-                totals.stored_bytes += stored;
+                u.stored_bytes = u.stored_bytes.saturating_add(stored);
+                totals.stored_bytes = totals.stored_bytes.saturating_add(stored);
             }
         }
         Ok((usage, totals))
@@ -448,9 +466,15 @@ impl Local {
 pub(super) struct LocalReader {
     txn: redb::ReadTransaction,
     keys: Keys,
+    path: PathBuf,
 }
 
 impl LocalReader {
+    /// Run one lookup, its damage caught (`guard::guard`).
+    pub fn guard<T>(&self, f: impl FnOnce(&LocalReader) -> Result<T>) -> Result<T> {
+        guard::run(&self.path, || f(self))
+    }
+
     /// Whether object `id` is recorded as stored.
     pub fn has_object(&self, id: &ObjectId) -> Result<bool> {
         Ok(self.txn.open_table(OBJECTS)?.get(id.0)?.is_some())

@@ -221,10 +221,9 @@ fn serve_peer(mut stream: UnixStream, local: &Local) {
     while let Ok(body) = read_frame(&mut stream) {
         // Anything else on this socket is not a peer of this build.
         let Ok(request) = postcard::from_bytes::<Request>(&body) else { return };
-        let answer =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(local, request))).unwrap_or_else(|_| {
-                reply::<()>(Err(Error::new(ErrorKind::Catalogue, "the catalogue's holder failed on this call")))
-            });
+        // A call that meets damage in the file answers with the damage error (and marks
+        // the file), as the holder's own calls do.
+        let answer = local.guard(|| Ok(answer(local, request))).unwrap_or_else(|e| reply::<()>(Err(e)));
         if write_frame(&mut stream, &answer).is_err() {
             return;
         }
