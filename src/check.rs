@@ -128,11 +128,13 @@ async fn check(repo: &Repository, options: CheckOptions, progress: &dyn Progress
     Ok(report)
 }
 
-/// Reference counts in the catalogue that disagree with its trees.
+/// Reference counts in the catalogue that disagree with its trees, set right once found.
 fn refcount_problems(repo: &Repository) -> Result<Vec<Finding>> {
-    Ok(repo
-        .catalogue()
-        .refcount_mismatches()?
+    let mismatches = repo.catalogue().refcount_mismatches()?;
+    if !mismatches.is_empty() {
+        repo.catalogue().recount_refs()?;
+    }
+    Ok(mismatches
         .into_iter()
         .map(|m| Finding {
             snapshot: "catalogue".into(),
@@ -140,7 +142,7 @@ fn refcount_problems(repo: &Repository) -> Result<Vec<Finding>> {
             object: m.id.to_hex(),
             backend: None,
             problem: format!(
-                "reference count is {}, the trees imply {} (delete the catalogue to rebuild it)",
+                "reference count was {}, the trees imply {}: recounted from the trees",
                 m.recorded, m.expected
             ),
         })

@@ -310,6 +310,33 @@ fn damage_anywhere_in_the_catalogue_never_panics_nor_restores_wrong() {
     }
 }
 
+/// `check` found reference counts the trees did not imply and told the user to delete the
+/// catalogue, finding them again at every run until they did; it now recounts them.
+#[test]
+fn regression_check_recounts_wrong_reference_counts_instead_of_asking_to_delete_the_catalogue() {
+    const REFS: TableDefinition<[u8; 32], u64> = TableDefinition::new("refs");
+    let env = Env::new();
+    let src = source(&env);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let db = redb::Database::open(env.path("catalogue.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut refs = txn.open_table(REFS).unwrap();
+        let ids: Vec<[u8; 32]> = refs.iter().unwrap().take(3).map(|r| r.unwrap().0.value()).collect();
+        for id in &ids {
+            refs.insert(id, 40).unwrap();
+        }
+        refs.insert([7u8; 32], 2).unwrap();
+    }
+    txn.commit().unwrap();
+    drop(db);
+    let found = findings(&env, &["check"]);
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert!(found.iter().all(|f| f["problem"].as_str().unwrap().contains("recounted")), "{found:?}");
+    assert_eq!(findings(&env, &["check"]), Vec::<serde_json::Value>::new());
+    common::assert_same_tree(&src, &restore_latest(&env, "out"));
+}
+
 #[test]
 fn regression_a_path_too_long_for_the_target_does_not_stop_the_restore() {
     let env = Env::new();

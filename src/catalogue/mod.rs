@@ -382,6 +382,12 @@ impl Catalogue {
     pub fn refcount_mismatches(&self) -> Result<Vec<RefcountMismatch>> {
         self.call(|l| l.refcount_mismatches(), || Request::RefcountMismatches)
     }
+
+    /// Set every reference count to what the trees and snapshots imply (after `check`
+    /// found them wrong: the counts are a cache of the trees, like the rest).
+    pub fn recount_refs(&self) -> Result<()> {
+        self.call(|l| l.recount(), || Request::Recount)
+    }
 }
 
 /// A private directory holding a copy of the catalogue at `path` (if it can be read; else

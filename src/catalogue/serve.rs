@@ -27,7 +27,7 @@ use crate::id::ObjectId;
 use crate::model::Snapshot;
 
 /// Bumped whenever `Request` or an answer changes shape.
-const PROTOCOL: u32 = 1;
+const PROTOCOL: u32 = 2;
 /// No call's request or answer comes near this; a longer frame is not from a peer.
 const MAX_FRAME: usize = 1 << 30;
 
@@ -57,6 +57,7 @@ pub(super) enum Request {
     HasTree(ObjectId),
     HasSnapshot(ObjectId),
     Refs(ObjectId),
+    Recount,
 }
 
 /// An error as it crosses the socket.
@@ -260,5 +261,6 @@ fn answer(l: &Local, request: Request) -> Vec<u8> {
         Request::HasTree(id) => reply(l.reader().and_then(|r| r.has_tree(&id))),
         Request::HasSnapshot(id) => reply(l.reader().and_then(|r| r.has_snapshot(&id))),
         Request::Refs(id) => reply(l.reader().and_then(|r| r.refs(&id))),
+        Request::Recount => reply(l.recount()),
     }
 }
