@@ -33,9 +33,12 @@ pub(crate) struct ReadAhead {
     window: AtomicUsize,
     /// The most it may grow to.
     ceiling: AtomicUsize,
-    /// The pool's count of reads that waited for a chunk fetched ahead, at the last read.
+    /// The pool's count of reads that waited for a chunk fetched ahead, at the last read
+    /// (`UNSEEN` before the first: waits before this handle opened are not its own).
     caught_up: AtomicU64,
 }
+
+const UNSEEN: u64 = u64::MAX;
 
 impl Default for ReadAhead {
     fn default() -> ReadAhead {
@@ -43,7 +46,7 @@ impl Default for ReadAhead {
             next: AtomicU64::new(0),
             window: AtomicUsize::new(0),
             ceiling: AtomicUsize::new(MAX_AHEAD),
-            caught_up: AtomicU64::new(0),
+            caught_up: AtomicU64::new(UNSEEN),
         }
     }
 }
@@ -55,7 +58,8 @@ impl ReadAhead {
         let last_end = self.next.swap(offset.saturating_add(len as u64), Ordering::Relaxed);
         let following = offset.abs_diff(last_end) <= SLACK;
         let mut ceiling = self.ceiling.load(Ordering::Relaxed);
-        if self.caught_up.swap(caught_up, Ordering::Relaxed) < caught_up && following {
+        let before = self.caught_up.swap(caught_up, Ordering::Relaxed);
+        if before != UNSEEN && before < caught_up && following {
             ceiling = (ceiling * 2).min(MAX_AHEAD_SLOW);
             self.ceiling.store(ceiling, Ordering::Relaxed);
         }
@@ -98,6 +102,10 @@ mod tests {
         assert_eq!((2..10).map(read).last(), Some(MAX_AHEAD_SLOW), "bounded");
         let random = ReadAhead::default();
         assert_eq!(random.on_read(300 << 20, 4096, 5), 0, "waits do not open a random reader's window");
+        assert_eq!(random.on_read(600 << 20, 4096, 6), 0);
         assert_eq!(random.ceiling.load(Ordering::Relaxed), MAX_AHEAD);
+        let late = ReadAhead::default();
+        assert_eq!(late.on_read(0, 4096, 40), 1, "waits before the handle opened are not its own");
+        assert_eq!(late.ceiling.load(Ordering::Relaxed), MAX_AHEAD);
     }
 }
