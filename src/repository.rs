@@ -324,6 +324,8 @@ impl Repository {
         };
         match repo.settle_catalogue(fresh, progress).await {
             Err(e) if crate::catalogue::is_damage(&e) => {
+                // Closed first: this process still holding the file would be served it again.
+                drop(repo.catalogue);
                 let (catalogue, fresh) = open_catalogue(&repo.catalogue_path, &repo.store, &repo.pool, progress)?;
                 repo.catalogue = Arc::new(catalogue);
                 repo.settle_catalogue(fresh, progress).await?;

@@ -132,22 +132,23 @@ impl Local {
     /// Open the catalogue at `path` like `open`; a file too damaged to open (redb fails
     /// or panics on it) is moved aside and a new one created, since everything in it can
     /// be rebuilt from the backends. Also returns where the damaged file went.
-    /// A file marked damaged by an earlier call (`guard`) is set aside without opening it.
+    /// A file an earlier call found damaged (`guard`) is set aside too, once this process
+    /// can take it (one another process holds is left to it).
     pub fn open_or_set_aside(path: &Path, keys: Keys) -> Result<(Local, bool, Option<PathBuf>)> {
-        let damage = match guard::marked(path) {
-            Some(why) if path.exists() => why,
-            marked => {
-                if marked.is_some() {
-                    guard::clear(path);
-                }
-                match guard::run(path, || Local::open(path, keys.clone())) {
-                    Ok((catalogue, fresh)) => return Ok((catalogue, fresh, None)),
-                    // A file this process may not write (`ReadOnly`), or one another holds
-                    // (`Locked`), is not damaged: no rename.
-                    Err(e) if e.kind() != ErrorKind::Catalogue => return Err(e),
-                    Err(e) => e.to_string(),
-                }
+        let marked = if path.exists() { guard::marked(path) } else { None };
+        let damage = match (guard::run(path, || Local::open(path, keys.clone())), marked) {
+            (Ok((catalogue, fresh)), None) => {
+                guard::clear(path);
+                return Ok((catalogue, fresh, None));
             }
+            (Ok((catalogue, _)), Some(why)) => {
+                drop(catalogue);
+                why
+            }
+            // A file this process may not write (`ReadOnly`), or one another holds
+            // (`Locked`), is not damaged: no rename.
+            (Err(e), _) if e.kind() != ErrorKind::Catalogue => return Err(e),
+            (Err(e), _) => e.to_string(),
         };
         let aside = path.with_extension(format!("damaged-{}", std::process::id()));
         std::fs::rename(path, &aside).map_err(|e| {
