@@ -18,8 +18,9 @@ use crate::id::ObjectId;
 /// First four bytes of every stored object.
 pub const MAGIC: [u8; 4] = *b"CKOO";
 /// The newest object format: this build reads it and every older one. Version 2 tree
-/// bodies may carry an extension (extended attributes) after their entries.
-pub const FORMAT_VERSION: u8 = 2;
+/// bodies may carry an extension (extended attributes) after their entries; version 3 pool
+/// records name the placement version their pool's writers use.
+pub const FORMAT_VERSION: u8 = 3;
 
 /// The version written for an object of `kind`: the oldest whose body format it uses, so
 /// an older build keeps reading what did not change (chunks, snapshots, keys) and refuses,
@@ -97,11 +98,19 @@ thread_local! {
 /// `keys` belong to an encrypted pool. The body is stored raw when zstd does not save at
 /// least 1/32 of it (incompressible data costs nothing to read back).
 pub fn encode(kind: ObjectKind, id: &ObjectId, body: &[u8], level: i32, keys: &Keys) -> Vec<u8> {
-    encode_with_nonce(kind, id, body, level, keys, rand::random())
+    encode_with_nonce(kind, version_for(kind), id, body, level, keys, rand::random())
+}
+
+/// `encode`, stamped with format `version`: for a body whose format depends on what it holds
+/// (a pool record without a placement version is written as version 1 wrote it).
+pub fn encode_version(kind: ObjectKind, version: u8, id: &ObjectId, body: &[u8], level: i32, keys: &Keys) -> Vec<u8> {
+    assert!((1..=FORMAT_VERSION).contains(&version), "a known format version");
+    encode_with_nonce(kind, version, id, body, level, keys, rand::random())
 }
 
 fn encode_with_nonce(
     kind: ObjectKind,
+    version: u8,
     id: &ObjectId,
     body: &[u8],
     level: i32,
@@ -113,7 +122,7 @@ fn encode_with_nonce(
     let start = if sealed { HEAD_LEN } else { HEADER_LEN };
     let mut out = Vec::with_capacity(start + body.len() / 2 + TAG_LEN);
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&[version_for(kind), kind as u8, CODEC_ZSTD, 0]);
+    out.extend_from_slice(&[version, kind as u8, CODEC_ZSTD, 0]);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.resize(start, 0);
     let budget = body.len() - body.len() / 32;
@@ -457,7 +466,7 @@ mod tests {
     /// A change to this vector is a change of the on-backend format (docs/format.md).
     #[test]
     fn sealed_envelope_known_answer() {
-        let enc = encode_with_nonce(ObjectKind::Chunk, &ID, b"hello", 3, &sealed_keys(), [9; NONCE_LEN]);
+        let enc = encode_with_nonce(ObjectKind::Chunk, 1, &ID, b"hello", 3, &sealed_keys(), [9; NONCE_LEN]);
         assert_eq!(enc.len(), HEAD_LEN + 5 + TAG_LEN);
         assert_eq!(
             hex::encode(&enc),

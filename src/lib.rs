@@ -76,6 +76,7 @@ pub use repair::{RepairOptions, RepairReport};
 pub use repository::{InitOptions, InitOutcome, KeyInfo, Repository, Stats, init, placement_note};
 pub use restore::{Overwrite, RestoreOptions, RestoreOutcome, Select};
 pub use rewrite::{Dropped, Outcome as RewriteOutcome, REWRITE_TAG, RewriteOptions, Rewritten};
+pub use ring::PLACEMENT_VERSION;
 pub use store::{BackendTrouble, CacheStats, Incident, LeftCopies, LocalCache, Trouble, TroubleLog};
 pub use tag::TagChange;
 

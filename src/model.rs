@@ -257,6 +257,42 @@ pub struct PoolRecord {
     pub chunker: ChunkerParams,
     /// The redundancy every writer stores new objects with (each object records its own).
     pub redundancy: Scheme,
+    /// The placement version every writer of the pool uses (docs/format.md, "Placement"): a
+    /// build that knows only older ones may read the pool but not write to it, so objects
+    /// are never spread by two rules at once. `None` in pools created before it was
+    /// recorded, which each build writes by its own (version 2 since 2026-12-02).
+    pub placement: Option<u8>,
+}
+
+/// The pool record as written before placement versions were recorded (format version 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRecordV1 {
+    /// Random id of the pool.
+    pub pool_id: [u8; 16],
+    /// When the pool was created, nanoseconds since the epoch.
+    pub created_ns: i64,
+    /// The chunk sizes every writer uses.
+    pub chunker: ChunkerParams,
+    /// The redundancy every writer stores new objects with.
+    pub redundancy: Scheme,
+}
+
+impl From<PoolRecordV1> for PoolRecord {
+    fn from(v: PoolRecordV1) -> PoolRecord {
+        PoolRecord {
+            pool_id: v.pool_id,
+            created_ns: v.created_ns,
+            chunker: v.chunker,
+            redundancy: v.redundancy,
+            placement: None,
+        }
+    }
+}
+
+impl From<&PoolRecord> for PoolRecordV1 {
+    fn from(r: &PoolRecord) -> PoolRecordV1 {
+        PoolRecordV1 { pool_id: r.pool_id, created_ns: r.created_ns, chunker: r.chunker, redundancy: r.redundancy }
+    }
 }
 
 /// The pool record as written before redundancy existed (read as one copy).
@@ -272,7 +308,13 @@ pub struct PoolRecordV0 {
 
 impl From<PoolRecordV0> for PoolRecord {
     fn from(v: PoolRecordV0) -> PoolRecord {
-        PoolRecord { pool_id: v.pool_id, created_ns: v.created_ns, chunker: v.chunker, redundancy: Scheme::NONE }
+        PoolRecord {
+            pool_id: v.pool_id,
+            created_ns: v.created_ns,
+            chunker: v.chunker,
+            redundancy: Scheme::NONE,
+            placement: None,
+        }
     }
 }
 

@@ -172,6 +172,7 @@ async fn create(store: Store, options: &InitOptions, passphrase: &dyn Passphrase
         created_ns: crate::machine::now_ns(),
         chunker: ChunkerParams::default(),
         redundancy: scheme,
+        placement: Some(crate::ring::PLACEMENT_VERSION),
     };
     store.write_pool_record(&record, &all).await?;
     Ok(InitOutcome::Created(record))
@@ -619,6 +620,9 @@ impl Repository {
         if need == Need::ReadOnly && self.no_lock.load(std::sync::atomic::Ordering::Relaxed) {
             return work.await;
         }
+        if need != Need::ReadOnly {
+            self.writable()?;
+        }
         // Losing the lock (no refresh for too long) stops the operation, as Ctrl-C would.
         let lock =
             crate::lock::acquire_with(&self.store, operation, need == Need::Exclusive, self.abort.clone()).await?;
@@ -642,6 +646,24 @@ impl Repository {
         let value = result?;
         released?;
         Ok(value)
+    }
+
+    /// Whether this build may write to the pool: not when the pool records a placement
+    /// version newer than this build's, whose writers spread objects by rules this build
+    /// does not know. Reading needs no rule: readers find objects wherever they are.
+    pub fn writable(&self) -> Result<()> {
+        match self.pool.placement {
+            Some(v) if v > crate::ring::PLACEMENT_VERSION => Err(Error::new(
+                ErrorKind::UnsupportedVersion,
+                format!(
+                    "pool {} places objects by placement version {v}, newer than this build's ({}): this \
+                     build can read the pool but not write to it; upgrade cuckoo to write",
+                    self.pool.pool_id_hex(),
+                    crate::ring::PLACEMENT_VERSION
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Run restore and check without a shared lock: for backends this user may only read.
@@ -681,6 +703,7 @@ impl Repository {
     /// Take a shared lock for a long-lived holder (the live drive) and sync under it; the
     /// holder must `release` it. Prune waits until then.
     pub(crate) async fn lock_shared(&self, operation: &str) -> Result<crate::lock::Lock> {
+        self.writable()?;
         // Its own stop flag: a long-lived holder checks `Lock::lost` itself, and a lost lock
         // must not interrupt every other operation of this repository.
         let stop = Arc::new(AtomicBool::new(false));

@@ -106,3 +106,58 @@ fn a_pool_written_in_format_1_takes_new_backups_and_old_snapshots_stay_readable(
     let expected = std::fs::read_to_string(fixture().join("pool-v1/manifest.txt")).unwrap();
     assert_eq!(manifest(&again), expected);
 }
+
+/// The fixture's pool records (format 1: no placement version) are the bytes a build that
+/// wrote version 1 left: a command of this build reads them and never rewrites them.
+#[test]
+fn a_pool_record_without_a_placement_version_is_left_as_it_was() {
+    let pool = OldPool::new();
+    let src = pool.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    pool.ok(&["backup", src.to_str().unwrap()]);
+    pool.ok(&["repair"]);
+    for name in ["a", "b", "c"] {
+        let record = std::fs::read(pool.dir.path().join(name).join("cuckoo.pool")).unwrap();
+        assert_eq!(record, std::fs::read(fixture().join("pool-v1").join(name).join("cuckoo.pool")).unwrap());
+        assert_eq!(record[4], 1, "format version 1");
+    }
+}
+
+/// A pool whose record names a placement version newer than this build's was made by a
+/// newer build, whose writers spread objects by rules this one does not know: this build
+/// reads it (snapshots, restore, check) and refuses, by name, everything that writes.
+#[test]
+fn a_pool_placed_by_a_newer_version_is_read_but_not_written() {
+    use cuckoo::internals::crypto::Keys;
+    use cuckoo::internals::store::{decode_pool_record, encode_pool_record};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pool.toml");
+    std::fs::write(&config, common::fs_pool_toml(dir.path(), 2)).unwrap();
+    let env = common::Env { dir, config };
+    env.ok(&["init", "--no-encrypt", "--redundancy", "copies=2"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), common::text(200_000, 1)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    for i in 0..2 {
+        let path = env.path(&format!("backend-{i}/cuckoo.pool"));
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes[4], 3, "a new pool's record is format 3");
+        let mut record = decode_pool_record(&bytes, &Keys::plain()).unwrap();
+        assert_eq!(record.placement, Some(cuckoo::PLACEMENT_VERSION), "a new pool records its placement");
+        record.placement = Some(cuckoo::PLACEMENT_VERSION + 1);
+        std::fs::write(&path, encode_pool_record(&record, &Keys::plain())).unwrap();
+    }
+    let newer = format!("placement version {}", cuckoo::PLACEMENT_VERSION + 1);
+    for args in [vec!["backup", src.to_str().unwrap()], vec!["prune"], vec!["repair"], vec!["rebalance"]] {
+        let out = env.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must refuse");
+        assert!(stderr.contains(&newer) && stderr.contains("upgrade cuckoo"), "{args:?}: {stderr}");
+    }
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1, "nothing was written");
+    env.restore_matches("latest", &src, "out");
+    assert!(env.ok(&["check", "--read-data"]).contains("no problems"));
+}

@@ -283,12 +283,12 @@ pub fn restore(id: &ObjectId, done: &RestoreOutcome, elapsed: std::time::Duratio
 }
 
 pub fn version(json: bool) {
-    let (version, format) = (env!("CARGO_PKG_VERSION"), cuckoo::FORMAT_VERSION);
+    let (version, format, placement) = (env!("CARGO_PKG_VERSION"), cuckoo::FORMAT_VERSION, cuckoo::PLACEMENT_VERSION);
     let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
     if json {
-        say!("{}", json!({"version": version, "format": format, "os": os, "arch": arch}));
+        say!("{}", json!({"version": version, "format": format, "placement": placement, "os": os, "arch": arch}));
     } else {
-        say!("cuckoo {version} (object format {format}) on {os}/{arch}");
+        say!("cuckoo {version} (object format {format}, placement {placement}) on {os}/{arch}");
     }
 }
 

@@ -28,6 +28,12 @@ pub use weights::{WeightSet, inclusion, weight_set};
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
 
+/// The placement rules this build writes by (docs/format.md, "Placement"). Version 1 took
+/// the first n of the order by plain weights; version 2 draws with weight sets and writes to
+/// n of the first n + 1. A new pool records it, and a build older than a pool's version
+/// refuses to write to the pool (`Repository::writable`).
+pub const PLACEMENT_VERSION: u8 = 2;
+
 /// The placement function over a set of weighted backends, indexed as given.
 #[derive(Debug, Clone)]
 pub struct Ring {

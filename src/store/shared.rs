@@ -337,9 +337,14 @@ fn unreachable(b: &Backend, e: Error) -> Error {
 const POOL_RECORD_ID: ObjectId = ObjectId([0; 32]);
 
 /// The pool record's bytes: the envelope, then a BLAKE3 of its body (it has no id to check).
+/// A record without a placement version is written as format version 1 wrote it, so a
+/// backend added to an older pool gets the record every other backend has.
 pub fn encode_pool_record(record: &PoolRecord, keys: &Keys) -> Vec<u8> {
-    let body = model::to_body(record);
-    let mut bytes = codec::encode(ObjectKind::Pool, &POOL_RECORD_ID, &body, 0, keys);
+    let (version, body) = match record.placement {
+        Some(_) => (3, model::to_body(record)),
+        None => (1, model::to_body(&model::PoolRecordV1::from(record))),
+    };
+    let mut bytes = codec::encode_version(ObjectKind::Pool, version, &POOL_RECORD_ID, &body, 0, keys);
     bytes.extend_from_slice(keys.id_of(&body).0.as_slice());
     bytes
 }
@@ -359,7 +364,56 @@ pub fn decode_pool_record(bytes: &[u8], keys: &Keys) -> Result<PoolRecord> {
     if keys.id_of(&body).0 != sum {
         return Err(Error::corrupt("pool record checksum mismatch"));
     }
-    // Pools made before redundancy existed have no scheme in their record: one copy.
-    model::from_body("pool record", &body)
+    // `decode` checked the version byte. Format 3 names the placement version; older
+    // records have none, and those from before redundancy existed have no scheme either
+    // (one copy).
+    if envelope[4] >= 3 {
+        return model::from_body("pool record", &body);
+    }
+    model::from_body::<model::PoolRecordV1>("pool record", &body)
+        .map(PoolRecord::from)
         .or_else(|e| model::from_body::<model::PoolRecordV0>("pool record", &body).map(PoolRecord::from).map_err(|_| e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunker::ChunkerParams;
+    use crate::redundancy::Scheme;
+
+    fn record(placement: Option<u8>) -> PoolRecord {
+        PoolRecord {
+            pool_id: [7; 16],
+            created_ns: 1_700_000_000_000_000_000,
+            chunker: ChunkerParams::default(),
+            redundancy: Scheme::default_for(3),
+            placement,
+        }
+    }
+
+    #[test]
+    fn a_recorded_placement_is_format_3_and_an_unrecorded_one_is_written_as_format_1_wrote_it() {
+        let keys = Keys::plain();
+        let recorded = encode_pool_record(&record(Some(2)), &keys);
+        assert_eq!(recorded[4], 3);
+        assert_eq!(decode_pool_record(&recorded, &keys).unwrap(), record(Some(2)));
+
+        let unrecorded = encode_pool_record(&record(None), &keys);
+        assert_eq!(unrecorded[4], 1);
+        let body =
+            codec::decode(ObjectKind::Pool, &POOL_RECORD_ID, &unrecorded[..unrecorded.len() - 32], &keys).unwrap();
+        assert_eq!(body, model::to_body(&model::PoolRecordV1::from(&record(None))));
+        assert_eq!(decode_pool_record(&unrecorded, &keys).unwrap(), record(None));
+    }
+
+    #[test]
+    fn a_record_from_before_redundancy_reads_as_one_copy_without_a_placement() {
+        let keys = Keys::plain();
+        let old = model::PoolRecordV0 { pool_id: [1; 16], created_ns: 5, chunker: ChunkerParams::default() };
+        let body = model::to_body(&old);
+        let mut bytes = codec::encode_version(ObjectKind::Pool, 1, &POOL_RECORD_ID, &body, 0, &keys);
+        bytes.extend_from_slice(keys.id_of(&body).0.as_slice());
+        let read = decode_pool_record(&bytes, &keys).unwrap();
+        assert_eq!((read.redundancy, read.placement), (Scheme::NONE, None));
+    }
 }
