@@ -55,9 +55,9 @@ fn backend_config(kind: &str, scratch: &Path, tag: &str) -> Option<BackendConfig
 /// The kinds of server the behaviour suite runs against.
 const KINDS: [&str; 7] = ["fs", "s3", "azblob", "gcs", "webdav", "sftp", "ftp"];
 
-/// The kinds `DalFs` is tested on: not FTP, where OpenDAL's client fails transfers running
-/// at once, nor the GCS emulator, which cannot store empty directory markers (src/fs/dal.rs).
-const PLAIN_FILE_KINDS: [&str; 5] = ["fs", "s3", "azblob", "webdav", "sftp"];
+/// The kinds `DalFs` is tested on: not the GCS emulator, which cannot store empty directory
+/// markers (src/fs/dal.rs).
+const PLAIN_FILE_KINDS: [&str; 6] = ["fs", "s3", "azblob", "webdav", "sftp", "ftp"];
 
 /// Why tests needing servers of `kinds` cannot run here, if they cannot.
 fn missing(kinds: &[&str]) -> Option<String> {
