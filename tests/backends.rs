@@ -55,8 +55,8 @@ fn backend_config(kind: &str, scratch: &Path, tag: &str) -> Option<BackendConfig
 /// The kinds of server the behaviour suite runs against.
 const KINDS: [&str; 7] = ["fs", "s3", "azblob", "gcs", "webdav", "sftp", "ftp"];
 
-/// The kinds `DalFs` is tested on: not the GCS emulator, which cannot store empty directory
-/// markers (src/fs/dal.rs).
+/// The kinds `DalFs` is tested on: not the GCS emulator, which stores no empty objects and has
+/// no multipart upload (src/fs/dal.rs).
 const PLAIN_FILE_KINDS: [&str; 6] = ["fs", "s3", "azblob", "webdav", "sftp", "ftp"];
 
 /// Why tests needing servers of `kinds` cannot run here, if they cannot.

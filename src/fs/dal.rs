@@ -20,8 +20,9 @@
 //! bounded, and the suite passed 20 runs in 20.
 //!
 //! Tested (tests/backends.rs, `plain_files_of_*`) on fs, S3, Azure Blob, WebDAV, SFTP and
-//! FTP servers. Not on the GCS emulator, which cannot store the empty marker objects
-//! directories are (a real GCS bucket can).
+//! FTP servers. Not on the GCS emulator (gcp-storage-emulator), which stores no empty objects
+//! (directory markers) and has no XML multipart upload, which OpenDAL's GCS writer uses for a
+//! file written in pieces; a real GCS bucket has both.
 
 use std::io::Write;
 use std::os::unix::fs::FileExt;
