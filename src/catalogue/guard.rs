@@ -86,7 +86,8 @@ fn marker(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn corrupted(e: &Error) -> bool {
+/// Whether redb says, anywhere in `e`'s sources, that the file is corrupted.
+pub(super) fn corrupted(e: &Error) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if matches!(s.downcast_ref::<redb::Error>(), Some(redb::Error::Corrupted(_)))

@@ -222,21 +222,29 @@ fn serve_peer(mut stream: UnixStream, local: &Local) {
     while let Ok(body) = read_frame(&mut stream) {
         // Anything else on this socket is not a peer of this build.
         let Ok(request) = postcard::from_bytes::<Request>(&body) else { return };
-        // A call that meets damage in the file answers with the damage error (and marks
-        // the file), as the holder's own calls do.
-        let answer = local.guard(|| Ok(answer(local, request))).unwrap_or_else(|e| reply::<()>(Err(e)));
+        // A call that meets damage in the file (a panic, or redb saying `Corrupted`)
+        // answers with the damage error and marks the file, as the holder's own calls do.
+        let answer = local.guard(|| answer(local, request)).unwrap_or_else(|e| encode::<()>(Err(e)));
         if write_frame(&mut stream, &answer).is_err() {
             return;
         }
     }
 }
 
-fn reply<T: Serialize>(result: Result<T>) -> Vec<u8> {
+/// The answer to send for `result`; damage in the file is handed to the guard instead.
+fn reply<T: Serialize>(result: Result<T>) -> Result<Vec<u8>> {
+    match result {
+        Err(e) if super::guard::corrupted(&e) => Err(e),
+        result => Ok(encode(result)),
+    }
+}
+
+fn encode<T: Serialize>(result: Result<T>) -> Vec<u8> {
     let result = result.map_err(|e| Failure { kind: e.kind(), message: e.to_string() });
     postcard::to_stdvec(&result).expect("answers always serialise")
 }
 
-fn answer(l: &Local, request: Request) -> Vec<u8> {
+fn answer(l: &Local, request: Request) -> Result<Vec<u8>> {
     match request {
         Request::PoolId => reply(l.pool_id()),
         Request::SetPoolId(id) => reply(l.set_pool_id(&id)),
@@ -262,5 +270,25 @@ fn answer(l: &Local, request: Request) -> Vec<u8> {
         Request::HasSnapshot(id) => reply(l.reader().and_then(|r| r.has_snapshot(&id))),
         Request::Refs(id) => reply(l.reader().and_then(|r| r.refs(&id))),
         Request::Recount => reply(l.recount()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    /// A peer's request that met redb's `Corrupted` was answered with the error but left the
+    /// file unmarked (the guard saw an answer, not an error), so the next command did not
+    /// set the damaged file aside; a panic was already marked.
+    #[test]
+    fn regression_a_peer_request_meeting_a_corrupted_page_hands_the_error_to_the_guard() {
+        let corrupted = Error::new(ErrorKind::Catalogue, "usage")
+            .with_source(redb::StorageError::Corrupted("page 5: bad checksum".into()));
+        assert!(reply::<()>(Err(corrupted)).is_err(), "the guard marks the file");
+        let other = Error::new(ErrorKind::NotFound, "no such snapshot");
+        let answer = reply::<()>(Err(other)).expect("an ordinary failure is an answer");
+        let decoded: std::result::Result<(), Failure> = postcard::from_bytes(&answer).unwrap();
+        assert_eq!(decoded.unwrap_err().kind, ErrorKind::NotFound);
     }
 }
