@@ -116,8 +116,12 @@ fn quiet_panics_inside() {
         let earlier = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let ours = info.location().is_some_and(|l| in_this_crate(l.file()));
-            if INSIDE.with(Cell::get) == 0 || ours {
+            let inside = INSIDE.with(Cell::get) > 0;
+            if inside {
+                // Every panic inside sets it, so none is judged by an earlier one's note.
                 OURS.with(|o| o.set(ours));
+            }
+            if !inside || ours {
                 earlier(info)
             }
         }));
@@ -208,6 +212,11 @@ mod tests {
         assert!(unwound.is_err(), "it goes on unwinding");
         assert_eq!(marked(&path), None);
         assert!(!OURS.with(Cell::get), "the note is taken");
+        // A panic of ours outside any guarded call, caught elsewhere, leaves no note that
+        // would make the next damage look like a defect.
+        assert!(catch_unwind(|| panic!("ours, outside")).is_err());
+        assert!(is_damage(&run(&path, || Ok(Vec::<u8>::with_capacity(usize::MAX).capacity())).unwrap_err()));
+        clear(&path);
         let e = run::<()>(&path, || Err(Error::new(ErrorKind::NotFound, "x"))).unwrap_err();
         assert!(!is_damage(&e));
         assert!(in_this_crate(file!()) && in_this_crate(concat!(env!("CARGO_MANIFEST_DIR"), "/src/lib.rs")));
