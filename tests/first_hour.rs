@@ -390,6 +390,7 @@ fn version_completions_and_man_pages_need_no_pool() {
     assert!(run(&["version"]).starts_with(&format!("cuckoo {}", env!("CARGO_PKG_VERSION"))));
     let v: serde_json::Value = serde_json::from_str(&run(&["version", "--json"])).unwrap();
     assert_eq!(v["format"], cuckoo::FORMAT_VERSION);
+    assert_eq!(v["placement"], cuckoo::PLACEMENT_VERSION);
     let man = dir.path().join("man");
     let bash = run(&["generate", "--bash-completion", "-", "--man", man.to_str().unwrap()]);
     assert!(bash.contains("_cuckoo") && bash.contains("--exclude-caches"));
