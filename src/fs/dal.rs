@@ -379,11 +379,10 @@ impl Reader {
 
     /// The whole object, into a new temporary file.
     async fn download(&self) -> opendal::Result<std::fs::File> {
-        let local = |e: std::io::Error| opendal::Error::new(DalKind::Unexpected, "temporary copy").set_source(e);
-        let mut file = tempfile::tempfile().map_err(local)?;
+        let mut file = tempfile::tempfile().map_err(temporary)?;
         let mut stream = self.fs.op.reader(&self.key).await?.into_bytes_stream(..).await?;
         while let Some(piece) = stream.next().await {
-            file.write_all(&piece.map_err(local)?).map_err(local)?;
+            file.write_all(&piece.map_err(temporary)?).map_err(temporary)?;
         }
         Ok(file)
     }
@@ -444,6 +443,11 @@ enum Sink {
     Spool(std::fs::File),
 }
 
+/// A failure of the local temporary copy, inside a transfer's error type.
+fn temporary(e: std::io::Error) -> opendal::Error {
+    opendal::Error::new(DalKind::Unexpected, "temporary copy").set_source(e)
+}
+
 fn spool_file(key: &str) -> Result<std::fs::File> {
     tempfile::tempfile().map_err(|e| Error::from_io(format!("/{key}: temporary copy"), e))
 }
@@ -469,12 +473,11 @@ impl Writer {
 
     /// The temporary file's bytes, as the object.
     async fn upload(&self, file: &std::fs::File) -> opendal::Result<()> {
-        let local = |e: std::io::Error| opendal::Error::new(DalKind::Unexpected, "temporary copy").set_source(e);
         let mut w = self.fs.op.writer(&self.key).await?;
         let mut piece = vec![0; SPOOL_PIECE];
         let mut at = 0;
         loop {
-            let n = file.read_at(&mut piece, at).map_err(local)?;
+            let n = file.read_at(&mut piece, at).map_err(temporary)?;
             if n == 0 {
                 break;
             }
