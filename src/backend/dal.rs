@@ -8,8 +8,9 @@
 use bytes::Bytes;
 use futures::TryStreamExt;
 use opendal::Operator;
+use std::ops::Range;
 
-use super::layer::Objects;
+use super::layer::{Objects, cut};
 use crate::error::{Error, ErrorKind, Result};
 
 /// An OpenDAL operator as the store's object interface.
@@ -68,16 +69,16 @@ impl Objects for Dal {
         }
     }
 
-    async fn read_head(&self, path: &str, n: u64) -> Result<Option<Bytes>> {
+    async fn read_range(&self, path: &str, range: Range<u64>) -> Result<Option<Bytes>> {
         // OpenDAL's FTP service leaves the data connection open after a partial read, and
         // the next request on that pooled connection fails: read whole objects there.
         if self.scheme != "ftp"
-            && let Ok(buf) = self.op.read_with(path).range(0..n).await
+            && let Ok(buf) = self.op.read_with(path).range(range.clone()).await
         {
             return Ok(Some(buf.to_bytes()));
         }
         // A failed ranged read gets one plain read before giving up.
-        Ok(self.read(path).await?.map(|all| all.slice(..all.len().min(n as usize))))
+        Ok(self.read(path).await?.map(|all| cut(all, range)))
     }
 
     async fn stat(&self, path: &str) -> Result<Option<u64>> {

@@ -6,6 +6,7 @@
 //!
 //! Owns: the deadlines. Must not: retry (OpenDAL's retry layer does, below).
 
+use std::ops::Range;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -58,8 +59,8 @@ impl<L: Objects> Objects for Deadline<L> {
         self.bounded("read", path, OP_DEADLINE, self.inner.read(path)).await
     }
 
-    async fn read_head(&self, path: &str, n: u64) -> Result<Option<Bytes>> {
-        self.bounded("read", path, OP_DEADLINE, self.inner.read_head(path, n)).await
+    async fn read_range(&self, path: &str, range: Range<u64>) -> Result<Option<Bytes>> {
+        self.bounded("read", path, OP_DEADLINE, self.inner.read_range(path, range)).await
     }
 
     async fn stat(&self, path: &str) -> Result<Option<u64>> {

@@ -7,6 +7,7 @@
 //! them. Must not: be turned on by configuration; only code (tests, a drill harness) sets
 //! them.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
@@ -154,15 +155,12 @@ impl<L: Objects> Objects for Faulty<L> {
         }
     }
 
-    async fn read_head(&self, path: &str, n: u64) -> Result<Option<Bytes>> {
+    async fn read_range(&self, path: &str, range: Range<u64>) -> Result<Option<Bytes>> {
         match self.faults.enter(&self.name, "read", path).await? {
             Then::Vanish => Ok(None),
-            // The object is damaged, not its first bytes alone: the head is cut from it.
-            Then::Damage => Ok(self.inner.read(path).await?.map(|all| {
-                let all = damage(all);
-                all.slice(..all.len().min(n as usize))
-            })),
-            Then::Proceed => self.inner.read_head(path, n).await,
+            // The object is damaged, not the range alone: the range is cut from it.
+            Then::Damage => Ok(self.inner.read(path).await?.map(|all| super::layer::cut(damage(all), range))),
+            Then::Proceed => self.inner.read_range(path, range).await,
         }
     }
 
@@ -208,7 +206,14 @@ mod tests {
         f.faults.set(Fault::Corrupt);
         let read = f.read("a/x").await.unwrap().unwrap();
         assert_eq!((read.len(), read[50], read[49]), (100, 7 ^ 0x10, 7), "one bit flipped in the middle");
-        assert_eq!(f.read_head("a/x", 10).await.unwrap().unwrap(), body.slice(..10), "the head is before the damage");
+        assert_eq!(
+            f.read_range("a/x", 0..10).await.unwrap().unwrap(),
+            body.slice(..10),
+            "the head is before the damage"
+        );
+        let range = f.read_range("a/x", 45..60).await.unwrap().unwrap();
+        assert_eq!((range.len(), range[5], range[4]), (15, 7 ^ 0x10, 7), "a range holding the damage has it");
+        assert_eq!(f.read_range("a/x", 90..200).await.unwrap().unwrap().len(), 10, "cut where the object ends");
         f.faults.clear();
 
         f.faults.set(Fault::Lose);

@@ -5,6 +5,8 @@
 //! Owns: the `Objects` trait. Must not: know any service or concern (`dal`, `limits`,
 //! `faults`, `deadline` do).
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 use crate::error::Result;
@@ -16,12 +18,20 @@ pub(crate) trait Objects: Send + Sync + 'static {
     fn write(&self, path: &str, bytes: Bytes) -> impl Future<Output = Result<()>> + Send;
     /// The object at `path`, or `None` if it does not exist.
     fn read(&self, path: &str) -> impl Future<Output = Result<Option<Bytes>>> + Send;
-    /// The first `n` bytes of the object at `path`, or `None` if it does not exist.
-    fn read_head(&self, path: &str, n: u64) -> impl Future<Output = Result<Option<Bytes>>> + Send;
+    /// Bytes `range` of the object at `path` (fewer where it ends first), or `None` if it
+    /// does not exist.
+    fn read_range(&self, path: &str, range: Range<u64>) -> impl Future<Output = Result<Option<Bytes>>> + Send;
     /// The length of the object at `path`, or `None` if it does not exist.
     fn stat(&self, path: &str) -> impl Future<Output = Result<Option<u64>>> + Send;
     /// Every object below `prefix`, with its length.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<(String, u64)>>> + Send;
     /// Remove the object at `path`; a missing object is not an error.
     fn delete(&self, path: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Bytes `range` of a whole object, as a ranged read returns them: cut short where the
+/// object ends.
+pub(crate) fn cut(all: Bytes, range: Range<u64>) -> Bytes {
+    let len = all.len() as u64;
+    all.slice(range.start.min(len) as usize..range.end.min(len).max(range.start.min(len)) as usize)
 }

@@ -4,6 +4,7 @@
 //! Owns: when a request may go. Must not: change what it does.
 
 use bytes::Bytes;
+use std::ops::Range;
 
 use super::layer::Objects;
 use crate::config::Limits;
@@ -72,9 +73,9 @@ impl<L: Objects> Objects for Limited<L> {
         Ok(got)
     }
 
-    async fn read_head(&self, path: &str, n: u64) -> Result<Option<Bytes>> {
+    async fn read_range(&self, path: &str, range: Range<u64>) -> Result<Option<Bytes>> {
         self.request().await;
-        let got = self.inner.read_head(path, n).await?;
+        let got = self.inner.read_range(path, range).await?;
         self.downloaded(got.as_ref()).await;
         Ok(got)
     }

@@ -167,12 +167,18 @@ impl Backend {
     /// up (OpenDAL's `fs` also reads into a zeroed buffer of 2 MiB without it). A longer
     /// object comes back cut at `len`; the caller's decoding tells.
     pub async fn read_expecting(&self, path: &str, len: u64) -> Result<Option<bytes::Bytes>> {
-        self.stack()?.read_head(path, len).await
+        self.stack()?.read_range(path, 0..len).await
+    }
+
+    /// Bytes `range` of the object at `path`, fewer where it ends first; `None` if it does
+    /// not exist.
+    pub async fn read_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Option<bytes::Bytes>> {
+        self.stack()?.read_range(path, range).await
     }
 
     /// The first `n` bytes of the object at `path`.
     pub async fn read_head(&self, path: &str, n: u64) -> Result<Vec<u8>> {
-        match self.stack()?.read_head(path, n).await? {
+        match self.stack()?.read_range(path, 0..n).await? {
             Some(head) => Ok(head.into()),
             None => Err(Error::not_found(format!("backend '{}' ({}): read {path}: not found", self.name, self.scheme))),
         }
