@@ -5,30 +5,36 @@
 #
 #   bash benches/randread.sh target/release/cuckoo [/path/to/older/cuckoo] [SECONDS]
 #
-# For a build with the local chunk cache, random reads are measured twice: cold (no local
-# cache, nothing in memory: every read that misses fetches and decodes its chunk) and warm
-# (the file read once through the mount, then unmounted, so memory is cold and the local
-# disk cache holds the chunks). Needs root, /dev/fuse and fio. The file is written once,
-# through the first binary.
+# For a build with the local chunk cache, random reads are measured three times: cold (no
+# local cache, nothing in memory: every read that misses fetches and checks what it needs,
+# a 64 KiB segment for a segmented chunk, the whole chunk before), with an empty local cache
+# (which fills behind the reader), and warm (the file read once through the mount, then
+# unmounted, so memory is cold and the local disk cache holds the chunks). Each binary gets
+# a pool of its own and writes the file into it, so each reads its own object format. Needs
+# root, /dev/fuse and fio.
 set -euo pipefail
 bins=("$(realpath "$1")"); [[ $# -ge 2 && -x "$2" ]] && bins+=("$(realpath "$2")")
 secs=${3:-15}
-w=$(mktemp -d)
-trap 'mountpoint -q "$w/mnt" && umount "$w/mnt"; rm -rf "$w"' EXIT
+top=$(mktemp -d)
+w=$top
+trap 'mountpoint -q "$w/mnt" && umount "$w/mnt"; rm -rf "$top"' EXIT
 source "$(dirname "$0")/mount_common.sh"
-pool_env
-local_pool
 row() { printf '%-44s %s\n' "$1" "$2"; }
 
-"${bins[0]}" init --kdf-memory 8 --kdf-iterations 1 >/dev/null
-head -c 1073741824 /dev/urandom > "$w/big"
-row "local disk, random 4 KiB" "$(random_reads "$w/big" "$secs")"
-row "local disk, sequential cold" "$(cold_read "$w/big" 1024)"
-mount_cuckoo "${bins[0]}" --no-cache; cp "$w/big" "$w/mnt/big"; sync; unmount_cuckoo
-for bin in "${bins[@]}"; do
+head -c 1073741824 /dev/urandom > "$top/big"
+row "local disk, random 4 KiB" "$(random_reads "$top/big" "$secs")"
+row "local disk, sequential cold" "$(cold_read "$top/big" 1024)"
+for k in "${!bins[@]}"; do
+    bin=${bins[$k]}
+    # A pool of its own for each binary: each stores the file in its own object format.
+    w=$top/pool$k; mkdir -p "$w"; pool_env; local_pool
+    "$bin" init --kdf-memory 8 --kdf-iterations 1 >/dev/null
+    mount_cuckoo "$bin" --no-cache; cp "$top/big" "$w/mnt/big"; sync; unmount_cuckoo
     if "$bin" --help | grep -q -- --no-cache; then
         mount_cuckoo "$bin" --no-cache; row "$bin, cold, random 4 KiB" "$(random_reads "$w/mnt/big" "$secs")"; unmount_cuckoo
         mount_cuckoo "$bin" --no-cache; row "$bin, no local cache, sequential cold" "$(cold_read "$w/mnt/big" 1024)"; unmount_cuckoo
+        rm -rf "$w/c"
+        mount_cuckoo "$bin"; row "$bin, empty local cache, random 4 KiB" "$(random_reads "$w/mnt/big" "$secs")"; unmount_cuckoo
         rm -rf "$w/c"
         mount_cuckoo "$bin"; row "$bin, filling the local cache, sequential" "$(cold_read "$w/mnt/big" 1024)"; unmount_cuckoo
         mount_cuckoo "$bin"; row "$bin, warm local cache, random 4 KiB" "$(random_reads "$w/mnt/big" "$secs")"; unmount_cuckoo
@@ -38,4 +44,5 @@ for bin in "${bins[@]}"; do
         mount_cuckoo "$bin"; row "$bin, random 4 KiB" "$(random_reads "$w/mnt/big" "$secs")"; unmount_cuckoo
         mount_cuckoo "$bin"; row "$bin, sequential cold" "$(cold_read "$w/mnt/big" 1024)"; unmount_cuckoo
     fi
+    rm -rf "$w"
 done

@@ -22,6 +22,32 @@ pub fn object_envelope(data: &[u8]) {
         }
         let _ = cuckoo::internals::store::verify(ObjectKind::Chunk, &id, data, &keys);
     }
+    damaged_segmented_chunk(data);
+}
+
+/// A segmented chunk (format 4) made of the input's bytes, damaged at one byte the input
+/// chooses: hostile bytes alone never pass its table's hash, so this is how the fuzzer
+/// reaches the segment parsing behind it. Decoding gives the body or an error, never other
+/// bytes; so does a ranged read of any segments.
+fn damaged_segmented_chunk(data: &[u8]) {
+    let Some((control, body)) = data.split_first_chunk::<6>() else { return };
+    let keys = Keys::plain();
+    let id = keys.id_of(body);
+    let mut stored = codec::encode(ObjectKind::Chunk, &id, body, 1, &keys);
+    let at = u32::from_le_bytes(control[..4].try_into().unwrap()) as usize % stored.len();
+    stored[at] ^= control[4] | 1;
+    if let Ok(decoded) = codec::decode(ObjectKind::Chunk, &id, &stored, &keys) {
+        assert_eq!(decoded, body, "a damaged chunk decoded to other bytes");
+    }
+    let Ok(layout) = codec::Layout::read(&id, &stored, &keys) else { return };
+    let start = control[5] as u64 * codec::SEGMENT as u64 / 64;
+    let segs = layout.segments(start..start + 4096);
+    let range = layout.stored(&segs);
+    let (from, to) = (range.start as usize, (range.end as usize).min(stored.len()));
+    if let Ok(plain) = layout.open(&keys, segs.clone(), &stored[from.min(to)..to]) {
+        let first = segs.start * codec::SEGMENT;
+        assert_eq!(plain, body[first..first + plain.len()], "a damaged segment opened to other bytes");
+    }
 }
 
 /// Tree, tree-pack, snapshot, lock, prune- and forget-record bodies from hostile backends

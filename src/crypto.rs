@@ -302,6 +302,34 @@ impl Keys {
         ObjectId(*hasher.finalize().as_bytes())
     }
 
+    /// The BLAKE3 chaining value of `bytes` lying `offset` bytes into an object's body (a
+    /// multiple of 1 KiB), hashed the way ids are: what lets one segment of a chunk be checked
+    /// against the chunk's id without the rest of it (`codec::segments`).
+    pub(crate) fn subtree_cv(&self, offset: u64, bytes: &[u8]) -> [u8; 32] {
+        use blake3::hazmat::HasherExt;
+        let mut hasher = match &self.0 {
+            None => blake3::Hasher::new(),
+            Some(s) => blake3::Hasher::new_keyed(&s.id_key),
+        };
+        hasher.set_input_offset(offset);
+        hasher.update(bytes);
+        hasher.finalize_non_root()
+    }
+
+    /// The parent of two subtrees' chaining values: the id itself when `root`.
+    pub(crate) fn merge_cvs(&self, left: &[u8; 32], right: &[u8; 32], root: bool) -> [u8; 32] {
+        use blake3::hazmat::{Mode, merge_subtrees_non_root, merge_subtrees_root};
+        let mode = match &self.0 {
+            None => Mode::Hash,
+            Some(s) => Mode::KeyedHash(&s.id_key),
+        };
+        if root {
+            *merge_subtrees_root(left, right, mode).as_bytes()
+        } else {
+            merge_subtrees_non_root(left, right, mode)
+        }
+    }
+
     /// The FastCDC gear seed: secret in an encrypted pool, so chunk boundaries (and with
     /// them the stored sizes) of a known file cannot be predicted by the provider.
     pub fn chunker_seed(&self) -> u64 {

@@ -9,7 +9,7 @@ pub mod catalogue;
 pub mod check;
 #[path = "chunker.rs"]
 pub mod chunker;
-#[path = "codec.rs"]
+#[path = "codec/mod.rs"]
 pub mod codec;
 #[path = "copy.rs"]
 pub mod copy;

@@ -874,6 +874,17 @@ impl Repository {
         self.chunk_from_backends(id, keep).await
     }
 
+    /// The segments of chunk `id` that hold its plain bytes `range`, read from the backends
+    /// without the rest of the chunk (`Store::read_chunk_range`); `None` where that cannot
+    /// be done, and the whole chunk must be read.
+    pub(crate) async fn chunk_range(
+        &self,
+        id: ObjectId,
+        range: std::ops::Range<u64>,
+    ) -> Option<crate::store::Segments> {
+        self.store.read_chunk_range(&id, &self.location_hint(&id), range).await
+    }
+
     /// A chunk from the backends, verified; with `keep`, handed to the local cache.
     pub(crate) async fn chunk_from_backends(&self, id: ObjectId, keep: bool) -> Result<Arc<Vec<u8>>> {
         let body = Arc::new(self.store.get(ObjectKind::Chunk, &id, &self.location_hint(&id)).await?);

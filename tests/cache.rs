@@ -156,3 +156,78 @@ fn random_reads_of_the_drive_come_from_the_disk_cache() {
     drop(file);
     drive.close().unwrap();
 }
+
+/// A random read of the drive that misses every cache fetches and checks the one 64 KiB
+/// segment holding it, not its chunk (object format 4): with one byte of segment 1 of
+/// every chunk damaged on the only backend, and no local cache, reads that fall in other
+/// segments return the written bytes, and a read in a damaged segment fails rather than
+/// returning other bytes.
+#[test]
+fn random_reads_of_the_drive_fetch_only_the_segment_that_holds_them() {
+    use cuckoo::model::NodeKind;
+    const SEGMENT: u64 = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut config = rt.block_on(common::init_library_pool(dir.path(), 1, "copies=1"));
+    config.cache.size = Some(0);
+    let open = || Arc::new(rt.block_on(Repository::open(config.clone(), &NoPassphrase, &NoProgress)).unwrap());
+    let body = noise(6 << 20, 5);
+    let path = Path::new("/file");
+    let repo = open();
+    let drive = Drive::open(repo.clone(), rt.handle().clone(), DriveOptions::default()).unwrap();
+    drive.open(path, &OpenOptions::create()).unwrap().write_all(&body).unwrap();
+    drive.close().unwrap();
+    let (_, snapshot) = repo.find_snapshot("latest").unwrap();
+    let (node, _) = rt.block_on(repo.lookup(&snapshot, "file")).unwrap().unwrap();
+    let NodeKind::File { content, .. } = node.kind else { panic!("a file") };
+    assert!(content.len() >= 3, "several chunks");
+
+    // Noise is stored raw, so segment i of a chunk lies at header + table + i * 64 KiB.
+    let mut damaged_at = Vec::new();
+    let mut start = 0u64;
+    for r in &content {
+        let hex = r.id.to_hex();
+        let file = dir.path().join(format!("backend-0/data/{}/{hex}", &hex[..2]));
+        let mut stored = std::fs::read(&file).unwrap();
+        assert_eq!(stored[4], 4, "chunks are written in format 4");
+        let segments = (r.len as u64).div_ceil(SEGMENT);
+        if segments > 1 {
+            let at = 12 + 36 * segments + SEGMENT + 100;
+            stored[at as usize] ^= 1;
+            std::fs::write(&file, stored).unwrap();
+            damaged_at.push(start + SEGMENT + 100);
+        }
+        start += r.len as u64;
+    }
+    assert!(!damaged_at.is_empty());
+
+    let repo = open();
+    let options = DriveOptions { cache_bytes: 1, ..DriveOptions::default() };
+    let drive = Drive::open(repo.clone(), rt.handle().clone(), options).unwrap();
+    // A handle per read: a handle's first read counts as reading in order (and fetches
+    // ahead) only near the file's start, so these all read at random.
+    let read_at = |buf: &mut [u8], offset: u64| drive.open(path, &OpenOptions::read()).unwrap().read_at(buf, offset);
+    let mut good = 0;
+    for (r, start) in
+        content.iter().zip(content.iter().scan(0u64, |at, r| Some(std::mem::replace(at, *at + r.len as u64))))
+    {
+        // Segment 0 and, where there is one, segment 2: never the damaged one.
+        for inside in [2000, 2 * SEGMENT + 300] {
+            if inside + 4096 > r.len as u64 || start + inside < 2 << 20 {
+                continue;
+            }
+            let offset = start + inside;
+            let mut buf = vec![0u8; 4096];
+            let n = read_at(&mut buf, offset).unwrap_or_else(|e| panic!("at {offset}: {e}"));
+            assert_eq!(&buf[..n], &body[offset as usize..offset as usize + n], "at {offset}");
+            good += 1;
+        }
+    }
+    assert!(good >= 2, "{good} reads of undamaged segments");
+    for offset in damaged_at.into_iter().filter(|o| *o >= 2 << 20) {
+        let mut buf = vec![0u8; 100];
+        let read = read_at(&mut buf, offset);
+        assert!(read.is_err(), "a damaged segment at {offset} was read as {:?}", read.map(|n| &buf[..n]));
+    }
+    drive.close().unwrap();
+}

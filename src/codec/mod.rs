@@ -8,8 +8,12 @@
 //! header, so a ranged read of its first `HEAD_LEN` bytes still yields the plain length
 //! (rebuilding a catalogue needs it) without fetching the object.
 
+mod segments;
+
 use std::borrow::Cow;
 use std::cell::RefCell;
+
+pub use segments::{Layout, SEGMENT};
 
 use crate::crypto::{Keys, NONCE_LEN, Part, TAG_LEN};
 use crate::error::{Error, ErrorKind, Result};
@@ -19,8 +23,9 @@ use crate::id::ObjectId;
 pub const MAGIC: [u8; 4] = *b"CKOO";
 /// The newest object format: this build reads it and every older one. Version 2 tree
 /// bodies may carry an extension (extended attributes) after their entries; version 3 pool
-/// records name the placement version their pool's writers use.
-pub const FORMAT_VERSION: u8 = 3;
+/// records name the placement version their pool's writers use; version 4 chunks are
+/// segmented (`segments`).
+pub const FORMAT_VERSION: u8 = 4;
 
 /// The version written for an object of `kind`: the oldest whose body format it uses, so
 /// an older build keeps reading what did not change (chunks, snapshots, keys) and refuses,
@@ -88,6 +93,8 @@ impl ObjectKind {
 
 const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
+/// Segments, each raw or zstd (`segments`): chunks of format 4, and only they.
+const CODEC_SEGMENTED: u8 = 2;
 
 thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
@@ -98,7 +105,17 @@ thread_local! {
 /// `keys` belong to an encrypted pool. The body is stored raw when zstd does not save at
 /// least 1/32 of it (incompressible data costs nothing to read back).
 pub fn encode(kind: ObjectKind, id: &ObjectId, body: &[u8], level: i32, keys: &Keys) -> Vec<u8> {
+    if kind == ObjectKind::Chunk {
+        assert!(body.len() <= kind.max_plain_len(), "object body too large");
+        return segments::encode(id, body, level, keys, rand::random());
+    }
     encode_with_nonce(kind, version_for(kind), id, body, level, keys, rand::random())
+}
+
+/// Whether `decode` checks this object's body against its id on the way (a segmented
+/// chunk, checked segment by segment), so the caller need not hash it again.
+pub fn checks_content(bytes: &[u8]) -> bool {
+    bytes.len() > 5 && bytes[4] >= segments::VERSION && bytes[5] == ObjectKind::Chunk as u8
 }
 
 /// `encode`, stamped with format `version`: for a body whose format depends on what it holds
@@ -137,7 +154,13 @@ fn encode_with_nonce(
         out[6] = codec;
         return out;
     }
-    seal(id, keys, nonce, codec, body.len(), out)
+    let mut sealed = out[..HEADER_LEN].to_vec();
+    seal_head(id, keys, nonce, codec, body.len(), &mut sealed);
+    out[..HEAD_LEN].copy_from_slice(&sealed);
+    let (head, payload) = out.split_at_mut(HEAD_LEN);
+    let tag = keys.seal(Part::Body, &nonce, head, payload);
+    out.extend_from_slice(&tag);
+    out
 }
 
 /// Key slots must be readable before the pool is unlocked; everything else of an encrypted
@@ -146,25 +169,22 @@ fn is_sealed(kind: ObjectKind, keys: &Keys) -> bool {
     keys.is_encrypted() && kind != ObjectKind::Key
 }
 
-/// Seal an envelope whose payload starts at `HEAD_LEN`. The outer header then says only what
-/// the object is; the header's associated data binds it to its id (so objects cannot be
-/// swapped), and the body's binds it to the whole sealed header.
-fn seal(id: &ObjectId, keys: &Keys, nonce: [u8; NONCE_LEN], codec: u8, plain_len: usize, mut out: Vec<u8>) -> Vec<u8> {
+/// Turn the 12-byte outer header in `out` into the sealed head of an encrypted envelope
+/// (`HEAD_LEN` bytes): the outer header then says only what the object is, and the sealed
+/// inner header, bound to the id by its associated data (so objects cannot be swapped),
+/// holds the codec and plain length. What follows is sealed with the head as associated data.
+fn seal_head(id: &ObjectId, keys: &Keys, nonce: [u8; NONCE_LEN], codec: u8, plain_len: usize, out: &mut Vec<u8>) {
+    out.truncate(HEADER_LEN);
     out[6] = 0;
     out[7] = FLAG_ENCRYPTED;
     out[8..HEADER_LEN].fill(0);
-    out[HEADER_LEN..HEADER_LEN + NONCE_LEN].copy_from_slice(&nonce);
+    out.extend_from_slice(&nonce);
     let mut inner = [0u8; 5];
     inner[0] = codec;
     inner[1..].copy_from_slice(&(plain_len as u32).to_le_bytes());
     let tag = keys.seal(Part::Header, &nonce, &header_aad(&out[..HEADER_LEN], id), &mut inner);
-    let at = HEADER_LEN + NONCE_LEN;
-    out[at..at + 5].copy_from_slice(&inner);
-    out[at + 5..HEAD_LEN].copy_from_slice(&tag);
-    let (head, payload) = out.split_at_mut(HEAD_LEN);
-    let tag = keys.seal(Part::Body, &nonce, head, payload);
+    out.extend_from_slice(&inner);
     out.extend_from_slice(&tag);
-    out
 }
 
 fn header_aad(outer: &[u8], id: &ObjectId) -> [u8; HEADER_LEN + 32] {
@@ -259,6 +279,12 @@ pub fn read_header(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -
         }));
     }
     let (codec, plain_len) = if sealed { open_header(id, bytes, keys)? } else { (bytes[6], le_u32(&bytes[8..12])) };
+    // Format 4 chunks are segmented and nothing else is: an old reader refuses them by
+    // their version, and a new one never reads segments as one payload or the reverse.
+    let segmented = bytes[4] >= segments::VERSION && kind == ObjectKind::Chunk;
+    if (codec == CODEC_SEGMENTED) != segmented {
+        return Err(Error::corrupt(format!("unknown codec {codec} for a {kind:?} object of format {}", bytes[4])));
+    }
     if plain_len > kind.max_plain_len() {
         return Err(Error::corrupt(format!("object claims {plain_len} bytes, over the limit")));
     }
@@ -289,6 +315,9 @@ fn le_u32(bytes: &[u8]) -> usize {
 /// compressed, into the buffer zstd reads), so a fetched chunk is written once on its way.
 pub fn decode(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -> Result<Vec<u8>> {
     let header = read_header(kind, id, bytes, keys)?;
+    if header.codec == CODEC_SEGMENTED {
+        return segments::decode(id, bytes, keys);
+    }
     let payload =
         if header.sealed { Cow::Owned(open_payload(bytes, keys)?) } else { Cow::Borrowed(&bytes[HEADER_LEN..]) };
     let body = match header.codec {
@@ -363,9 +392,9 @@ mod tests {
     fn very_repetitive_bodies_decode_past_the_trusted_ratio() {
         let body = vec![0u8; 8 << 20];
         for keys in [Keys::plain(), sealed_keys()] {
-            let enc = encode(ObjectKind::Chunk, &ID, &body, 3, &keys);
+            let enc = encode(ObjectKind::Snapshot, &ID, &body, 3, &keys);
             assert!(enc.len() * TRUSTED_RATIO < body.len(), "the streaming path is taken");
-            assert_eq!(decode(ObjectKind::Chunk, &ID, &enc, &keys).unwrap(), body);
+            assert_eq!(decode(ObjectKind::Snapshot, &ID, &enc, &keys).unwrap(), body);
         }
     }
 
@@ -383,9 +412,9 @@ mod tests {
             .collect();
         assert!(looks_incompressible(&noise));
         let id = keys.id_of(&noise);
-        let stored = encode(ObjectKind::Chunk, &id, &noise, 3, &keys);
+        let stored = encode(ObjectKind::Snapshot, &id, &noise, 3, &keys);
         assert_eq!(stored[6], CODEC_RAW);
-        assert_eq!(decode(ObjectKind::Chunk, &id, &stored, &keys).unwrap(), noise);
+        assert_eq!(decode(ObjectKind::Snapshot, &id, &stored, &keys).unwrap(), noise);
         let text: Vec<u8> = (0..1 << 20).map(|i| b"the quick brown fox "[i % 20]).collect();
         assert!(!looks_incompressible(&text));
         // Compressible only away from the samples: still correct, stored raw.
@@ -393,25 +422,25 @@ mod tests {
         mixed[100_000..400_000].fill(b'a');
         assert!(looks_incompressible(&mixed));
         let id = keys.id_of(&mixed);
-        let stored = encode(ObjectKind::Chunk, &id, &mixed, 3, &keys);
-        assert_eq!(decode(ObjectKind::Chunk, &id, &stored, &keys).unwrap(), mixed);
+        let stored = encode(ObjectKind::Snapshot, &id, &mixed, 3, &keys);
+        assert_eq!(decode(ObjectKind::Snapshot, &id, &stored, &keys).unwrap(), mixed);
         let id = keys.id_of(&text);
-        assert_eq!(encode(ObjectKind::Chunk, &id, &text, 3, &keys)[6], CODEC_ZSTD);
+        assert_eq!(encode(ObjectKind::Snapshot, &id, &text, 3, &keys)[6], CODEC_ZSTD);
     }
 
     #[test]
     fn compressible_data_is_compressed() {
         let body = b"abcabcabc".repeat(1000);
-        let enc = encode(ObjectKind::Chunk, &ID, &body, 3, &Keys::plain());
+        let enc = encode(ObjectKind::Snapshot, &ID, &body, 3, &Keys::plain());
         assert!(enc.len() < body.len() / 10);
         assert_eq!(enc[6], CODEC_ZSTD);
-        assert_eq!(decode(ObjectKind::Chunk, &ID, &enc, &Keys::plain()).unwrap(), body);
+        assert_eq!(decode(ObjectKind::Snapshot, &ID, &enc, &Keys::plain()).unwrap(), body);
     }
 
     #[test]
     fn incompressible_data_is_stored_raw() {
         let body = *blake3::hash(b"random enough").as_bytes();
-        let enc = encode(ObjectKind::Chunk, &ID, &body, 3, &Keys::plain());
+        let enc = encode(ObjectKind::Snapshot, &ID, &body, 3, &Keys::plain());
         assert_eq!(enc[6], CODEC_RAW);
         assert_eq!(enc.len(), HEADER_LEN + body.len());
     }
@@ -420,9 +449,11 @@ mod tests {
     fn wrong_kind_version_and_truncation_are_errors() {
         let plain = Keys::plain();
         let enc = encode(ObjectKind::Tree, &ID, b"hello hello hello hello", 3, &plain);
-        assert_eq!(decode(ObjectKind::Chunk, &ID, &enc, &plain).unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(decode(ObjectKind::Snapshot, &ID, &enc, &plain).unwrap_err().kind(), ErrorKind::Corrupt);
         assert_eq!(enc[4], 2, "trees are written in format 2");
-        assert_eq!(encode(ObjectKind::Chunk, &ID, b"x", 3, &plain)[4], 1, "chunks did not change: format 1");
+        assert_eq!(encode(ObjectKind::Snapshot, &ID, b"x", 3, &plain)[4], 1, "snapshots did not change: format 1");
+        let x = plain.id_of(b"x");
+        assert_eq!(encode(ObjectKind::Chunk, &x, b"x", 3, &plain)[4], 4, "chunks are segmented: format 4");
         let mut older = enc.clone();
         older[4] = 1;
         assert!(decode(ObjectKind::Tree, &ID, &older, &plain).is_ok(), "format 1 trees still read");
@@ -437,12 +468,12 @@ mod tests {
     fn sealed_envelope_hides_length_and_reads_its_header_from_a_prefix() {
         let keys = sealed_keys();
         let body = b"some text some text some text".repeat(100);
-        let enc = encode(ObjectKind::Chunk, &ID, &body, 3, &keys);
+        let enc = encode(ObjectKind::Snapshot, &ID, &body, 3, &keys);
         assert_eq!(&enc[6..12], &[0, FLAG_ENCRYPTED, 0, 0, 0, 0]);
-        assert_eq!(read_header(ObjectKind::Chunk, &ID, &enc[..HEAD_LEN], &keys).unwrap().plain_len, body.len());
-        assert_eq!(decode(ObjectKind::Chunk, &ID, &enc, &keys).unwrap(), body);
+        assert_eq!(read_header(ObjectKind::Snapshot, &ID, &enc[..HEAD_LEN], &keys).unwrap().plain_len, body.len());
+        assert_eq!(decode(ObjectKind::Snapshot, &ID, &enc, &keys).unwrap(), body);
         // Fresh nonce each time: equal content never gives equal bytes.
-        assert_ne!(encode(ObjectKind::Chunk, &ID, &body, 3, &keys), enc);
+        assert_ne!(encode(ObjectKind::Snapshot, &ID, &body, 3, &keys), enc);
     }
 
     #[test]
@@ -479,14 +510,14 @@ mod tests {
         #[test]
         fn round_trip(body in proptest::collection::vec(any::<u8>(), 0..5000), level in 0i32..5, sealed: bool) {
             let keys = if sealed { sealed_keys() } else { Keys::plain() };
-            let enc = encode(ObjectKind::Chunk, &ID, &body, level, &keys);
-            prop_assert_eq!(decode(ObjectKind::Chunk, &ID, &enc, &keys).unwrap(), body);
+            let enc = encode(ObjectKind::Snapshot, &ID, &body, level, &keys);
+            prop_assert_eq!(decode(ObjectKind::Snapshot, &ID, &enc, &keys).unwrap(), body);
         }
 
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), sealed: bool) {
             let keys = if sealed { sealed_keys() } else { Keys::plain() };
-            let _ = decode(ObjectKind::Chunk, &ID, &bytes, &keys);
+            let _ = decode(ObjectKind::Snapshot, &ID, &bytes, &keys);
         }
     }
 }

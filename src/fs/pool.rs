@@ -200,13 +200,7 @@ impl Pool {
         let to = (r.offset + r.len) as usize;
         if ahead == 0 && self.drive.streamer.pinned(&r.id).is_none() {
             let want = (to.saturating_sub(from)).min(max);
-            if let Some(bytes) = self.chunks.range(&r.id, from, want) {
-                if bytes.len() != want {
-                    return Err(Error::corrupt(format!(
-                        "chunk {} is shorter than a file's slice of it",
-                        r.id.to_hex()
-                    )));
-                }
+            if let Some(bytes) = self.chunks.range(&r.id, from, want)? {
                 return Ok(Shared { range: 0..bytes.len(), bytes: Arc::new(bytes) });
             }
         }

@@ -173,6 +173,11 @@ impl LocalCache {
         got
     }
 
+    /// Whether the cache holds chunk `id` (without checking it).
+    pub fn holds(&self, id: &ObjectId) -> bool {
+        self.inner.index.lock().expect("poisoned").entries.contains_key(id)
+    }
+
     /// Keep `body`, a chunk verified against `id`, for later. Written in the background;
     /// skipped when the writer is behind, since a cache may always miss.
     pub fn put(&self, id: ObjectId, body: Arc<Vec<u8>>) {
