@@ -104,25 +104,29 @@ thread_local! {
 /// Compress `body` at zstd `level` into an envelope of `kind` for object `id`, sealed when
 /// `keys` belong to an encrypted pool. The body is stored raw when zstd does not save at
 /// least 1/32 of it (incompressible data costs nothing to read back).
+///
+/// A chunk that compresses is one zstd frame; one that does not is stored segmented
+/// (`segments`), so that a few of its bytes can be read without the rest.
 pub fn encode(kind: ObjectKind, id: &ObjectId, body: &[u8], level: i32, keys: &Keys) -> Vec<u8> {
-    if kind == ObjectKind::Chunk {
-        assert!(body.len() <= kind.max_plain_len(), "object body too large");
-        return segments::encode(id, body, level, keys, rand::random());
+    if kind != ObjectKind::Chunk {
+        return encode_with_nonce(kind, version_for(kind), id, body, level, keys, rand::random()).0;
     }
-    encode_with_nonce(kind, version_for(kind), id, body, level, keys, rand::random())
-}
-
-/// Whether `decode` checks this object's body against its id on the way (a segmented
-/// chunk, checked segment by segment), so the caller need not hash it again.
-pub fn checks_content(bytes: &[u8]) -> bool {
-    bytes.len() > 5 && bytes[4] >= segments::VERSION && bytes[5] == ObjectKind::Chunk as u8
+    assert!(body.len() <= kind.max_plain_len(), "object body too large");
+    let nonce = rand::random();
+    if level > 0 && !looks_incompressible(body) {
+        let (out, codec) = encode_with_nonce(kind, segments::VERSION, id, body, level, keys, nonce);
+        if codec == CODEC_ZSTD {
+            return out;
+        }
+    }
+    segments::encode(id, body, keys, nonce)
 }
 
 /// `encode`, stamped with format `version`: for a body whose format depends on what it holds
 /// (a pool record without a placement version is written as version 1 wrote it).
 pub fn encode_version(kind: ObjectKind, version: u8, id: &ObjectId, body: &[u8], level: i32, keys: &Keys) -> Vec<u8> {
     assert!((1..=FORMAT_VERSION).contains(&version), "a known format version");
-    encode_with_nonce(kind, version, id, body, level, keys, rand::random())
+    encode_with_nonce(kind, version, id, body, level, keys, rand::random()).0
 }
 
 fn encode_with_nonce(
@@ -133,7 +137,7 @@ fn encode_with_nonce(
     level: i32,
     keys: &Keys,
     nonce: [u8; NONCE_LEN],
-) -> Vec<u8> {
+) -> (Vec<u8>, u8) {
     assert!(body.len() <= kind.max_plain_len(), "object body too large");
     let sealed = is_sealed(kind, keys);
     let start = if sealed { HEAD_LEN } else { HEADER_LEN };
@@ -152,7 +156,7 @@ fn encode_with_nonce(
     };
     if !sealed {
         out[6] = codec;
-        return out;
+        return (out, codec);
     }
     let mut sealed = out[..HEADER_LEN].to_vec();
     seal_head(id, keys, nonce, codec, body.len(), &mut sealed);
@@ -160,7 +164,7 @@ fn encode_with_nonce(
     let (head, payload) = out.split_at_mut(HEAD_LEN);
     let tag = keys.seal(Part::Body, &nonce, head, payload);
     out.extend_from_slice(&tag);
-    out
+    (out, codec)
 }
 
 /// Key slots must be readable before the pool is unlocked; everything else of an encrypted
@@ -279,10 +283,9 @@ pub fn read_header(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -
         }));
     }
     let (codec, plain_len) = if sealed { open_header(id, bytes, keys)? } else { (bytes[6], le_u32(&bytes[8..12])) };
-    // Format 4 chunks are segmented and nothing else is: an old reader refuses them by
-    // their version, and a new one never reads segments as one payload or the reverse.
-    let segmented = bytes[4] >= segments::VERSION && kind == ObjectKind::Chunk;
-    if (codec == CODEC_SEGMENTED) != segmented {
+    // Only format 4 chunks may be segmented: a build that reads only format 3 refuses
+    // them by their version, rather than taking segments for one payload.
+    if codec == CODEC_SEGMENTED && (bytes[4] < segments::VERSION || kind != ObjectKind::Chunk) {
         return Err(Error::corrupt(format!("unknown codec {codec} for a {kind:?} object of format {}", bytes[4])));
     }
     if plain_len > kind.max_plain_len() {
@@ -310,6 +313,21 @@ fn le_u32(bytes: &[u8]) -> usize {
     u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize
 }
 
+/// Decode an envelope that must be of `kind` and named `id`, and check that its body hashes
+/// to the id (a segmented chunk is checked segment by segment as it is opened, so it is not
+/// hashed twice).
+pub fn decode_verified(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -> Result<Vec<u8>> {
+    let header = read_header(kind, id, bytes, keys)?;
+    if header.codec == CODEC_SEGMENTED {
+        return segments::decode(id, bytes, keys);
+    }
+    let body = decode_payload(header, bytes, keys)?;
+    if keys.id_of_large(&body) != *id {
+        return Err(Error::corrupt(format!("content does not match its id {}", id.to_hex())));
+    }
+    Ok(body)
+}
+
 /// Decode an envelope that must be of `kind` and named `id`; returns the plain body. The
 /// stored bytes are only read: a sealed payload is opened straight into the body (or, when
 /// compressed, into the buffer zstd reads), so a fetched chunk is written once on its way.
@@ -318,6 +336,11 @@ pub fn decode(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -> Res
     if header.codec == CODEC_SEGMENTED {
         return segments::decode(id, bytes, keys);
     }
+    decode_payload(header, bytes, keys)
+}
+
+/// The body of an envelope that is one payload, raw or zstd, whose header was read.
+fn decode_payload(header: Header, bytes: &[u8], keys: &Keys) -> Result<Vec<u8>> {
     let payload =
         if header.sealed { Cow::Owned(open_payload(bytes, keys)?) } else { Cow::Borrowed(&bytes[HEADER_LEN..]) };
     let body = match header.codec {
@@ -497,7 +520,7 @@ mod tests {
     /// A change to this vector is a change of the on-backend format (docs/format.md).
     #[test]
     fn sealed_envelope_known_answer() {
-        let enc = encode_with_nonce(ObjectKind::Chunk, 1, &ID, b"hello", 3, &sealed_keys(), [9; NONCE_LEN]);
+        let (enc, _) = encode_with_nonce(ObjectKind::Chunk, 1, &ID, b"hello", 3, &sealed_keys(), [9; NONCE_LEN]);
         assert_eq!(enc.len(), HEAD_LEN + 5 + TAG_LEN);
         assert_eq!(
             hex::encode(&enc),

@@ -27,7 +27,7 @@ use crate::backend::Backend;
 use crate::codec::{self, ObjectKind};
 use crate::config::BackendConfig;
 use crate::crypto::Keys;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::ObjectId;
 use crate::redundancy::Scheme;
 use crate::ring::Ring;
@@ -415,9 +415,5 @@ impl Store {
 
 /// Decode an envelope and check its body hashes to the id it was fetched by.
 pub fn verify(kind: ObjectKind, id: &ObjectId, bytes: &[u8], keys: &Keys) -> Result<Vec<u8>> {
-    let body = codec::decode(kind, id, bytes, keys)?;
-    if !codec::checks_content(bytes) && keys.id_of_large(&body) != *id {
-        return Err(Error::corrupt(format!("content does not match its id {}", id.to_hex())));
-    }
-    Ok(body)
+    codec::decode_verified(kind, id, bytes, keys)
 }

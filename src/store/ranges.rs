@@ -17,16 +17,20 @@ use crate::codec::{self, Layout, ObjectKind, SEGMENT};
 use crate::exec::cpu;
 use crate::id::ObjectId;
 
-/// Layouts kept: about 700 bytes each for a 1 MiB chunk, so a few MiB at most.
+/// Layouts kept: about 600 bytes each for a 1 MiB chunk, so a few MiB at most.
 const KEEP: usize = 4096;
 /// Bytes read to find a layout at once: a table of 1 MiB chunk is 16 entries, 600 bytes;
 /// longer ones take a second read.
 const FIRST_READ: u64 = 4096;
 
 /// Layouts by chunk and backend (copies of an encrypted chunk differ), least recently
-/// used out first.
+/// used out first; `None` for a copy that is not segmented (a chunk that compresses, or
+/// one written before format 4), so it is asked about once.
 #[derive(Debug)]
-pub(super) struct Layouts(Mutex<LruCache<(ObjectId, usize), Arc<Layout>>>);
+pub(super) struct Layouts(Mutex<LruCache<CopyKey, Option<Arc<Layout>>>>);
+
+/// A chunk and the backend holding one whole copy of it.
+type CopyKey = (ObjectId, usize);
 
 impl Default for Layouts {
     fn default() -> Layouts {
@@ -35,15 +39,15 @@ impl Default for Layouts {
 }
 
 impl Layouts {
-    fn get(&self, key: &(ObjectId, usize)) -> Option<Arc<Layout>> {
+    fn get(&self, key: &CopyKey) -> Option<Option<Arc<Layout>>> {
         self.0.lock().expect("poisoned").get(key).cloned()
     }
 
-    fn put(&self, key: (ObjectId, usize), layout: Arc<Layout>) {
+    fn put(&self, key: CopyKey, layout: Option<Arc<Layout>>) {
         self.0.lock().expect("poisoned").put(key, layout);
     }
 
-    fn forget(&self, key: &(ObjectId, usize)) {
+    fn forget(&self, key: &CopyKey) {
         self.0.lock().expect("poisoned").pop(key);
     }
 }
@@ -60,19 +64,19 @@ pub struct Segments {
 impl Store {
     /// The segments of chunk `id` holding its plain bytes `range`, from one whole copy in
     /// `hint` (the catalogue's; healthy backends first), each checked against the id. `None`
-    /// when no copy is known, the chunk is not segmented (written before format 4), or the
-    /// read fails: the caller then reads the whole chunk.
+    /// when no copy is known, the chunk is not segmented (it compresses, or was written
+    /// before format 4), or the read fails: the caller then reads the whole chunk.
     pub async fn read_chunk_range(&self, id: &ObjectId, hint: &[Piece], range: Range<u64>) -> Option<Segments> {
         let mut copies: Vec<&Piece> = hint.iter().filter(|p| !p.shard).collect();
         copies.sort_by_key(|p| !self.health.is_up(p.backend));
         for piece in copies.into_iter().take(2) {
             let key = (*id, piece.backend);
             let layout = match self.layouts.get(&key) {
-                Some(layout) => layout,
+                Some(known) => known?,
                 None => {
-                    let layout = Arc::new(self.read_layout(id, piece).await?);
+                    let layout = self.read_layout(id, piece).await?.map(Arc::new);
                     self.layouts.put(key, layout.clone());
-                    layout
+                    layout?
                 }
             };
             let segs = layout.segments(range.clone());
@@ -92,20 +96,21 @@ impl Store {
         None
     }
 
-    /// The layout of a copy, from its first bytes (`None` if it is not segmented or cannot
-    /// be read).
-    async fn read_layout(&self, id: &ObjectId, piece: &Piece) -> Option<Layout> {
+    /// The layout of a copy, from its first bytes: `Some(None)` if it is not segmented,
+    /// `None` if it cannot be read.
+    async fn read_layout(&self, id: &ObjectId, piece: &Piece) -> Option<Option<Layout>> {
         let backend = &self.backends[piece.backend];
         let path = piece_path(ObjectKind::Chunk, id, false);
         let head = backend.read_range(&path, 0..FIRST_READ).await;
         self.health.observe(piece.backend, &head);
         let mut head = head.ok()??;
         let header = codec::read_header(ObjectKind::Chunk, id, &head, &self.keys).ok()?;
-        let need = header.layout_len()? as u64;
+        let Some(need) = header.layout_len() else { return Some(None) };
+        let need = need as u64;
         if (head.len() as u64) < need {
             head = backend.read_range(&path, 0..need).await.ok()??;
         }
         let (keys, id) = (self.keys.clone(), *id);
-        cpu(move || Layout::read(&id, &head, &keys)).await.ok()
+        cpu(move || Layout::read(&id, &head, &keys)).await.ok().map(Some)
     }
 }
