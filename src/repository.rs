@@ -882,7 +882,10 @@ impl Repository {
         id: ObjectId,
         range: std::ops::Range<u64>,
     ) -> Option<crate::store::Segments> {
-        self.store.read_chunk_range(&id, &self.location_hint(&id), range).await
+        // The plain length places the segments before the table is read; without the
+        // catalogue's word for it, read the chunk whole.
+        let loc = self.catalogue.reader().and_then(|r| r.location(&id)).ok()??;
+        self.store.read_chunk_range(&id, &pieces_of(&self.store, &loc), loc.plain_len, range).await
     }
 
     /// A chunk from the backends, verified; with `keep`, handed to the local cache.

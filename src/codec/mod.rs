@@ -13,7 +13,7 @@ mod segments;
 use std::borrow::Cow;
 use std::cell::RefCell;
 
-pub use segments::{Layout, SEGMENT};
+pub use segments::{Layout, SEGMENT, plan as plan_segments, segments_for};
 
 use crate::crypto::{Keys, NONCE_LEN, Part, TAG_LEN};
 use crate::error::{Error, ErrorKind, Result};

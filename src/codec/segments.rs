@@ -19,6 +19,8 @@
 //! whole; media, archives, packfiles and encrypted containers, what is read at random most,
 //! rarely compress.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::{CODEC_SEGMENTED, HEAD_LEN, HEADER_LEN, Header, MAGIC, ObjectKind, seal_head};
@@ -95,6 +97,31 @@ pub(super) fn encode(id: &ObjectId, body: &[u8], keys: &Keys, nonce: [u8; NONCE_
     out
 }
 
+/// The segments of a chunk of `plain_len` bytes that hold its plain bytes `range` (clamped
+/// to the body).
+pub fn segments_for(plain_len: usize, range: Range<u64>) -> Range<usize> {
+    let n = count(plain_len);
+    let first = ((range.start / SEGMENT as u64) as usize).min(n - 1);
+    let end = (range.end.max(range.start + 1).div_ceil(SEGMENT as u64) as usize).clamp(first + 1, n);
+    first..end
+}
+
+/// Where a segmented chunk of `plain_len` bytes keeps its layout (its first bytes) and
+/// segments `segs`, known before reading it: both can then be asked for at once.
+pub fn plan(plain_len: usize, sealed: bool, segs: &Range<usize>) -> (usize, Range<u64>) {
+    let first = if sealed { HEAD_LEN } else { HEADER_LEN } + table_len(count(plain_len), sealed);
+    let at = |i| stored_at(first as u64, plain_len, sealed, i);
+    (first, at(segs.start)..at(segs.end))
+}
+
+/// Stored offset of segment `i` (of the end, for the segment count) of a chunk of
+/// `plain_len` bytes whose segments start at `first`: segments are raw, so offsets follow
+/// from lengths.
+fn stored_at(first: u64, plain_len: usize, sealed: bool, i: usize) -> u64 {
+    let tag = if sealed { TAG_LEN } else { 0 };
+    first + ((i * SEGMENT).min(plain_len) + i.min(count(plain_len)) * tag) as u64
+}
+
 fn segments_of(body: &[u8]) -> impl Iterator<Item = &[u8]> {
     let n = count(body.len());
     (0..n).map(move |i| &body[i * SEGMENT..((i + 1) * SEGMENT).min(body.len())])
@@ -165,39 +192,30 @@ impl Layout {
         self.plain_len
     }
 
-    fn count(&self) -> usize {
-        count(self.plain_len)
-    }
-
     /// Stored offset of segment `i` (of the end, for the segment count).
     fn start(&self, i: usize) -> u64 {
-        let tag = if self.head.is_some() { TAG_LEN } else { 0 };
-        let plain = (i * SEGMENT).min(self.plain_len);
-        self.first + (plain + i.min(self.count()) * tag) as u64
+        stored_at(self.first, self.plain_len, self.head.is_some(), i)
     }
 
     /// Bytes the whole stored copy has.
     pub fn stored_len(&self) -> u64 {
-        self.start(self.count())
+        self.start(count(self.plain_len))
     }
 
     /// The segments holding plain bytes `range` (clamped to the body).
-    pub fn segments(&self, range: std::ops::Range<u64>) -> std::ops::Range<usize> {
-        let n = self.count();
-        let first = ((range.start / SEGMENT as u64) as usize).min(n - 1);
-        let end = (range.end.max(range.start + 1).div_ceil(SEGMENT as u64) as usize).clamp(first + 1, n);
-        first..end
+    pub fn segments(&self, range: Range<u64>) -> Range<usize> {
+        segments_for(self.plain_len, range)
     }
 
     /// Where segments `segs` lie in the stored copy.
-    pub fn stored(&self, segs: &std::ops::Range<usize>) -> std::ops::Range<u64> {
+    pub fn stored(&self, segs: &Range<usize>) -> Range<u64> {
         self.start(segs.start)..self.start(segs.end)
     }
 
     /// The plain bytes of segments `segs`, from their stored bytes (`stored(segs)` of the
     /// copy), each opened and checked against the chunk's id. They start at plain offset
     /// `segs.start * SEGMENT`.
-    pub fn open(&self, keys: &Keys, segs: std::ops::Range<usize>, bytes: &[u8]) -> Result<Vec<u8>> {
+    pub fn open(&self, keys: &Keys, segs: Range<usize>, bytes: &[u8]) -> Result<Vec<u8>> {
         let at = self.stored(&segs);
         if bytes.len() as u64 != at.end - at.start {
             return Err(Error::corrupt(format!("chunk {}: segments cut short", self.id.to_hex())));
@@ -335,6 +353,9 @@ mod tests {
             for (from, len) in [(0, 1), (4096, 4096), (SEGMENT - 10, 20), (3 * SEGMENT, SEGMENT), (b.len() - 5, 5)] {
                 let segs = layout.segments(from as u64..(from + len) as u64);
                 let at = layout.stored(&segs);
+                let header = codec::read_header(ObjectKind::Chunk, &id, &stored[..HEAD_LEN], &keys).unwrap();
+                let planned = plan(b.len(), keys.is_encrypted(), &segs);
+                assert_eq!(planned, (header.layout_len().unwrap(), at.clone()), "known before reading");
                 let plain = layout.open(&keys, segs.clone(), &stored[at.start as usize..at.end as usize]).unwrap();
                 let skip = from - segs.start * SEGMENT;
                 assert_eq!(&plain[skip..skip + len], &b[from..from + len]);

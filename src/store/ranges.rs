@@ -10,6 +10,8 @@ use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use futures::future::join;
 use lru::LruCache;
 
 use super::{Piece, Store, piece_path};
@@ -19,9 +21,6 @@ use crate::id::ObjectId;
 
 /// Layouts kept: about 600 bytes each for a 1 MiB chunk, so a few MiB at most.
 const KEEP: usize = 4096;
-/// Bytes read to find a layout at once: a table of 1 MiB chunk is 16 entries, 600 bytes;
-/// longer ones take a second read.
-const FIRST_READ: u64 = 4096;
 
 /// Layouts by chunk and backend (copies of an encrypted chunk differ), least recently
 /// used out first; `None` for a copy that is not segmented (a chunk that compresses, or
@@ -62,33 +61,41 @@ pub struct Segments {
 }
 
 impl Store {
-    /// The segments of chunk `id` holding its plain bytes `range`, from one whole copy in
-    /// `hint` (the catalogue's; healthy backends first), each checked against the id. `None`
-    /// when no copy is known, the chunk is not segmented (it compresses, or was written
-    /// before format 4), or the read fails: the caller then reads the whole chunk.
-    pub async fn read_chunk_range(&self, id: &ObjectId, hint: &[Piece], range: Range<u64>) -> Option<Segments> {
-        let mut copies: Vec<&Piece> = hint.iter().filter(|p| !p.shard).collect();
+    /// The segments of chunk `id` (of `plain_len` bytes) holding its plain bytes `range`,
+    /// from one whole copy in `hint` (the catalogue's; healthy backends first), each checked
+    /// against the id. `None` when no copy is known, the chunk is not segmented (it
+    /// compresses, or was written before format 4), or the read fails: the caller then reads
+    /// the whole chunk.
+    ///
+    /// A copy read for the first time has its layout and the segments asked for at once:
+    /// where they lie follows from the plain length, so a miss over a backend with tens of
+    /// milliseconds per request waits for one round trip, not two.
+    pub async fn read_chunk_range(
+        &self,
+        id: &ObjectId,
+        hint: &[Piece],
+        plain_len: u64,
+        range: Range<u64>,
+    ) -> Option<Segments> {
+        // A copy shorter than the body is compressed, so not segmented: read it whole.
+        let mut copies: Vec<&Piece> =
+            hint.iter().filter(|p| !p.shard && (p.stored_len == 0 || p.stored_len >= plain_len)).collect();
         copies.sort_by_key(|p| !self.health.is_up(p.backend));
+        let segs = codec::segments_for(plain_len as usize, range);
         for piece in copies.into_iter().take(2) {
             let key = (*id, piece.backend);
-            let layout = match self.layouts.get(&key) {
-                Some(known) => known?,
-                None => {
-                    let layout = self.read_layout(id, piece).await?.map(Arc::new);
-                    self.layouts.put(key, layout.clone());
-                    layout?
-                }
+            let known = self.layouts.get(&key);
+            if matches!(known, Some(None)) {
+                return None;
+            }
+            let read = match known.flatten() {
+                Some(layout) => self.read_segments(id, piece, layout, &segs).await,
+                None => self.read_layout_and_segments(id, piece, plain_len as usize, &segs).await,
             };
-            let segs = layout.segments(range.clone());
-            let path = piece_path(ObjectKind::Chunk, id, false);
-            let read = self.backends[piece.backend].read_range(&path, layout.stored(&segs)).await;
-            self.health.observe(piece.backend, &read);
-            let Ok(Some(bytes)) = read else { continue };
-            let keys = self.keys.clone();
-            let at = segs.start;
-            let opening = layout.clone();
-            match cpu(move || opening.open(&keys, segs, &bytes)).await {
-                Ok(bytes) => return Some(Segments { offset: (at * SEGMENT) as u64, bytes }),
+            let Some((layout, bytes)) = read else { continue };
+            let (keys, at, opening) = (self.keys.clone(), segs.clone(), layout.clone());
+            match cpu(move || opening.open(&keys, at, &bytes)).await {
+                Ok(bytes) => return Some(Segments { offset: (segs.start * SEGMENT) as u64, bytes }),
                 // A copy rewritten since (another machine's repair, say) has another layout.
                 Err(_) => self.layouts.forget(&key),
             }
@@ -96,21 +103,47 @@ impl Store {
         None
     }
 
-    /// The layout of a copy, from its first bytes: `Some(None)` if it is not segmented,
-    /// `None` if it cannot be read.
-    async fn read_layout(&self, id: &ObjectId, piece: &Piece) -> Option<Option<Layout>> {
+    async fn read_segments(
+        &self,
+        id: &ObjectId,
+        piece: &Piece,
+        layout: Arc<Layout>,
+        segs: &Range<usize>,
+    ) -> Option<(Arc<Layout>, Bytes)> {
+        let path = piece_path(ObjectKind::Chunk, id, false);
+        let read = self.backends[piece.backend].read_range(&path, layout.stored(segs)).await;
+        self.health.observe(piece.backend, &read);
+        Some((layout, read.ok()??))
+    }
+
+    /// The layout of a copy read for the first time, with segments `segs` read beside it;
+    /// remembered, and remembered as absent when the copy is not segmented.
+    async fn read_layout_and_segments(
+        &self,
+        id: &ObjectId,
+        piece: &Piece,
+        plain_len: usize,
+        segs: &Range<usize>,
+    ) -> Option<(Arc<Layout>, Bytes)> {
         let backend = &self.backends[piece.backend];
         let path = piece_path(ObjectKind::Chunk, id, false);
-        let head = backend.read_range(&path, 0..FIRST_READ).await;
+        let (first, at) = codec::plan_segments(plain_len, self.keys.is_encrypted(), segs);
+        let (head, bytes) =
+            join(backend.read_range(&path, 0..first as u64), backend.read_range(&path, at.clone())).await;
         self.health.observe(piece.backend, &head);
-        let mut head = head.ok()??;
+        self.health.observe(piece.backend, &bytes);
+        let head = head.ok()??;
         let header = codec::read_header(ObjectKind::Chunk, id, &head, &self.keys).ok()?;
-        let Some(need) = header.layout_len() else { return Some(None) };
-        let need = need as u64;
-        if (head.len() as u64) < need {
-            head = backend.read_range(&path, 0..need).await.ok()??;
+        if header.layout_len().is_none() {
+            self.layouts.put((*id, piece.backend), None);
+            return None;
         }
-        let (keys, id) = (self.keys.clone(), *id);
-        cpu(move || Layout::read(&id, &head, &keys)).await.ok().map(Some)
+        let (keys, owned) = (self.keys.clone(), *id);
+        let layout = Arc::new(cpu(move || Layout::read(&owned, &head, &keys)).await.ok()?);
+        if layout.plain_len() != plain_len || layout.stored(segs) != at {
+            return None;
+        }
+        self.layouts.put((*id, piece.backend), Some(layout.clone()));
+        Some((layout, bytes.ok()??))
     }
 }
