@@ -161,16 +161,29 @@ fn random_reads_of_the_drive_come_from_the_disk_cache() {
 /// segment holding it, not its chunk (object format 4): with one byte of segment 1 of
 /// every chunk damaged on the only backend, and no local cache, reads that fall in other
 /// segments return the written bytes, and a read in a damaged segment fails rather than
-/// returning other bytes.
+/// returning other bytes. In a plain and in an encrypted pool.
 #[test]
 fn random_reads_of_the_drive_fetch_only_the_segment_that_holds_them() {
+    segment_reads(false);
+    segment_reads(true);
+}
+
+fn segment_reads(encrypted: bool) {
+    use cuckoo::internals::codec::{SEGMENT, plan_segments};
     use cuckoo::model::NodeKind;
-    const SEGMENT: u64 = 64 << 10;
+    use cuckoo::{InitOptions, KdfParams, Passphrase};
+    let segment = SEGMENT as u64;
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let mut config = rt.block_on(common::init_library_pool(dir.path(), 1, "copies=1"));
+    let mut config =
+        cuckoo::Config::parse(&dir.path().join("pool.toml"), &common::fs_pool_toml(dir.path(), 1)).unwrap();
     config.cache.size = Some(0);
-    let open = || Arc::new(rt.block_on(Repository::open(config.clone(), &NoPassphrase, &NoProgress)).unwrap());
+    let passphrase = Passphrase::new("segments");
+    let fast = KdfParams { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
+    let init =
+        InitOptions { encrypt: encrypted, kdf: fast, redundancy: Some(cuckoo::Scheme::parse("copies=1").unwrap()) };
+    rt.block_on(cuckoo::init(&config, &init, &passphrase)).unwrap();
+    let open = || Arc::new(rt.block_on(Repository::open(config.clone(), &passphrase, &NoProgress)).unwrap());
     let body = noise(6 << 20, 5);
     let path = Path::new("/file");
     let repo = open();
@@ -182,7 +195,6 @@ fn random_reads_of_the_drive_fetch_only_the_segment_that_holds_them() {
     let NodeKind::File { content, .. } = node.kind else { panic!("a file") };
     assert!(content.len() >= 3, "several chunks");
 
-    // Noise is stored raw, so segment i of a chunk lies at header + table + i * 64 KiB.
     let mut damaged_at = Vec::new();
     let mut start = 0u64;
     for r in &content {
@@ -190,12 +202,11 @@ fn random_reads_of_the_drive_fetch_only_the_segment_that_holds_them() {
         let file = dir.path().join(format!("backend-0/data/{}/{hex}", &hex[..2]));
         let mut stored = std::fs::read(&file).unwrap();
         assert_eq!(stored[4], 4, "chunks are written in format 4");
-        let segments = (r.len as u64).div_ceil(SEGMENT);
-        if segments > 1 {
-            let at = 12 + 36 * segments + SEGMENT + 100;
-            stored[at as usize] ^= 1;
+        if r.len as u64 > segment {
+            let (_, at) = plan_segments(r.len as usize, encrypted, &(1..2));
+            stored[at.start as usize + 100] ^= 1;
             std::fs::write(&file, stored).unwrap();
-            damaged_at.push(start + SEGMENT + 100);
+            damaged_at.push(start + segment + 100);
         }
         start += r.len as u64;
     }
@@ -208,11 +219,10 @@ fn random_reads_of_the_drive_fetch_only_the_segment_that_holds_them() {
     // ahead) only near the file's start, so these all read at random.
     let read_at = |buf: &mut [u8], offset: u64| drive.open(path, &OpenOptions::read()).unwrap().read_at(buf, offset);
     let mut good = 0;
-    for (r, start) in
-        content.iter().zip(content.iter().scan(0u64, |at, r| Some(std::mem::replace(at, *at + r.len as u64))))
-    {
+    let starts = content.iter().scan(0u64, |at, r| Some(std::mem::replace(at, *at + r.len as u64)));
+    for (r, start) in content.iter().zip(starts) {
         // Segment 0 and, where there is one, segment 2: never the damaged one.
-        for inside in [2000, 2 * SEGMENT + 300] {
+        for inside in [2000, 2 * segment + 300] {
             if inside + 4096 > r.len as u64 || start + inside < 2 << 20 {
                 continue;
             }
