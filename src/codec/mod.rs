@@ -6,7 +6,8 @@
 //!
 //! An encrypted envelope hides the codec and plain length in a separately sealed 5-byte
 //! header, so a ranged read of its first `HEAD_LEN` bytes still yields the plain length
-//! (rebuilding a catalogue needs it) without fetching the object.
+//! (rebuilding a catalogue needs it) without fetching the object. A chunk that does not
+//! compress is stored in segments that can be read one by one (`segments`).
 
 mod segments;
 
@@ -27,9 +28,9 @@ pub const MAGIC: [u8; 4] = *b"CKOO";
 /// segmented (`segments`).
 pub const FORMAT_VERSION: u8 = 4;
 
-/// The version written for an object of `kind`: the oldest whose body format it uses, so
-/// an older build keeps reading what did not change (chunks, snapshots, keys) and refuses,
-/// by name, what did (trees).
+/// The version written for an object of `kind` other than a chunk (chunks are format 4,
+/// `encode`): the oldest whose body format it uses, so an older build keeps reading what
+/// did not change (snapshots, keys) and refuses, by name, what did (trees).
 fn version_for(kind: ObjectKind) -> u8 {
     if kind == ObjectKind::Tree { 2 } else { 1 }
 }
@@ -93,7 +94,7 @@ impl ObjectKind {
 
 const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
-/// Segments, each raw or zstd (`segments`): chunks of format 4, and only they.
+/// Raw segments (`segments`): chunks of format 4 that do not compress, and only they.
 const CODEC_SEGMENTED: u8 = 2;
 
 thread_local! {
@@ -109,14 +110,15 @@ thread_local! {
 /// (`segments`), so that a few of its bytes can be read without the rest.
 pub fn encode(kind: ObjectKind, id: &ObjectId, body: &[u8], level: i32, keys: &Keys) -> Vec<u8> {
     if kind != ObjectKind::Chunk {
-        return encode_with_nonce(kind, version_for(kind), id, body, level, keys, rand::random()).0;
+        return encode_with_nonce(kind, version_for(kind), id, body, level, keys, rand::random());
     }
     assert!(body.len() <= kind.max_plain_len(), "object body too large");
     let nonce = rand::random();
     if level > 0 && !looks_incompressible(body) {
-        let (out, codec) = encode_with_nonce(kind, segments::VERSION, id, body, level, keys, nonce);
+        let sealed = keys.is_encrypted();
+        let (out, codec) = envelope(kind, segments::VERSION, body, Some(level), sealed);
         if codec == CODEC_ZSTD {
-            return out;
+            return finish(out, codec, id, sealed.then_some(keys), nonce, body.len());
         }
     }
     segments::encode(id, body, keys, nonce)
@@ -126,7 +128,7 @@ pub fn encode(kind: ObjectKind, id: &ObjectId, body: &[u8], level: i32, keys: &K
 /// (a pool record without a placement version is written as version 1 wrote it).
 pub fn encode_version(kind: ObjectKind, version: u8, id: &ObjectId, body: &[u8], level: i32, keys: &Keys) -> Vec<u8> {
     assert!((1..=FORMAT_VERSION).contains(&version), "a known format version");
-    encode_with_nonce(kind, version, id, body, level, keys, rand::random()).0
+    encode_with_nonce(kind, version, id, body, level, keys, rand::random())
 }
 
 fn encode_with_nonce(
@@ -137,9 +139,18 @@ fn encode_with_nonce(
     level: i32,
     keys: &Keys,
     nonce: [u8; NONCE_LEN],
-) -> (Vec<u8>, u8) {
-    assert!(body.len() <= kind.max_plain_len(), "object body too large");
+) -> Vec<u8> {
+    let zstd = (level > 0 && !looks_incompressible(body)).then_some(level);
     let sealed = is_sealed(kind, keys);
+    let (out, codec) = envelope(kind, version, body, zstd, sealed);
+    finish(out, codec, id, sealed.then_some(keys), nonce, body.len())
+}
+
+/// The header and payload of an envelope of one payload: zstd at `zstd`'s level if that
+/// saves 1/32, else raw. Room for the sealed head is left when `sealed`; its codec is
+/// returned, and set in the header of an unsealed one.
+fn envelope(kind: ObjectKind, version: u8, body: &[u8], zstd: Option<i32>, sealed: bool) -> (Vec<u8>, u8) {
+    assert!(body.len() <= kind.max_plain_len(), "object body too large");
     let start = if sealed { HEAD_LEN } else { HEADER_LEN };
     let mut out = Vec::with_capacity(start + body.len() / 2 + TAG_LEN);
     out.extend_from_slice(&MAGIC);
@@ -147,24 +158,35 @@ fn encode_with_nonce(
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.resize(start, 0);
     let budget = body.len() - body.len() / 32;
-    let codec = if level > 0 && compress_into(body, level, budget, &mut out) {
+    let codec = if zstd.is_some_and(|level| compress_into(body, level, budget, &mut out)) {
         CODEC_ZSTD
     } else {
         out.truncate(start);
         out.extend_from_slice(body);
         CODEC_RAW
     };
-    if !sealed {
-        out[6] = codec;
-        return (out, codec);
-    }
-    let mut sealed = out[..HEADER_LEN].to_vec();
-    seal_head(id, keys, nonce, codec, body.len(), &mut sealed);
-    out[..HEAD_LEN].copy_from_slice(&sealed);
+    out[6] = codec;
+    (out, codec)
+}
+
+/// Seal an envelope that `envelope` left room for the sealed head in; `None` for `keys`
+/// when it stays plain.
+fn finish(
+    mut out: Vec<u8>,
+    codec: u8,
+    id: &ObjectId,
+    keys: Option<&Keys>,
+    nonce: [u8; NONCE_LEN],
+    plain_len: usize,
+) -> Vec<u8> {
+    let Some(keys) = keys else { return out };
+    let mut head = out[..HEADER_LEN].to_vec();
+    seal_head(id, keys, nonce, codec, plain_len, &mut head);
+    out[..HEAD_LEN].copy_from_slice(&head);
     let (head, payload) = out.split_at_mut(HEAD_LEN);
     let tag = keys.seal(Part::Body, &nonce, head, payload);
     out.extend_from_slice(&tag);
-    (out, codec)
+    out
 }
 
 /// Key slots must be readable before the pool is unlocked; everything else of an encrypted
@@ -198,10 +220,9 @@ fn header_aad(outer: &[u8], id: &ObjectId) -> [u8; HEADER_LEN + 32] {
     aad
 }
 
+/// zstd of `body` appended to `out`, if it fits in `budget` bytes (callers have sampled
+/// the body with `looks_incompressible` first).
 fn compress_into(body: &[u8], level: i32, budget: usize, out: &mut Vec<u8>) -> bool {
-    if looks_incompressible(body) {
-        return false;
-    }
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|(l, _)| *l) != Some(level) {
@@ -520,7 +541,7 @@ mod tests {
     /// A change to this vector is a change of the on-backend format (docs/format.md).
     #[test]
     fn sealed_envelope_known_answer() {
-        let (enc, _) = encode_with_nonce(ObjectKind::Chunk, 1, &ID, b"hello", 3, &sealed_keys(), [9; NONCE_LEN]);
+        let enc = encode_with_nonce(ObjectKind::Chunk, 1, &ID, b"hello", 3, &sealed_keys(), [9; NONCE_LEN]);
         assert_eq!(enc.len(), HEAD_LEN + 5 + TAG_LEN);
         assert_eq!(
             hex::encode(&enc),
