@@ -420,6 +420,19 @@ mod tests {
         Keys::from_master(&MasterKey::from_bytes([7; 32]))
     }
 
+    /// Bytes that do not compress (xorshift), the same for the same seed.
+    pub(super) fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
     /// Found by the `object_envelope` fuzz target: an unencrypted tree object of 13 bytes
     /// whose header claims 4 GiB made `decode` allocate 4 GiB before reading the payload.
     #[test]
@@ -445,15 +458,7 @@ mod tests {
     #[test]
     fn incompressible_bodies_are_stored_raw_without_trying_and_text_still_compresses() {
         let keys = Keys::plain();
-        let mut x = 7u64;
-        let noise: Vec<u8> = (0..1 << 20)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise = noise(1 << 20, 7);
         assert!(looks_incompressible(&noise));
         let id = keys.id_of(&noise);
         let stored = encode(ObjectKind::Snapshot, &id, &noise, 3, &keys);

@@ -312,15 +312,7 @@ mod tests {
 
     /// Bytes that do not compress, as chunks that get segmented are.
     fn body(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        crate::codec::tests::noise(len, seed)
     }
 
     fn layout_of(id: &ObjectId, stored: &[u8], keys: &Keys) -> Layout {
