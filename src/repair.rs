@@ -409,30 +409,33 @@ async fn fix_object(
     // never deleted: they may be what an older reader finds.
     let mine: Vec<Piece> = pieces.iter().filter(|p| p.shard == sharded).copied().collect();
     let len = mine.first().map(|p| p.stored_len).unwrap_or(0);
-    let targets = targets(store, &id, scheme, len);
-    let on_target: Vec<&Piece> = mine.iter().filter(|p| targets.contains(&p.backend)).collect();
-    let free: Vec<usize> = targets.iter().filter(|t| !mine.iter().any(|p| p.backend == **t)).copied().collect();
+    let (targets, keep) = windows(store, &id, scheme, len);
+    let on_target: Vec<&Piece> = mine.iter().filter(|p| keep.contains(&p.backend)).collect();
+    let lacks = |t: &&usize| !mine.iter().any(|p| p.backend == **t);
+    // Missing pieces may go anywhere in the keep window, least full first: a piece a change
+    // of backends pushed out of it then goes to the backend that pushed it, when that one is
+    // short of its share, rather than to one that would have to give a piece back. Balancing
+    // moves go into the write window only.
+    let (open, free): (Vec<usize>, Vec<usize>) =
+        (keep.iter().filter(lacks).copied().collect(), targets.iter().filter(lacks).copied().collect());
     let want = scheme.pieces().min(targets.len());
-    // Repair counts every piece wherever it is: one outside the window (placed before a
-    // backend was added, or by an older placement) still protects the object, and writing
-    // another would only add a copy. Rebalance counts those in the window, and moves the rest.
+    // Repair counts every piece wherever it is: one outside the keep window (placed before
+    // backends were added, or by an older placement) still protects the object, and writing
+    // another would only add a copy. Rebalance counts those in it, and moves the rest.
     let counted = if options.rebalance { on_target.len() } else { distinct_backends(&mine) };
-    let mut lacking = store.pick(scheme.pieces(), &free, want.saturating_sub(counted));
+    let mut lacking = store.pick(scheme.pieces(), &open, want.saturating_sub(counted));
     if sharded {
         // A target holding a shard another target also holds gets a missing one instead.
         lacking.extend(duplicate_holders(&id, &on_target, &verified));
     }
-    let mut surplus: Vec<Piece> = if options.rebalance {
-        mine.iter().filter(|p| !targets.contains(&p.backend)).copied().collect()
-    } else {
-        vec![]
-    };
+    let mut surplus: Vec<Piece> =
+        if options.rebalance { mine.iter().filter(|p| !keep.contains(&p.backend)).copied().collect() } else { vec![] };
     if which == Pass::Balance {
         // Only objects the first pass left whole and in place; the rest wait for a repair.
         if !(lacking.is_empty() && surplus.is_empty() && corrupt.is_empty()) {
             return Ok(out);
         }
-        match store.balancing_move(&on_target, &free, len) {
+        match store.balancing_move(&on_target, &targets, &free, len) {
             Some((from, to)) => {
                 lacking.push(to);
                 surplus.push(*from);
@@ -463,12 +466,11 @@ async fn fix_object(
         return Ok(out);
     }
     let new_pieces = if sharded {
-        // Shards that stay count as present: those on the window but for one moved for
+        // Shards that stay count as present: those in the keep window but for one moved for
         // balance (whose index is then what is written), and in a repair those outside too.
-        let mut kept: Vec<usize> =
-            targets.iter().copied().filter(|t| !surplus.iter().any(|p| p.backend == *t)).collect();
+        let mut kept: Vec<usize> = keep.iter().copied().filter(|t| !surplus.iter().any(|p| p.backend == *t)).collect();
         if !options.rebalance {
-            kept.extend(mine.iter().map(|p| p.backend).filter(|b| !targets.contains(b)));
+            kept.extend(mine.iter().map(|p| p.backend).filter(|b| !keep.contains(b)));
         }
         write_shards(store, kind, &id, scheme, &mine, &kept, &lacking, &mut verified).await?
     } else {
@@ -481,7 +483,7 @@ async fn fix_object(
     // trade a good piece for a damaged one.
     let complete = lacking.len() == new_pieces.len();
     if complete && !surplus.is_empty() {
-        for p in final_pieces.iter().filter(|p| targets.contains(&p.backend) && !new_pieces.contains(p)) {
+        for p in final_pieces.iter().filter(|p| keep.contains(&p.backend) && !new_pieces.contains(p)) {
             if let std::collections::hash_map::Entry::Vacant(slot) = verified.entry((p.backend, p.shard)) {
                 // Not counted as lost: the surplus piece still holds it. `repair --read-data`
                 // replaces the bad one.
@@ -528,11 +530,15 @@ fn duplicate_holders(id: &ObjectId, on_target: &[&Piece], verified: &HashMap<(us
         .collect()
 }
 
-/// Where the pieces of `id` may be now: the first backends in its order that are up and
-/// have room, one more than the scheme wants (any of them are right: see `Store`).
-fn targets(store: &Store, id: &ObjectId, scheme: Scheme, len: u64) -> Vec<usize> {
-    let window = scheme.pieces() + 1;
-    store.placement_order(id, scheme, len).into_iter().filter(|i| store.health().is_up(*i)).take(window).collect()
+/// Where pieces of `id` may be written now, and where those written may stay: the first
+/// backends in its order that are up and have room, `ring::write_window` and
+/// `ring::keep_window` of them (any `pieces` of the first are right: see `Store`).
+fn windows(store: &Store, id: &ObjectId, scheme: Scheme, len: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut keep: Vec<usize> =
+        store.placement_order(id, scheme, len).into_iter().filter(|i| store.health().is_up(*i)).collect();
+    keep.truncate(crate::ring::keep_window(scheme.pieces()));
+    let write = keep[..keep.len().min(crate::ring::write_window(scheme.pieces()))].to_vec();
+    (write, keep)
 }
 
 fn record(repo: &Repository, kind: ObjectKind, id: &ObjectId, pieces: &[Piece]) -> Result<()> {

@@ -2,7 +2,7 @@
 //! rebalance moves after a change of backends. Used by the unit tests and by the placement
 //! benchmark (`benches/placement.rs`) that writes the table in docs/benchmarks.md.
 
-use super::{BALANCE_PASSES, Ring};
+use super::{BALANCE_PASSES, Ring, keep_window, write_window};
 use crate::id::ObjectId;
 
 /// Objects as a pool holds them: ids, and stored sizes spread like compressed chunks
@@ -44,13 +44,13 @@ fn fill(ring: &Ring, bytes: &[u64]) -> impl Fn(usize) -> f64 {
 }
 
 /// Write `objects` of `pieces` pieces each into an empty pool: with `balanced`, as the store
-/// does (the less full of the first `pieces + 1`), otherwise on the first `pieces` of the
+/// does (all but the fullest of the write window), otherwise on the first `pieces` of the
 /// order alone (the pure function's shares).
 pub fn place(ring: &Ring, pieces: usize, objects: &[(ObjectId, u64)], balanced: bool) -> Placement {
     let mut p = Placement { holders: Vec::with_capacity(objects.len()), bytes: vec![0; ring.len()] };
     for (id, size) in objects {
         let order = ring.order(id, pieces);
-        let window = &order[..(pieces + usize::from(balanced)).min(order.len())];
+        let window = &order[..(if balanced { write_window(pieces) } else { pieces }).min(order.len())];
         let chosen = ring.pick(pieces, window, pieces.min(order.len()), fill(ring, &p.bytes));
         chosen.iter().for_each(|i| p.bytes[*i] += size);
         p.holders.push(chosen);
@@ -60,10 +60,11 @@ pub fn place(ring: &Ring, pieces: usize, objects: &[(ObjectId, u64)], balanced: 
 
 /// Bring `before` (placed by another ring; `renumber` maps its backend indices to `ring`'s,
 /// `None` for a backend removed) to `ring`'s placement as `cuckoo rebalance` does. First
-/// pass: pieces outside an object's first `pieces + 1` backends move to those lacking one,
-/// picked by fill. Second pass: pieces move within windows from backends over their share to
-/// backends under it (`balancing_move`); only after the first, or it would fill backends
-/// the first pass still has to move pieces to. Returns the new placement and bytes written.
+/// pass: pieces outside an object's keep window move to the backends of that window lacking
+/// one, picked by fill. Second pass: pieces move from backends over their share to backends
+/// of the write window under theirs (`balancing_move`); only after the first, or it would
+/// fill backends the first pass still has to move pieces to. Returns the new placement and
+/// bytes written.
 pub fn rebalance(
     before: &Placement,
     renumber: impl Fn(usize) -> Option<usize>,
@@ -80,14 +81,15 @@ pub fn rebalance(
     let mut after = Placement { holders: Vec::with_capacity(objects.len()), bytes };
     let mut written = 0;
     for ((id, size), held) in objects.iter().zip(&before.holders) {
-        let window = window(ring, id, pieces);
+        let order = ring.order(id, pieces);
+        let keep = &order[..keep_window(pieces).min(order.len())];
         let mut kept: Vec<usize> = held.iter().filter_map(|i| renumber(*i)).collect();
-        for surplus in kept.iter().filter(|i| !window.contains(i)) {
+        for surplus in kept.iter().filter(|i| !keep.contains(i)) {
             after.bytes[*surplus] -= size;
         }
-        kept.retain(|i| window.contains(i));
-        let lacking = pieces.min(window.len()).saturating_sub(kept.len());
-        let free: Vec<usize> = window.iter().copied().filter(|i| !kept.contains(i)).collect();
+        kept.retain(|i| keep.contains(i));
+        let lacking = pieces.min(order.len()).saturating_sub(kept.len());
+        let free: Vec<usize> = keep.iter().copied().filter(|i| !kept.contains(i)).collect();
         for i in ring.pick(pieces, &free, lacking, fill(ring, &after.bytes)) {
             after.bytes[i] += size;
             written += size;
@@ -99,8 +101,11 @@ pub fn rebalance(
     for _ in 0..BALANCE_PASSES {
         let mut moved = false;
         for ((id, size), kept) in objects.iter().zip(after.holders.iter_mut()) {
-            let free: Vec<usize> = window(ring, id, pieces).into_iter().filter(|i| !kept.contains(i)).collect();
-            if let Some((from, to)) = super::balancing_move(&shares, &after.bytes, kept, &free, *size) {
+            let mut window = ring.order(id, pieces);
+            window.truncate(write_window(pieces));
+            let free: Vec<usize> = window.iter().copied().filter(|i| !kept.contains(i)).collect();
+            let beyond: Vec<usize> = kept.iter().copied().filter(|i| !window.contains(i)).collect();
+            if let Some((from, to)) = super::balancing_move(&shares, &after.bytes, kept, &beyond, &free, *size) {
                 kept.retain(|i| *i != from);
                 kept.push(to);
                 after.bytes[from] -= size;
@@ -116,21 +121,20 @@ pub fn rebalance(
     (after, written)
 }
 
-fn window(ring: &Ring, id: &ObjectId, pieces: usize) -> Vec<usize> {
-    let mut order = ring.order(id, pieces);
-    order.truncate(pieces + 1);
-    order
-}
-
 /// What a rebalance does after a change of backends.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Movement {
     /// Bytes written, as a share of all stored bytes.
     pub moved: f64,
     /// The share the change requires to move: what the shrinking backends lose.
     pub ideal: f64,
+    /// The share of stored bytes the backends removed held (at least what their removal
+    /// must move, whatever their shares said).
+    pub held: f64,
     /// The worst relative deviation from the new shares afterwards.
     pub deviation: f64,
+    /// Each backend's share of stored bytes afterwards, and its target share.
+    pub shares: Vec<(f64, f64)>,
 }
 
 /// Write `objects` into a pool of `before` backends (names and weights), change it to
@@ -141,13 +145,29 @@ pub fn movement(
     pieces: usize,
     objects: &[(ObjectId, u64)],
 ) -> Movement {
+    movements(&[before.to_vec(), after.to_vec()], pieces, objects).remove(0)
+}
+
+/// Write `objects` into a pool of the first backends of `pools`, then change it to each of
+/// the others in turn, rebalancing after each change: what every step moves.
+pub fn movements(pools: &[Vec<(String, f64)>], pieces: usize, objects: &[(ObjectId, u64)]) -> Vec<Movement> {
     let build = |m: &[(String, f64)]| Ring::new(m.iter().map(|(n, w)| (n.as_str(), *w))).expect("valid weights");
-    let (from, to) = (build(before), build(after));
-    let renumber = |i: usize| after.iter().position(|(n, _)| *n == before[i].0);
-    let placed = place(&from, pieces, objects, true);
-    let (result, written) = rebalance(&placed, renumber, &to, pieces, objects);
-    let total: u64 = placed.bytes.iter().sum();
-    let (old, new) = (from.shares(pieces), to.shares(pieces));
-    let ideal = (0..before.len()).map(|i| (old[i] - renumber(i).map_or(0.0, |j| new[j])).max(0.0)).sum();
-    Movement { moved: written as f64 / total.max(1) as f64, ideal, deviation: result.deviation(&new) }
+    let Some(first) = pools.first() else { return vec![] };
+    let mut placed = place(&build(first), pieces, objects, true);
+    let mut steps = Vec::new();
+    for pair in pools.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        let (from, to) = (build(before), build(after));
+        let renumber = |i: usize| after.iter().position(|(n, _)| *n == before[i].0);
+        let total: u64 = placed.bytes.iter().sum();
+        let (result, written) = rebalance(&placed, renumber, &to, pieces, objects);
+        let (old, new) = (from.shares(pieces), to.shares(pieces));
+        let ideal = (0..before.len()).map(|i| (old[i] - renumber(i).map_or(0.0, |j| new[j])).max(0.0)).sum();
+        let held = (0..before.len()).filter(|i| renumber(*i).is_none()).map(|i| placed.bytes[i]).sum::<u64>();
+        let share = |bytes: u64| bytes as f64 / total.max(1) as f64;
+        let (deviation, shares) = (result.deviation(&new), result.shares().into_iter().zip(new).collect());
+        steps.push(Movement { moved: share(written), ideal, held: share(held), deviation, shares });
+        placed = result;
+    }
+    steps
 }

@@ -30,9 +30,10 @@ use crate::id::ObjectId;
 
 /// The placement rules this build writes by (docs/format.md, "Placement"). Version 1 took
 /// the first n of the order by plain weights; version 2 draws with weight sets and writes to
-/// n of the first n + 1. A new pool records it, and a build older than a pool's version
-/// refuses to write to the pool (`Repository::writable`).
-pub const PLACEMENT_VERSION: u8 = 2;
+/// n of the first n + 1; version 3 lets pieces stay one rank further (`keep_window`), and
+/// its writes and reads look there too. A new pool records it, and a build older than a
+/// pool's version refuses to write to the pool (`Repository::writable`).
+pub const PLACEMENT_VERSION: u8 = 3;
 
 /// The placement function over a set of weighted backends, indexed as given.
 #[derive(Debug, Clone)]
@@ -115,9 +116,9 @@ impl Ring {
     }
 
     /// Which `take` of `candidates` get a piece of an object of `pieces` pieces: all but the
-    /// fullest by `fill` (stored bytes over weight). Candidates are the first `pieces + 1`
-    /// usable backends of the object's order when it is written, or those of them lacking a
-    /// piece when it is repaired. Two choices where one is needed keep every backend at its
+    /// fullest by `fill` (stored bytes over weight). Candidates are the object's write window
+    /// (`write_window`) of usable backends when it is written, or those of its keep window
+    /// (`keep_window`) lacking a piece when it is repaired or rebalanced. Two choices where one is needed keep every backend at its
     /// share whatever the object count: the order alone leaves sampling noise of several
     /// percent in a pool of a few thousand objects. Backends that hold a piece of every
     /// object are never left out.
@@ -136,36 +137,65 @@ impl Ring {
     }
 }
 
+/// How many backends at the head of an object's order its `pieces` pieces are written among:
+/// one more than needed, so that the fullest can be passed over (`Ring::pick`).
+pub fn write_window(pieces: usize) -> usize {
+    pieces + 1
+}
+
+/// How far down an object's order its pieces may stay once written: one rank further than
+/// writes go. A backend added (or grown) enters the write window of some objects and pushes
+/// the last of it down by one. Were that a piece's end, rebalance would have to move it
+/// whether or not its backend is over its share; the backends pushed down most are not
+/// those with the most to give (a small backend is last in a window more often than its
+/// weight says), so they would fall under their shares and balancing moves would fill them
+/// again: 1.1 to 1.35 times the ideal movement. With one rank of slack nothing is forced out
+/// by an addition, and balancing moves bring the new backend to its share from the backends
+/// most over theirs: 0.98 times the ideal (docs/benchmarks.md). The price is one more place
+/// to look for a piece without the catalogue.
+pub fn keep_window(pieces: usize) -> usize {
+    pieces + 2
+}
+
 /// How far from its share a backend may be before rebalance moves pieces for it: most of the
 /// 3% budget, so that the noise of where pieces were first written (a small backend of a
 /// pool of a thousand chunks is a few chunks off) is not moved around.
 pub const BALANCE_SLACK: f64 = 0.025;
 /// Passes of balancing moves a rebalance makes at most: one move per object and pass, and a
-/// backend under its share is only reachable through objects whose window holds it.
+/// backend under its share is only reachable through objects whose write window holds it.
 pub const BALANCE_PASSES: usize = 5;
 
-/// A piece to move for balance: from the backend of `held` most over its share of all
+/// A piece to move for balance, as (from, to): from a backend of `held` over its share of all
 /// stored bytes to the one of `free` most under it, when one of them is beyond
-/// `BALANCE_SLACK` (and the other on the right side of its share), and the one under can
-/// take `size` without going over. Every such move brings both towards their shares, so a
+/// `BALANCE_SLACK` (and the other on the right side of its share), and the one under can take
+/// `size` without going over. Every such move brings both towards their shares, so a
 /// rebalance run again finds nothing more to move.
+///
+/// The piece that goes is one of `beyond` (those of `held` past the write window) where one
+/// qualifies, else the one most over: a move made anyway then also brings a piece back into
+/// its window, which leaves room for the next change of backends to push it down again
+/// without forcing a move.
 pub fn balancing_move(
     shares: &[f64],
     loads: &[u64],
     held: &[usize],
+    beyond: &[usize],
     free: &[usize],
     size: u64,
 ) -> Option<(usize, usize)> {
     let total: u64 = loads.iter().sum();
     let target = |i: usize| shares[i] * total as f64;
     let over = |i: usize| (loads[i] as f64 - target(i)) / target(i);
-    let from = held.iter().copied().filter(|i| over(*i) > 0.0).max_by(|a, b| over(*a).total_cmp(&over(*b)))?;
     let to = free
         .iter()
         .copied()
         .filter(|i| over(*i) < 0.0 && loads[*i] as f64 + size as f64 <= target(*i))
         .min_by(|a, b| over(*a).total_cmp(&over(*b)))?;
-    (over(from) > BALANCE_SLACK || over(to) < -BALANCE_SLACK).then_some((from, to))
+    let qualifies = |i: &usize| over(*i) > 0.0 && (over(*i) > BALANCE_SLACK || over(to) < -BALANCE_SLACK);
+    let most_over =
+        |from: &[usize]| from.iter().copied().filter(qualifies).max_by(|a, b| over(*a).total_cmp(&over(*b)));
+    let beyond: Vec<usize> = beyond.iter().copied().filter(|i| held.contains(i)).collect();
+    Some((most_over(&beyond).or_else(|| most_over(held))?, to))
 }
 
 /// A 64-bit finaliser with full avalanche (from MurmurHash3), so that draws for one object
@@ -259,13 +289,60 @@ mod tests {
             let mut added = base.clone();
             added.push(("backend-new".into(), 3.0));
             let (moved, ideal) = movement(&base, &added, pieces);
-            assert!(moved <= 1.1 * ideal, "add, {pieces} pieces: moved {moved:.4}, ideal {ideal:.4}");
+            assert!(moved <= 1.05 * ideal, "add, {pieces} pieces: moved {moved:.4}, ideal {ideal:.4}");
             let (moved, ideal) = movement(&base, &base[1..], pieces);
-            assert!(moved <= 1.1 * ideal, "remove, {pieces} pieces: moved {moved:.4}, ideal {ideal:.4}");
+            assert!(moved <= 1.05 * ideal, "remove, {pieces} pieces: moved {moved:.4}, ideal {ideal:.4}");
             let mut heavier = base.clone();
             heavier[4].1 = 8.0;
             let (moved, ideal) = movement(&base, &heavier, pieces);
-            assert!(moved <= 1.1 * ideal, "reweight, {pieces} pieces: moved {moved:.4}, ideal {ideal:.4}");
+            assert!(moved <= 1.05 * ideal, "reweight, {pieces} pieces: moved {moved:.4}, ideal {ideal:.4}");
+        }
+    }
+
+    /// Backends `backend-0`… with `weights`, as names and weights.
+    fn pool(weights: &[f64]) -> Vec<(String, f64)> {
+        weights.iter().enumerate().map(|(i, w)| (format!("backend-{i}"), *w)).collect()
+    }
+
+    /// Whether the same backends are saturated for `pieces` before and after a change: where
+    /// one becomes saturated it must hold a piece of every object, which the ideal (what the
+    /// shrinking backends lose) does not count.
+    fn same_saturation(before: &[(String, f64)], after: &[(String, f64)], pieces: usize) -> bool {
+        let saturated = |m: &[(String, f64)]| {
+            let set = weight_set(&m.iter().map(|(_, w)| *w).collect::<Vec<_>>(), pieces);
+            m.iter().zip(&set.always).filter(|(_, a)| **a).map(|((n, _), _)| n.clone()).collect::<Vec<_>>()
+        };
+        saturated(before) == saturated(after)
+    }
+
+    #[test]
+    fn changes_in_turn_each_move_no_more_than_they_must() {
+        // Regression: a backend added pushed the last backend of some windows out of them,
+        // and rebalance moved those pieces whether or not their backends were over their
+        // shares; the small backends, pushed out most, were then filled again by balancing
+        // moves (1.1 to 1.35 times the ideal in pools of the Linux tree's size).
+        let objects = sample(1_300, 8);
+        let base = pool(&[1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0]);
+        let mut steps = vec![base.clone()];
+        let mut next = base.clone();
+        next.push(("added-1".into(), 3.0));
+        steps.push(next.clone());
+        next.push(("added-2".into(), 6.0));
+        steps.push(next.clone());
+        next.remove(2);
+        steps.push(next.clone());
+        next[0].1 = 4.0;
+        steps.push(next.clone());
+        for pieces in [1usize, 2, 3] {
+            for (k, m) in super::measure::movements(&steps, pieces, &objects).iter().enumerate() {
+                assert!(
+                    m.moved <= 1.05 * m.ideal,
+                    "step {k}, {pieces} pieces: moved {:.4}, ideal {:.4}",
+                    m.moved,
+                    m.ideal
+                );
+                assert!(m.deviation < 0.03, "step {k}, {pieces} pieces: deviation {:.4}", m.deviation);
+            }
         }
     }
 
@@ -290,6 +367,52 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Any weights from 1 to 10 on 3 to 12 backends, any scheme, a pool of the Linux tree's
+        /// size: adding a backend, removing one or changing one's weight moves at most 1.1
+        /// times what the change requires (the bound; in 300 cases of this kind that
+        /// moved more than 0.5 %, at most 1.03 for an addition, 1.07 for a removal and 0.99
+        /// for a weight), and, but where a weight was lowered, leaves every backend within
+        /// 3 % of its share or four pieces of it.
+        #[test]
+        fn any_change_moves_little_more_than_it_must(
+            weights in prop::collection::vec(1.0f64..10.0, 3..12),
+            pick in 0usize..5,
+            change in 0usize..3,
+            which in any::<prop::sample::Index>(),
+            weight in 1.0f64..10.0,
+        ) {
+            let pieces = PIECES[pick];
+            let before = pool(&weights);
+            let mut after = before.clone();
+            match change {
+                0 => after.push(("backend-new".into(), weight)),
+                1 => { after.remove(which.index(after.len())); }
+                _ => after[which.index(before.len())].1 = weight,
+            }
+            prop_assume!(pieces < after.len() && same_saturation(&before, &after, pieces));
+            let objects = sample(1_300, 9);
+            let m = super::measure::movement(&before, &after, pieces, &objects);
+            // A backend removed may hold a little more than its share: that much must move.
+            // And a pool of 1,300 objects starts a chunk or two off its shares, which the
+            // first rebalance evens out whatever the change (0.08 % of the bytes for a weight
+            // changed by nothing).
+            let must = m.ideal.max(m.held);
+            prop_assert!(m.moved <= 1.1 * must + 0.002, "moved {:.4}, ideal {:.4}, held {:.4}", m.moved, m.ideal, m.held);
+            // Within 3 % of its share, or within a few pieces of it: a small backend's share
+            // is a few dozen pieces, each several percent of it; and a backend over its share
+            // can only give a piece to one under its own by at least that piece, which a
+            // shortfall spread thinly over many backends is not. Not after a weight is
+            // lowered: a backend cut to a fifth of its weight beside one holding a piece of
+            // nearly every object can stay 20 % over its share, the shortfall all on the one
+            // that cannot take more (14 % with the rules before; docs/redundancy.md).
+            let pieces_held = (pieces * objects.len()) as f64;
+            let lowered = change == 2 && weight < weights[which.index(before.len())];
+            for (i, (got, want)) in m.shares.iter().enumerate().filter(|_| !lowered) {
+                let off = (got - want).abs();
+                prop_assert!(off < 0.03 * want || off * pieces_held < 4.0, "backend {i}: {got:.4} for {want:.4}, {:.1} pieces off", off * pieces_held);
+            }
+        }
 
         /// Any weights from 1 to 10 on 3 to 12 backends, any scheme: the weight set's shares
         /// are the weight shares where feasible, capped at 1/n otherwise, and sum to one; and

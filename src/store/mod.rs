@@ -190,7 +190,8 @@ impl std::fmt::Display for BackendTrouble {
 /// not down, not full), leaving out the one fullest for its weight (`Ring::pick`). The
 /// ring's weight sets give each backend its weight share in expectation; the choice of n of
 /// n + 1 holds it there whatever the object count, where the ring alone leaves sampling noise
-/// of several percent in a pool of a few thousand objects.
+/// of several percent in a pool of a few thousand objects. Once written, a piece may stay
+/// one rank further down (`ring::keep_window`), so that a backend added pushes nothing out.
 #[derive(Debug, Clone)]
 pub struct Store {
     backends: Vec<Backend>,
@@ -304,12 +305,12 @@ impl Store {
         self.eligible(id, scheme.pieces(), len, true)
     }
 
-    /// Where `scheme` may put the pieces of `id` when every backend is up: the first
-    /// pieces + 1 backends of its order, any `pieces` of which are right (see the type's
-    /// doc); `repair` and `rebalance` move pieces there.
+    /// Where `scheme` may put the pieces of `id` when every backend is up: its write window
+    /// (`ring::write_window`), any `pieces` of which are right (see the type's doc); `repair`
+    /// and `rebalance` write missing pieces there.
     pub fn intended(&self, id: &ObjectId, scheme: Scheme, len: u64) -> Vec<usize> {
         let mut order = self.placement_order(id, scheme, len);
-        order.truncate(scheme.pieces() + 1);
+        order.truncate(crate::ring::write_window(scheme.pieces()));
         order
     }
 
@@ -319,12 +320,19 @@ impl Store {
         self.ring.pick(pieces, candidates, take, |i| self.load(i) as f64 / self.backends[i].weight)
     }
 
-    /// A piece of an object to move within its window for balance (`ring::balancing_move`):
-    /// which of `held` goes, and where among `free`.
-    pub fn balancing_move<'a>(&self, held: &[&'a Piece], free: &[usize], len: u64) -> Option<(&'a Piece, usize)> {
+    /// A piece of an object to move for balance (`ring::balancing_move`): which of `held`
+    /// (in its keep window; `window` is its write window) goes, and where among `free`.
+    pub fn balancing_move<'a>(
+        &self,
+        held: &[&'a Piece],
+        window: &[usize],
+        free: &[usize],
+        len: u64,
+    ) -> Option<(&'a Piece, usize)> {
         let loads: Vec<u64> = (0..self.backends.len()).map(|i| self.load(i)).collect();
         let holders: Vec<usize> = held.iter().map(|p| p.backend).collect();
-        let (from, to) = crate::ring::balancing_move(&self.shares(), &loads, &holders, free, len)?;
+        let beyond: Vec<usize> = holders.iter().copied().filter(|i| !window.contains(i)).collect();
+        let (from, to) = crate::ring::balancing_move(&self.shares(), &loads, &holders, &beyond, free, len)?;
         Some((held.iter().copied().find(|p| p.backend == from)?, to))
     }
 

@@ -13,6 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::exec::cpu;
 use crate::id::ObjectId;
 use crate::redundancy::{self, Scheme};
+use crate::ring::{keep_window, write_window};
 
 impl Store {
     /// Store an encoded object with the pool's scheme. Pieces already present (same name,
@@ -63,9 +64,10 @@ impl Store {
         let len = envelope.len() as u64;
         let path = piece_path(kind, id, false);
         let order = self.order_for(id, n, len, 1)?;
-        let window: Vec<usize> = order.iter().take(n + 1).copied().collect();
-        let present = self.present(&path, &window, len).await;
-        let have: Vec<Piece> = window
+        // Copies rebalance left one rank further down count as much as those in the window.
+        let probe: Vec<usize> = order.iter().take(keep_window(n)).copied().collect();
+        let present = self.present(&path, &probe, len).await;
+        let have: Vec<Piece> = probe
             .iter()
             .zip(&present)
             .filter(|(_, p)| **p)
@@ -75,7 +77,7 @@ impl Store {
             return Ok(Stored { pieces: have, written: false, degraded: false });
         }
         let held = |i: &usize| have.iter().any(|p| p.backend == *i);
-        let free: Vec<usize> = window.iter().copied().filter(|i| !held(i)).collect();
+        let free: Vec<usize> = order.iter().take(write_window(n)).copied().filter(|i| !held(i)).collect();
         let chosen = self.pick(n, &free, n - have.len());
         // The chosen first; the rest of the order takes over from any that fails.
         let queue: VecDeque<usize> =
@@ -98,10 +100,10 @@ impl Store {
         let path = piece_path(kind, id, true);
         let total = (k + m) as usize;
         let order = self.order_for(id, total, len, k as usize)?;
-        let window: Vec<usize> = order.iter().take(total + 1).copied().collect();
-        let present = self.present(&path, &window, len).await;
+        let probe: Vec<usize> = order.iter().take(keep_window(total)).copied().collect();
+        let present = self.present(&path, &probe, len).await;
         if present.iter().filter(|p| **p).count() >= total {
-            let pieces = window
+            let pieces = probe
                 .iter()
                 .zip(&present)
                 .filter(|(_, p)| **p)
@@ -109,7 +111,7 @@ impl Store {
                 .collect();
             return Ok(Stored { pieces, written: false, degraded: false });
         }
-        let targets = self.pick(total, &window, total);
+        let targets = self.pick(total, &order[..order.len().min(write_window(total))], total);
         let id_owned = *id;
         let shards = cpu(move || redundancy::split(&id_owned, &envelope, k, m)).await?;
         let spares = Mutex::new(order.iter().copied().filter(|i| !targets.contains(i)).collect::<VecDeque<usize>>());
@@ -241,8 +243,8 @@ impl Store {
             }
         } else if let Scheme::Copies(n) = self.scheme {
             // Where a copy most likely is, before asking every backend.
-            let likely =
-                self.ring.order(id, n as usize).into_iter().take(n as usize + 1).filter(|i| self.health.is_up(*i));
+            let likely = self.ring.order(id, n as usize).into_iter().take(keep_window(n as usize));
+            let likely = likely.filter(|i| self.health.is_up(*i));
             for backend in likely {
                 let mut piece = Piece { backend, shard: false, stored_len: 0 };
                 match self.read_piece(kind, id, &piece).await {
