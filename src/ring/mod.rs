@@ -304,13 +304,17 @@ mod tests {
         weights.iter().enumerate().map(|(i, w)| (format!("backend-{i}"), *w)).collect()
     }
 
-    /// Whether the same backends are saturated for `pieces` before and after a change: where
-    /// one becomes saturated it must hold a piece of every object, which the ideal (what the
-    /// shrinking backends lose) does not count.
+    /// Whether the same backends are saturated, or nearly (a piece of 95 % of the objects or
+    /// more), for `pieces` before and after a change: where one becomes so it must hold a
+    /// piece of (nearly) every object, and pieces move to it from objects that lacked one,
+    /// which the ideal (what the shrinking backends lose) does not count. Found by the
+    /// property test below: a removal that took a backend from 94 % to 99.9 % of the objects
+    /// moved 1.14 times what the removed one held.
     fn same_saturation(before: &[(String, f64)], after: &[(String, f64)], pieces: usize) -> bool {
         let saturated = |m: &[(String, f64)]| {
             let set = weight_set(&m.iter().map(|(_, w)| *w).collect::<Vec<_>>(), pieces);
-            m.iter().zip(&set.always).filter(|(_, a)| **a).map(|((n, _), _)| n.clone()).collect::<Vec<_>>()
+            let nearly = |s: f64| s * pieces as f64 >= 0.95;
+            m.iter().zip(&set.share).filter(|(_, s)| nearly(**s)).map(|((n, _), _)| n.clone()).collect::<Vec<_>>()
         };
         saturated(before) == saturated(after)
     }
