@@ -119,12 +119,13 @@ fn copies_2_rebalance_moves_only_the_new_share_and_remove_drains_a_backend() {
     let share = written / total as f64;
     // The sixth backend owns one of the two copies of about a third of the objects: a sixth
     // of the bytes. Objects are few hundred, so allow sampling noise.
-    assert!((0.11..0.23).contains(&share), "moved {share:.3} of the stored bytes, expected about 1/6");
+    assert!((0.13..0.20).contains(&share), "moved {share:.3} of the stored bytes, expected about 1/6");
     assert_eq!(moved["bytes_deleted"], moved["bytes_written"], "moves, not copies: {moved}");
-    // Most of it went to the new backend; the rest evened out old ones that a pool of a few
-    // hundred objects leaves more than 2.5 % off their shares (docs/redundancy.md). Over
-    // eight runs: 84 to 100 % to the new backend, 1.0 to 1.19 times its share moved.
-    assert!(data_bytes(&env, 5) as f64 >= 0.75 * written, "the new backend got what moved");
+    // Nearly all of it went to the new backend; the rest evened out old ones that a pool of a
+    // few hundred objects leaves more than 2.5 % off their shares (docs/redundancy.md). Over
+    // eight runs of placement 3: 99.2 to 100 % to the new backend, 0.98 to 1.00 times its
+    // share moved (placement 2: 84 to 100 %, 1.0 to 1.19 times).
+    assert!(data_bytes(&env, 5) as f64 >= 0.9 * written, "the new backend got what moved");
     for (i, b) in before.iter().enumerate() {
         assert!(data_bytes(&env, i) <= b + total / 50, "backend-{i} received data in a rebalance toward b5");
     }
