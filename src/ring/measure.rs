@@ -104,8 +104,7 @@ pub fn rebalance(
             let mut window = ring.order(id, pieces);
             window.truncate(write_window(pieces));
             let free: Vec<usize> = window.iter().copied().filter(|i| !kept.contains(i)).collect();
-            let beyond: Vec<usize> = kept.iter().copied().filter(|i| !window.contains(i)).collect();
-            if let Some((from, to)) = super::balancing_move(&shares, &after.bytes, kept, &beyond, &free, *size) {
+            if let Some((from, to)) = super::balancing_move(&shares, &after.bytes, kept, &window, &free, *size) {
                 kept.retain(|i| *i != from);
                 kept.push(to);
                 after.bytes[from] -= size;

@@ -118,9 +118,9 @@ impl Ring {
     /// Which `take` of `candidates` get a piece of an object of `pieces` pieces: all but the
     /// fullest by `fill` (stored bytes over weight). Candidates are the object's write window
     /// (`write_window`) of usable backends when it is written, or those of its keep window
-    /// (`keep_window`) lacking a piece when it is repaired or rebalanced. Two choices where one is needed keep every backend at its
-    /// share whatever the object count: the order alone leaves sampling noise of several
-    /// percent in a pool of a few thousand objects. Backends that hold a piece of every
+    /// (`keep_window`) lacking a piece when it is repaired or rebalanced. Two choices where
+    /// one is needed keep every backend at its share whatever the object count: the order
+    /// alone leaves sampling noise of several percent in a pool of a few thousand objects. Backends that hold a piece of every
     /// object are never left out.
     pub fn pick(&self, pieces: usize, candidates: &[usize], take: usize, fill: impl Fn(usize) -> f64) -> Vec<usize> {
         let set = self.set(pieces);
@@ -171,15 +171,15 @@ pub const BALANCE_PASSES: usize = 5;
 /// `size` without going over. Every such move brings both towards their shares, so a
 /// rebalance run again finds nothing more to move.
 ///
-/// The piece that goes is one of `beyond` (those of `held` past the write window) where one
+/// The piece that goes is one of `held` past `window` (the object's write window) where one
 /// qualifies, else the one most over: a move made anyway then also brings a piece back into
-/// its window, which leaves room for the next change of backends to push it down again
+/// the window, which leaves room for the next change of backends to push it down again
 /// without forcing a move.
 pub fn balancing_move(
     shares: &[f64],
     loads: &[u64],
     held: &[usize],
-    beyond: &[usize],
+    window: &[usize],
     free: &[usize],
     size: u64,
 ) -> Option<(usize, usize)> {
@@ -194,7 +194,7 @@ pub fn balancing_move(
     let qualifies = |i: &usize| over(*i) > 0.0 && (over(*i) > BALANCE_SLACK || over(to) < -BALANCE_SLACK);
     let most_over =
         |from: &[usize]| from.iter().copied().filter(qualifies).max_by(|a, b| over(*a).total_cmp(&over(*b)));
-    let beyond: Vec<usize> = beyond.iter().copied().filter(|i| held.contains(i)).collect();
+    let beyond: Vec<usize> = held.iter().copied().filter(|i| !window.contains(i)).collect();
     Some((most_over(&beyond).or_else(|| most_over(held))?, to))
 }
 

@@ -331,8 +331,7 @@ impl Store {
     ) -> Option<(&'a Piece, usize)> {
         let loads: Vec<u64> = (0..self.backends.len()).map(|i| self.load(i)).collect();
         let holders: Vec<usize> = held.iter().map(|p| p.backend).collect();
-        let beyond: Vec<usize> = holders.iter().copied().filter(|i| !window.contains(i)).collect();
-        let (from, to) = crate::ring::balancing_move(&self.shares(), &loads, &holders, &beyond, free, len)?;
+        let (from, to) = crate::ring::balancing_move(&self.shares(), &loads, &holders, window, free, len)?;
         Some((held.iter().copied().find(|p| p.backend == from)?, to))
     }
 
