@@ -188,6 +188,47 @@ fn regression_adding_a_backend_to_unequal_weights_moves_its_share_and_only_to_it
     restore_matches(&env, "latest", &src, "out");
 }
 
+/// Placement 3 lets a copy stay in the last rank of an object's keep window, one past where
+/// writes go. Storing the object again without the catalogue knowing it (another machine, or
+/// a backup cut off before its catalogue commit) must find that copy and not write a third:
+/// a write that looked only in the write window, as placement 2's did, would.
+#[test]
+fn a_copy_in_the_last_rank_of_the_keep_window_is_found_not_written_again() {
+    use cuckoo::internals::{codec::ObjectKind, ring::keep_window, store::piece_path};
+    let env = pool(5, "copies=2");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = cuckoo::Config::load(&env.config).unwrap();
+        let pass = cuckoo::Passphrase::new(PASSPHRASE);
+        let repo = cuckoo::Repository::open(config, &pass, &cuckoo::NoProgress).await.unwrap();
+        let store = repo.store();
+        let body = b"an object no catalogue has recorded".to_vec();
+        let id = cuckoo::ObjectId::of(&body);
+        let order = store.placement_order(&id, cuckoo::Scheme::Copies(2), body.len() as u64);
+        let first = store.put(ObjectKind::Chunk, &id, body.clone()).await.unwrap();
+        assert!(first.written && first.pieces.len() == 2, "{:?}", first.pieces);
+
+        // Move one copy to the last rank of the keep window, as a rebalance may leave it.
+        let path = piece_path(ObjectKind::Chunk, &id, false);
+        let on = |i: usize| env.path(&format!("backend-{i}")).join(&path);
+        let last = order[keep_window(2) - 1];
+        assert!(first.pieces.iter().all(|p| p.backend != last), "writes go into the write window");
+        std::fs::create_dir_all(on(last).parent().unwrap()).unwrap();
+        std::fs::rename(on(first.pieces[0].backend), on(last)).unwrap();
+
+        let again = store.put(ObjectKind::Chunk, &id, body.clone()).await.unwrap();
+        assert!(!again.written, "a copy was written again: {:?}", again.pieces);
+        let mut holders: Vec<usize> = again.pieces.iter().map(|p| p.backend).collect();
+        holders.sort();
+        let mut expected = vec![last, first.pieces[1].backend];
+        expected.sort();
+        assert_eq!(holders, expected);
+        let copies = (0..5).filter(|i| on(*i).exists()).count();
+        assert_eq!(copies, 2, "two copies on disk, not three");
+        assert_eq!(std::fs::read(on(last)).unwrap(), body);
+    });
+}
+
 #[test]
 fn a_corrupt_or_missing_copy_is_read_around_named_by_check_and_healed_by_repair() {
     let env = pool(3, "copies=2");
