@@ -1,6 +1,6 @@
 //! Measuring placement as the store does it: shares of stored bytes per backend, and bytes a
 //! rebalance moves after a change of backends. Used by the unit tests and by the placement
-//! benchmark (`benches/placement.rs`) that writes the table in docs/benchmarks.md.
+//! benchmark (`benches/placement_table.rs`) that writes the table in docs/benchmarks.md.
 
 use super::{BALANCE_PASSES, Ring, keep_window, write_window};
 use crate::id::ObjectId;
